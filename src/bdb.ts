@@ -1,0 +1,92 @@
+// Typed face of the native addon (src/native/bdb.cc). Keys and values are
+// bytes here; the map discipline (lowercase, no NUL, decimal time) lives in
+// map.ts.
+
+import { createRequire } from 'node:module';
+import { getSystemErrorName } from 'node:util';
+
+export type DbType = 'hash' | 'btree';
+
+export interface Database {
+  /** The access method of the open file: hash, btree, or another libdb type. */
+  readonly type: string;
+  get(key: Buffer): Buffer | null;
+  put(key: Buffer, value: Buffer): void;
+  /** False when the key was not there. */
+  del(key: Buffer): boolean;
+  /** Up to `max` more records of a whole-database walk, packed; null at the end. */
+  scan(max: number): Buffer | null;
+  sync(): void;
+  /** Flushes and fsyncs; throws when the data may not have reached the file. */
+  close(): void;
+}
+
+interface Addon {
+  Database: new (path: string, type: DbType | 'unknown', readonly: boolean, create: boolean, mode: number) => Database;
+  flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs: number): boolean;
+  libdbVersion: string;
+}
+
+/** An error thrown by libdb or the OS through the addon. */
+export interface NativeError extends Error {
+  errno: number;
+  code?: string;
+  op?: string;
+  path?: string;
+  detail?: string;
+}
+
+const require = createRequire(import.meta.url);
+const addon = require('../build/Release/poprelay_bdb.node') as Addon;
+
+export const libdbVersion = addon.libdbVersion;
+
+/** Adds a Node-style `code` (ENOENT, EACCES, ...) to OS errors from the addon. */
+function withCode(e: unknown): unknown {
+  if (e instanceof Error && typeof (e as NativeError).errno === 'number') {
+    const ne = e as NativeError;
+    if (ne.errno > 0) ne.code = getSystemErrorName(-ne.errno);
+  }
+  return e;
+}
+
+export interface OpenOptions {
+  type: DbType | 'unknown';
+  readonly: boolean;
+  create?: boolean;
+  mode?: number;
+}
+
+export function openDatabase(path: string, opts: OpenOptions): Database {
+  try {
+    return new addon.Database(path, opts.type, opts.readonly, opts.create ?? false, opts.mode ?? 0o644);
+  } catch (e) {
+    throw withCode(e);
+  }
+}
+
+/**
+ * flock(2) on an open fd. Waits up to timeoutMs (0: do not wait) and returns
+ * false if the lock is still held elsewhere by then.
+ */
+export function flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs = 0): boolean {
+  try {
+    return addon.flock(fd, op, timeoutMs);
+  } catch (e) {
+    throw withCode(e);
+  }
+}
+
+/** Decodes a packed batch from Database.scan() into [key, value] byte pairs. */
+export function* unpackRecords(batch: Buffer): Generator<[Buffer, Buffer]> {
+  let off = 0;
+  while (off < batch.length) {
+    const klen = batch.readUInt32LE(off);
+    const vlen = batch.readUInt32LE(off + 4);
+    off += 8;
+    const key = batch.subarray(off, off + klen);
+    off += klen;
+    yield [key, batch.subarray(off, off + vlen)];
+    off += vlen;
+  }
+}

@@ -1,0 +1,195 @@
+// poprelay.ini: where it is, what each key means, and what is allowed.
+// Every key has a default, so a missing default file means "defaults";
+// a file the administrator named explicitly must exist.
+
+import { readFileSync } from 'node:fs';
+import { BlockList } from 'node:net';
+import { isAbsolute } from 'node:path';
+import { parse as parseIni } from 'ini';
+
+import { parseNetwork, type Network } from './address.js';
+import type { DbType } from './bdb.js';
+import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/mail/poprelay.ini';
+
+export interface Config {
+  /** The file the settings came from; null when no file exists and defaults apply. */
+  source: string | null;
+  dbfile: string;
+  dbtype: DbType;
+  timeoutMinutes: number;
+  lockTimeoutMs: number;
+  /** The ignore list as written, for display. */
+  ignore: readonly Network[];
+  /** The same networks, for matching. */
+  ignoreList: BlockList;
+  mapMode: number;
+  logRecorded: boolean;
+}
+
+interface KeySpec<T> {
+  default: string;
+  allowed: string;
+  parse(value: string): T | undefined;
+  /** Why a value was refused, where "expected ..." alone would not show which part. */
+  explain?(value: string): string;
+}
+
+function wholeNumber(min: number, max: number) {
+  return (v: string): number | undefined => {
+    if (!/^[0-9]{1,9}$/.test(v)) return undefined;
+    const n = Number(v);
+    return n >= min && n <= max ? n : undefined;
+  };
+}
+
+function parseMode(v: string): number | undefined {
+  if (!/^0?[0-7]{3}$/.test(v)) return undefined;
+  const mode = parseInt(v, 8);
+  // sendmail refuses group- or world-writable maps ("unsafe map file"), and
+  // the writer itself must be able to read and write it.
+  if ((mode & 0o022) !== 0 || (mode & 0o600) !== 0o600) return undefined;
+  return mode;
+}
+
+function parseBool(v: string): boolean | undefined {
+  if (/^(yes|true|on|1)$/i.test(v)) return true;
+  if (/^(no|false|off|0)$/i.test(v)) return false;
+  return undefined;
+}
+
+function ignoreItems(v: string): Array<[string, Network | string]> {
+  return v
+    .split(/[\s,]+/)
+    .filter((s) => s !== '')
+    .map((item) => [item, parseNetwork(item)]);
+}
+
+function parseIgnore(v: string): Network[] | undefined {
+  const nets = ignoreItems(v).map(([, n]) => n);
+  return nets.every((n): n is Network => typeof n !== 'string') ? nets : undefined;
+}
+
+function explainIgnore(v: string): string {
+  const bad = ignoreItems(v).find(([, n]) => typeof n === 'string');
+  return bad === undefined ? '' : `${quoteUntrusted(bad[0])}: ${String(bad[1])}`;
+}
+
+const KEYS = {
+  dbfile: {
+    default: '/var/lib/poprelay/popip.db',
+    allowed: 'an absolute path ending in ".db" (the MTAs name the map without .db and add it)',
+    parse: (v: string) => (isAbsolute(v) && v.endsWith('.db') && v.length > 4 && !/[\0\n]/.test(v) ? v : undefined),
+  },
+  dbtype: {
+    default: 'hash',
+    allowed: '"hash" or "btree"',
+    parse: (v: string): DbType | undefined => (v === 'hash' || v === 'btree' ? v : undefined),
+  },
+  timeout_minutes: {
+    default: '15',
+    allowed: 'a whole number of minutes from 1 to 10080 (one week)',
+    parse: wholeNumber(1, 10080),
+  },
+  lock_timeout_ms: {
+    default: '2000',
+    allowed: 'a whole number of milliseconds from 10 to 30000',
+    parse: wholeNumber(10, 30000),
+  },
+  ignore: {
+    default: '127.0.0.0/8, ::1/128',
+    allowed: 'a list of addresses or CIDR networks (host bits clear), separated by commas or spaces; empty for none',
+    parse: parseIgnore,
+    explain: explainIgnore,
+  },
+  map_mode: {
+    default: '0644',
+    allowed: 'an octal mode such as 0644 or 0640: read-write for the owner, never group- or world-writable (sendmail refuses such maps)',
+    parse: parseMode,
+  },
+  log_recorded: {
+    default: 'yes',
+    allowed: '"yes" or "no"',
+    parse: parseBool,
+  },
+} satisfies Record<string, KeySpec<unknown>>;
+
+type KeyName = keyof typeof KEYS;
+type Parsed = { [K in KeyName]: NonNullable<ReturnType<(typeof KEYS)[K]['parse']>> };
+
+function isKeyName(k: string): k is KeyName {
+  return Object.hasOwn(KEYS, k);
+}
+
+function configError(source: string, message: string): PoprelayError {
+  return new PoprelayError('ERR_CONFIG', `config ${source}: ${message}`);
+}
+
+function buildBlockList(nets: readonly Network[]): BlockList {
+  const list = new BlockList();
+  for (const n of nets) list.addSubnet(n.address, n.prefix, n.family === 4 ? 'ipv4' : 'ipv6');
+  return list;
+}
+
+/** Parses and validates the text of a poprelay.ini. `source` names it in errors. */
+export function parseConfig(text: string, source: string | null): Config {
+  const where = source ?? '(defaults)';
+  let raw: Record<string, unknown>;
+  try {
+    raw = parseIni(text) as Record<string, unknown>;
+  } catch (e) {
+    throw configError(where, `cannot parse: ${(e as Error).message}`);
+  }
+  const values = new Map<KeyName, string>();
+  for (const [k, v] of Object.entries(raw)) {
+    if (!isKeyName(k)) {
+      const what = typeof v === 'object' && v !== null ? `section [${k}]` : `key ${quoteUntrusted(k)}`;
+      throw configError(where, `unknown ${what}; allowed keys (no sections): ${Object.keys(KEYS).join(', ')}`);
+    }
+    if (typeof v === 'object') throw configError(where, `key "${k}" is given as a list; give it once`);
+    values.set(k, String(v).trim());
+  }
+  const parsed: Partial<Record<KeyName, unknown>> = {};
+  for (const name of Object.keys(KEYS) as KeyName[]) {
+    const spec: KeySpec<unknown> = KEYS[name];
+    const given = values.get(name);
+    const value = spec.parse(given ?? spec.default);
+    if (value === undefined) {
+      const detail = spec.explain ? ` (${spec.explain(given ?? '')})` : '';
+      throw configError(where, `key "${name}": value ${quoteUntrusted(given ?? '')} is not allowed${detail}; expected ${spec.allowed}`);
+    }
+    parsed[name] = value;
+  }
+  const p = parsed as Parsed;
+  return {
+    source,
+    dbfile: p.dbfile,
+    dbtype: p.dbtype,
+    timeoutMinutes: p.timeout_minutes,
+    lockTimeoutMs: p.lock_timeout_ms,
+    ignore: p.ignore,
+    ignoreList: buildBlockList(p.ignore),
+    mapMode: p.map_mode,
+    logRecorded: p.log_recorded,
+  };
+}
+
+/**
+ * The config in force: `explicit` (--config), else $POPRELAY_CONFIG, else
+ * /etc/mail/poprelay.ini. Only the default file may be absent.
+ */
+export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const named = explicit ?? (env.POPRELAY_CONFIG || undefined);
+  const path = named ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = errnoCode(e);
+    if (code === 'ENOENT' && named === undefined) return parseConfig('', null);
+    const how = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable by this user' : `cannot be read (${code ?? String(e)})`;
+    throw configError(path, `${how}${named !== undefined && code === 'ENOENT' ? '; it was named by --config or POPRELAY_CONFIG' : ''}`);
+  }
+  return parseConfig(text, path);
+}
