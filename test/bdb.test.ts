@@ -1,0 +1,187 @@
+// The native binding against real files, checked with the db5.3 utilities.
+
+import { spawn } from 'node:child_process';
+import { statSync, writeFileSync, openSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+
+import { flock, libdbVersion, openDatabase, unpackRecords, type NativeError } from '../src/bdb.js';
+import { dumpHeader, dumpMap, expectVerified, tempDir } from './helpers.js';
+
+const b = (s: string): Buffer => Buffer.from(s, 'latin1');
+
+function thrown(f: () => unknown): NativeError {
+  try {
+    f();
+  } catch (e) {
+    return e as NativeError;
+  }
+  throw new Error('did not throw');
+}
+
+describe('Database', () => {
+  const dir = tempDir();
+
+  it('links the system libdb 5.3', () => {
+    expect(libdbVersion).toMatch(/Berkeley DB 5\.3\./);
+  });
+
+  it.each(['hash', 'btree'] as const)('creates a %s file that db5.3_verify accepts and db5.3_dump reads', async (type) => {
+    const path = join(dir, `create-${type}.db`);
+    const db = openDatabase(path, { type, readonly: false, create: true, mode: 0o640 });
+    expect(db.type).toBe(type);
+    db.put(b('192.0.2.7'), b('1700000000'));
+    db.put(b('ipv6:2001:db8:0:0:0:0:0:1'), b('OK'));
+    db.put(b('192.0.2.7'), b('1700000001')); // replaces
+    expect(db.get(b('192.0.2.7'))?.toString()).toBe('1700000001');
+    expect(db.get(b('192.0.2.8'))).toBeNull();
+    expect(db.del(b('192.0.2.8'))).toBe(false);
+    db.close();
+    await expectVerified(path);
+    expect((await dumpHeader(path)).type).toBe(type);
+    expect(await dumpMap(path)).toEqual([
+      ['192.0.2.7', '1700000001'],
+      ['ipv6:2001:db8:0:0:0:0:0:1', 'OK'],
+    ]);
+  });
+
+  it('scans every record in batches, bytes intact', async () => {
+    const path = join(dir, 'scan.db');
+    const db = openDatabase(path, { type: 'hash', readonly: false, create: true });
+    const want = new Map<string, string>();
+    for (let i = 0; i < 5000; i++) {
+      const k = `10.${i >> 8}.${i & 255}.1`;
+      want.set(k, String(1_700_000_000 + i));
+      db.put(b(k), b(String(1_700_000_000 + i)));
+    }
+    db.put(Buffer.from([0, 1, 255]), Buffer.alloc(0));
+    db.close();
+    await expectVerified(path);
+    const ro = openDatabase(path, { type: 'unknown', readonly: true });
+    expect(ro.type).toBe('hash');
+    const seen = new Map<string, string>();
+    let batches = 0;
+    for (let batch = ro.scan(1000); batch !== null; batch = ro.scan(1000)) {
+      batches++;
+      for (const [k, v] of unpackRecords(batch)) seen.set(k.toString('latin1'), v.toString('latin1'));
+    }
+    expect(ro.scan(1000)).toBeNull();
+    ro.close();
+    expect(batches).toBe(6);
+    expect(seen.get('\u0000\u0001\u00ff')).toBe('');
+    seen.delete('\u0000\u0001\u00ff');
+    expect(seen).toEqual(want);
+  });
+
+  it('refuses writes on a read-only handle with libdb\'s reason', async () => {
+    const path = join(dir, 'ro.db');
+    openDatabase(path, { type: 'hash', readonly: false, create: true }).close();
+    const db = openDatabase(path, { type: 'hash', readonly: true });
+    const e = thrown(() => db.put(b('k'), b('v')));
+    expect(e.message).toContain(path);
+    expect(e.op).toBe('put');
+    expect(e.errno).not.toBe(0);
+    db.close();
+  });
+
+  it('reports a missing file with ENOENT and the path', () => {
+    const path = join(dir, 'missing.db');
+    const e = thrown(() => openDatabase(path, { type: 'hash', readonly: true }));
+    expect(e.code).toBe('ENOENT');
+    expect(e.path).toBe(path);
+    expect(e.message).toContain(path);
+  });
+
+  it('reports a file that is not a database with libdb\'s message', () => {
+    const path = join(dir, 'junk.db');
+    writeFileSync(path, Buffer.alloc(8192, 0x5a));
+    const e = thrown(() => openDatabase(path, { type: 'unknown', readonly: true }));
+    expect(e.code).toBe('EINVAL');
+    expect(e.detail).toMatch(/checksum error|unexpected file type or format/);
+  });
+
+  it('reports a type mismatch when opened as the other type', () => {
+    const path = join(dir, 'typed.db');
+    openDatabase(path, { type: 'btree', readonly: false, create: true }).close();
+    const e = thrown(() => openDatabase(path, { type: 'hash', readonly: true }));
+    expect(e.errno).toBeGreaterThan(0);
+    expect(e.message).toContain(path);
+  });
+
+  it('throws on use after close', () => {
+    const path = join(dir, 'closed.db');
+    const db = openDatabase(path, { type: 'hash', readonly: false, create: true });
+    db.close();
+    expect(() => db.get(b('x'))).toThrow(/is closed/);
+  });
+
+  it('applies the mode given (under the process umask)', () => {
+    const path = join(dir, 'mode.db');
+    const old = process.umask(0o022);
+    try {
+      openDatabase(path, { type: 'hash', readonly: false, create: true, mode: 0o640 }).close();
+    } finally {
+      process.umask(old);
+    }
+    expect(statSync(path).mode & 0o777).toBe(0o640);
+  });
+});
+
+describe('flock', () => {
+  const dir = tempDir();
+  const file = join(dir, 'lockme');
+  writeFileSync(file, '');
+
+  /** Holds a lock on `file` from another process (util-linux flock) until killed. */
+  async function holder(mode: '-s' | '-x'): Promise<() => void> {
+    const child = spawn('flock', ['-o', mode, file, 'sleep', '30'], { stdio: 'ignore' });
+    // Wait until the lock is really held.
+    for (let i = 0; i < 200; i++) {
+      const r = await execa('flock', ['-n', mode === '-x' ? '-s' : '-x', file, 'true'], { reject: false });
+      if (r.exitCode !== 0) break;
+      await new Promise((r2) => setTimeout(r2, 10));
+    }
+    return () => child.kill('SIGKILL');
+  }
+
+  it('takes and releases shared and exclusive locks', () => {
+    const fd = openSync(file, 'r');
+    expect(flock(fd, 'sh')).toBe(true);
+    expect(flock(fd, 'ex')).toBe(true);
+    expect(flock(fd, 'un')).toBe(true);
+    closeSync(fd);
+  });
+
+  it('shares with shared holders and waits out exclusive ones', async () => {
+    const release = await holder('-s');
+    const fd = openSync(file, 'r');
+    try {
+      expect(flock(fd, 'sh', 0)).toBe(true);
+      flock(fd, 'un');
+      expect(flock(fd, 'ex', 0)).toBe(false);
+      const t0 = Date.now();
+      expect(flock(fd, 'ex', 150)).toBe(false);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(140); // waited for its bound, no less
+      release();
+      expect(flock(fd, 'ex', 5000)).toBe(true);
+    } finally {
+      release();
+      closeSync(fd);
+    }
+  });
+
+  it('is released by the kernel when the holder is killed', async () => {
+    const release = await holder('-x');
+    const fd = openSync(file, 'r');
+    expect(flock(fd, 'sh', 0)).toBe(false);
+    release();
+    expect(flock(fd, 'sh', 5000)).toBe(true);
+    closeSync(fd);
+  });
+
+  it('throws on a bad fd with EBADF', () => {
+    const e = thrown(() => flock(9999, 'ex'));
+    expect(e.code).toBe('EBADF');
+  });
+});

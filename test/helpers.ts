@@ -1,0 +1,81 @@
+// Shared test tools: temporary map directories and the real Berkeley DB
+// utilities that check every map a test writes.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, expect } from 'vitest';
+
+import type { MapSettings } from '../src/map.js';
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+export const DIST = join(ROOT, 'dist');
+
+const made: string[] = [];
+afterAll(() => {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory, removed after the test file; mkdtemp makes it 0700. */
+export function tempDir(prefix = 'poprelay-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
+export function settings(dir: string, name = 'popip.db', over: Partial<MapSettings> = {}): MapSettings {
+  return { path: join(dir, name), type: 'hash', lockTimeoutMs: 1000, mode: 0o644, ...over };
+}
+
+/** db5.3_verify must accept the file. */
+export async function expectVerified(path: string): Promise<void> {
+  const r = await execa('db5.3_verify', ['-q', path], { reject: false });
+  expect(r.stderr, `db5.3_verify ${path}`).toBe('');
+  expect(r.exitCode, `db5.3_verify ${path}`).toBe(0);
+}
+
+/** The records of a map as db5.3_dump sees them, sorted by key. */
+export async function dumpMap(path: string): Promise<Array<[string, string]>> {
+  const { stdout } = await execa('db5.3_dump', ['-p', path]);
+  const lines = stdout.split('\n');
+  const start = lines.indexOf('HEADER=END') + 1;
+  const end = lines.indexOf('DATA=END');
+  const body = lines.slice(start, end).map((l) => unescapeDump(l.slice(1)));
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i < body.length; i += 2) pairs.push([body[i] ?? '', body[i + 1] ?? '']);
+  return pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
+/** db_dump -p escapes non-printing bytes as \hh and backslash as \\. */
+function unescapeDump(s: string): string {
+  return s.replace(/\\(\\|[0-9a-f]{2})/g, (_, x: string) => (x === '\\' ? '\\' : String.fromCharCode(parseInt(x, 16))));
+}
+
+/** The header fields of a map (type=hash, ...). */
+export async function dumpHeader(path: string): Promise<Record<string, string>> {
+  const { stdout } = await execa('db5.3_dump', ['-p', path]);
+  const head = stdout.split('\n').slice(0, stdout.split('\n').indexOf('HEADER=END'));
+  return Object.fromEntries(head.map((l) => l.split('=') as [string, string]));
+}
+
+/** Builds a map with sendmail's makemap from "key value" lines. */
+export async function makemap(dir: string, name: string, lines: string[], flags: string[] = []): Promise<string> {
+  await execa('makemap', [...flags, 'hash', join(dir, name)], { input: lines.join('\n') + '\n' });
+  return join(dir, `${name}.db`);
+}
+
+export const MAPOP = join(ROOT, 'test/fixtures/mapop.mjs');
+
+export interface OpResult {
+  ok?: unknown;
+  error?: string;
+  code?: string;
+}
+
+/** Runs a library operation in a child process, optionally as another user. */
+export async function mapop(args: string[], user?: string): Promise<OpResult> {
+  const cmd = user === undefined ? ['node', MAPOP, ...args] : ['setpriv', `--reuid=${user}`, `--regid=nogroup`, '--clear-groups', 'node', MAPOP, ...args];
+  const r = await execa(cmd[0] ?? 'node', cmd.slice(1), { reject: false });
+  return JSON.parse(r.stdout) as OpResult;
+}
