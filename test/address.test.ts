@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { addressOfKey, compressIPv6, parseClientAddress, parseNetwork } from '../src/address.js';
 import { PoprelayError } from '../src/errors.js';
+import { HOSTILE_ADDRESSES } from './hostile.js';
 
 describe('parseClientAddress accepts', () => {
   it.each([
@@ -86,6 +87,10 @@ describe('parseClientAddress rejects', () => {
     expect((err as PoprelayError).message).not.toMatch(/[\u0000-\u001f]/);
     expect((err as PoprelayError).message.length).toBeLessThan(300);
   });
+});
+
+it.each(HOSTILE_ADDRESSES.map((a) => [a]))('the hostile value %j is refused', (input) => {
+  expect(() => parseClientAddress(input)).toThrow(PoprelayError);
 });
 
 describe('compressIPv6 follows RFC 5952', () => {

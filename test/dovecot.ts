@@ -1,0 +1,221 @@
+// A private Dovecot for tests and benchmarks: loopback ports, its own
+// base_dir, passwd-file users and log, and poprelay-login installed into its
+// directory and configured through the shipped dovecot-conf/ snippet.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+
+import { converse, type Endpoint } from './mailclient.js';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+
+/** What runs as the post-login script; the benchmark compares them all. */
+export type HookKind = 'poprelay' | 'none' | 'sh-exec' | 'node-noop';
+
+export interface DovecotOptions {
+  hook?: HookKind;
+  /** Extra poprelay.ini lines; dbfile points into the instance's map directory. */
+  ini?: string;
+  /** Run inside this network namespace (for IPv6 clients other than ::1). */
+  netns?: string;
+  listen?: string;
+  users?: number;
+}
+
+export interface Dovecot {
+  dir: string;
+  pop3: Endpoint;
+  imap: Endpoint;
+  mapDir: string;
+  mapPath: string;
+  iniPath: string;
+  /** Dovecot's log so far. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+export const PASSWORD = 'secret-pw';
+export const HOOK_USER = 'poprelay';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => resolve(typeof addr === 'object' && addr !== null ? addr.port : 0));
+    });
+  });
+}
+
+async function uidOf(user: string): Promise<{ uid: number; gid: number }> {
+  const { stdout } = await execa('id', ['-u', user]);
+  const { stdout: g } = await execa('id', ['-g', user]);
+  return { uid: Number(stdout), gid: Number(g) };
+}
+
+/**
+ * Copies the built hook with what it loads at run time, as an installation
+ * would, so the hook's user needs no access to the checkout.
+ */
+export function installHook(dir: string): string {
+  const app = join(dir, 'app');
+  cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'build/Release/poprelay_bdb.node'), join(app, 'build/Release/poprelay_bdb.node'));
+  cpSync(join(ROOT, 'node_modules/ini'), join(app, 'node_modules/ini'), { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(app, 'package.json'));
+  const hook = join(dir, 'poprelay-login');
+  writeFileSync(hook, `#!${process.execPath}\nimport('${app}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`);
+  chmodSync(hook, 0o755);
+  return hook;
+}
+
+function hookScript(dir: string, kind: HookKind, iniPath: string): string | null {
+  switch (kind) {
+    case 'none':
+      return null;
+    case 'poprelay':
+      return `${installHook(dir)} --config ${iniPath}`;
+    case 'sh-exec': {
+      const f = join(dir, 'sh-exec');
+      writeFileSync(f, '#!/bin/sh\nexec "$@"\n');
+      chmodSync(f, 0o755);
+      return f;
+    }
+    case 'node-noop': {
+      // A Node script that does nothing but continue the login the same way.
+      const f = join(dir, 'node-noop.mjs');
+      writeFileSync(
+        f,
+        `#!${process.execPath}\nimport { spawn } from 'node:child_process';\n` +
+          `const c = spawn(process.argv[2], process.argv.slice(3), { stdio: [0, 1, 2, 3] });\n` +
+          `c.on('exit', (code) => process.exit(code ?? 1));\n`,
+      );
+      chmodSync(f, 0o755);
+      return f;
+    }
+  }
+}
+
+/** The shipped snippet with the instance's hook path; every other line as shipped. */
+function poprelayConf(script: string): string {
+  const shipped = readFileSync(join(ROOT, 'dovecot-conf/2.3/95-poprelay.conf'), 'utf8');
+  return shipped.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
+}
+
+export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
+  const dir = mkdtempSync(join(tmpdir(), 'poprelay-dovecot-'));
+  chmodSync(dir, 0o755);
+  const hookUser = await uidOf(HOOK_USER);
+  const nobody = await uidOf('nobody');
+  for (const d of ['run', 'state', 'home']) mkdirSync(join(dir, d));
+  const mapDir = join(dir, 'map');
+  mkdirSync(mapDir, { mode: 0o755 });
+  chownSync(mapDir, hookUser.uid, hookUser.gid);
+  const mapPath = join(mapDir, 'popip.db');
+  const iniPath = join(dir, 'poprelay.ini');
+  writeFileSync(iniPath, `dbfile = ${mapPath}\n${o.ini ?? 'ignore =\n'}`);
+
+  const users = o.users ?? 3;
+  const passwd: string[] = [];
+  for (let i = 0; i < users; i++) {
+    const name = `user${i}`;
+    passwd.push(`${name}:{PLAIN}${PASSWORD}::::::`);
+    // One message in each mailbox, so RETR and SELECT have something to show.
+    const md = join(dir, 'home', name, 'Maildir');
+    for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(md, sub), { recursive: true });
+    writeFileSync(join(md, 'new', `1700000000.M1P1.test`), `From: a@example.org\r\nSubject: hello ${name}\r\n\r\nbody of ${name}\r\n`);
+    await execa('chown', ['-R', `${nobody.uid}:${nobody.gid}`, join(dir, 'home', name)]);
+  }
+  writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
+
+  const [pop3Port, imapPort] = [await freePort(), await freePort()];
+  const script = hookScript(dir, o.hook ?? 'poprelay', iniPath);
+  const conf = [
+    `base_dir = ${dir}/run`,
+    `state_dir = ${dir}/state`,
+    `log_path = ${dir}/dovecot.log`,
+    `listen = ${o.listen ?? '127.0.0.1'}`,
+    'protocols = pop3 imap',
+    'ssl = no',
+    'disable_plaintext_auth = no',
+    'auth_mechanisms = plain',
+    'mail_location = maildir:~/Maildir',
+    'mail_max_userip_connections = 1000',
+    'pop3_uidl_format = %08Xu%08Xv',
+    `passdb {\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u ${dir}/passwd\n}`,
+    `userdb {\n  driver = static\n  args = uid=${nobody.uid} gid=${nobody.gid} home=${dir}/home/%u\n}`,
+    `service pop3-login {\n  inet_listener pop3 {\n    port = ${pop3Port}\n  }\n  inet_listener pop3s {\n    port = 0\n  }\n}`,
+    `service imap-login {\n  inet_listener imap {\n    port = ${imapPort}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
+    // No anti-brute-force penalty between the many test logins from one address.
+    'auth_failure_delay = 0',
+    `!include ${dir}/95-poprelay.conf`,
+  ];
+  writeFileSync(join(dir, '95-poprelay.conf'), script === null ? '' : poprelayConf(script));
+  writeFileSync(join(dir, 'dovecot.conf'), conf.join('\n') + '\n');
+
+  const cmd = o.netns === undefined ? ['dovecot', '-F', '-c', `${dir}/dovecot.conf`] : ['ip', 'netns', 'exec', o.netns, 'dovecot', '-F', '-c', `${dir}/dovecot.conf`];
+  const proc: ChildProcess = spawn(cmd[0] ?? 'dovecot', cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const host = o.listen === '::' || o.listen === '*, ::' ? '::1' : '127.0.0.1';
+  const dc: Dovecot = {
+    dir,
+    pop3: { host, port: pop3Port },
+    imap: { host, port: imapPort },
+    mapDir,
+    mapPath,
+    iniPath,
+    log: () => {
+      try {
+        return readFileSync(join(dir, 'dovecot.log'), 'utf8');
+      } catch {
+        return '';
+      }
+    },
+    stop: async () => {
+      if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  if (o.netns === undefined) {
+    // Ready when it greets on both ports.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await converse(dc.pop3, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000);
+        await converse(dc.imap, [{ until: /^\* OK/m }, { send: 'z LOGOUT', until: /^z OK/m }], 2000);
+        break;
+      } catch (e) {
+        if (proc.exitCode !== null || Date.now() > deadline) {
+          await dc.stop();
+          throw new Error(`dovecot did not start: ${stderr}\n${String(e)}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } else {
+    await new Promise((r) => setTimeout(r, 1500));
+    if (proc.exitCode !== null) throw new Error(`dovecot did not start in ${o.netns}: ${stderr}`);
+  }
+  return dc;
+}
+
+/** Polls `check` until it returns a value, or fails after `ms`. */
+export async function eventually<T>(check: () => T | undefined | false, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
