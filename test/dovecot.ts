@@ -23,6 +23,10 @@ export interface DovecotOptions {
   /** Run inside this network namespace (for IPv6 clients other than ::1). */
   netns?: string;
   listen?: string;
+  /** The address clients connect to (default 127.0.0.1). */
+  host?: string;
+  /** Rewrites the shipped snippet before use (to show what a setting is for). */
+  editConf?: (conf: string) => string;
   users?: number;
 }
 
@@ -155,14 +159,15 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
     'auth_failure_delay = 0',
     `!include ${dir}/95-poprelay.conf`,
   ];
-  writeFileSync(join(dir, '95-poprelay.conf'), script === null ? '' : poprelayConf(script));
+  const snippet = script === null ? '' : poprelayConf(script);
+  writeFileSync(join(dir, '95-poprelay.conf'), o.editConf ? o.editConf(snippet) : snippet);
   writeFileSync(join(dir, 'dovecot.conf'), conf.join('\n') + '\n');
 
   const cmd = o.netns === undefined ? ['dovecot', '-F', '-c', `${dir}/dovecot.conf`] : ['ip', 'netns', 'exec', o.netns, 'dovecot', '-F', '-c', `${dir}/dovecot.conf`];
   const proc: ChildProcess = spawn(cmd[0] ?? 'dovecot', cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const host = o.listen === '::' || o.listen === '*, ::' ? '::1' : '127.0.0.1';
+  const host = o.host ?? '127.0.0.1';
   const dc: Dovecot = {
     dir,
     pop3: { host, port: pop3Port },
@@ -186,7 +191,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  if (o.netns === undefined) {
+  {
     // Ready when it greets on both ports.
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -202,9 +207,6 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-  } else {
-    await new Promise((r) => setTimeout(r, 1500));
-    if (proc.exitCode !== null) throw new Error(`dovecot did not start in ${o.netns}: ${stderr}`);
   }
   return dc;
 }
@@ -218,4 +220,36 @@ export async function eventually<T>(check: () => T | undefined | false, ms = 10_
     if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/**
+ * A network namespace joined to this one by a veth pair, so that this
+ * process can connect from real IPv6 addresses (other than ::1) to a
+ * Dovecot inside it; where the machine cannot make one, the reason instead.
+ */
+export async function makeIPv6Link(name: string, outside: string[], inside: string): Promise<{ remove(): Promise<void> } | string> {
+  const v0 = `${name}a`;
+  const v1 = `${name}b`;
+  const run = (args: string[]) => execa('ip', args);
+  try {
+    await run(['netns', 'add', name]);
+  } catch (e) {
+    return `cannot create a network namespace: ${(e as Error).message.split('\n')[0] ?? ''}`;
+  }
+  const remove = async (): Promise<void> => {
+    await execa('ip', ['link', 'del', v0], { reject: false });
+    await execa('ip', ['netns', 'del', name], { reject: false });
+  };
+  try {
+    await run(['link', 'add', v0, 'type', 'veth', 'peer', 'name', v1, 'netns', name]);
+    for (const a of outside) await run(['addr', 'add', `${a}/64`, 'dev', v0, 'nodad']);
+    await run(['link', 'set', v0, 'up']);
+    await run(['-n', name, 'addr', 'add', `${inside}/64`, 'dev', v1, 'nodad']);
+    await run(['-n', name, 'link', 'set', v1, 'up']);
+    await run(['-n', name, 'link', 'set', 'lo', 'up']);
+  } catch (e) {
+    await remove();
+    return `cannot set up the veth pair: ${(e as Error).message.split('\n')[0] ?? ''}`;
+  }
+  return { remove };
 }

@@ -1,0 +1,222 @@
+// poprelay-login under a real Dovecot 2.3: logins over POP3 and IMAP from
+// many source addresses, configured through the shipped dovecot-conf/
+// snippet (test/dovecot.ts).
+
+import { spawn } from 'node:child_process';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { readEntries, type RelayEntry } from '../src/map.js';
+import { eventually, makeIPv6Link, PASSWORD, startDovecot, type Dovecot } from './dovecot.js';
+import { expectVerified, settings } from './helpers.js';
+import { imapLogin, imapSelect, pop3, pop3Login } from './mailclient.js';
+
+const now = (): number => Math.floor(Date.now() / 1000);
+
+function entries(dc: Dovecot): RelayEntry[] {
+  try {
+    return readEntries(settings(dc.mapDir));
+  } catch {
+    return [];
+  }
+}
+
+function entryOf(dc: Dovecot, address: string): RelayEntry | undefined {
+  return entries(dc).find((e) => e.address === address);
+}
+
+/** The hook records after the login has gone on; wait for its log line. */
+async function recorded(dc: Dovecot, address: string): Promise<RelayEntry> {
+  await eventually(() => dc.log().includes(`poprelay: recorded ${address} `));
+  const e = entryOf(dc, address);
+  if (e === undefined) throw new Error(`${address} logged as recorded but not in the map`);
+  return e;
+}
+
+describe('with a working map', () => {
+  let dc: Dovecot;
+  beforeAll(async () => {
+    dc = await startDovecot({ users: 3 });
+  });
+  afterAll(async () => dc?.stop());
+
+  it('records POP3 and IMAP logins from several addresses with a fresh time, and logs each at Info', async () => {
+    const t0 = now();
+    const logins = [
+      pop3Login({ ...dc.pop3, localAddress: '127.1.0.1' }, 'user0', PASSWORD),
+      pop3Login({ ...dc.pop3, localAddress: '127.1.0.2' }, 'user1', PASSWORD),
+      imapLogin({ ...dc.imap, localAddress: '127.1.1.1' }, 'user2', PASSWORD),
+      imapLogin({ ...dc.imap, localAddress: '127.1.1.2' }, 'user0', PASSWORD),
+    ];
+    expect((await Promise.all(logins)).map((l) => l.ok)).toEqual([true, true, true, true]);
+    for (const a of ['127.1.0.1', '127.1.0.2', '127.1.1.1', '127.1.1.2']) {
+      const e = await recorded(dc, a);
+      expect(e.time).toBeGreaterThanOrEqual(t0);
+      expect(e.time).toBeLessThanOrEqual(now());
+    }
+    expect(dc.log()).toContain('poprelay-pop3: Info: poprelay: recorded 127.1.0.1 (user=user0, service=pop3)');
+    expect(dc.log()).toContain('poprelay-imap: Info: poprelay: recorded 127.1.1.1 (user=user2, service=imap)');
+    await expectVerified(dc.mapPath);
+  });
+
+  it('refreshes the time on a second login', async () => {
+    expect((await pop3Login({ ...dc.pop3, localAddress: '127.1.2.1' }, 'user0', PASSWORD)).ok).toBe(true);
+    const first = (await recorded(dc, '127.1.2.1')).time ?? 0;
+    await eventually(() => now() > first, 3000);
+    expect((await imapLogin({ ...dc.imap, localAddress: '127.1.2.1' }, 'user1', PASSWORD)).ok).toBe(true);
+    const second = await eventually(() => {
+      const t = entryOf(dc, '127.1.2.1')?.time ?? 0;
+      return t > first ? t : undefined;
+    });
+    expect(second).toBeGreaterThan(first);
+  });
+
+  it('records nothing for a failed login', async () => {
+    const bad = await pop3Login({ ...dc.pop3, localAddress: '127.1.3.1' }, 'user0', 'wrong-password');
+    expect(bad.ok).toBe(false);
+    const badImap = await imapLogin({ ...dc.imap, localAddress: '127.1.3.2' }, 'user1', 'wrong-password');
+    expect(badImap.ok).toBe(false);
+    // A later good login is recorded; by then the failed ones would have been too.
+    expect((await pop3Login({ ...dc.pop3, localAddress: '127.1.3.3' }, 'user0', PASSWORD)).ok).toBe(true);
+    await recorded(dc, '127.1.3.3');
+    expect(entryOf(dc, '127.1.3.1')).toBeUndefined();
+    expect(entryOf(dc, '127.1.3.2')).toBeUndefined();
+    expect(dc.log()).not.toMatch(/poprelay: recorded 127\.1\.3\.[12] /);
+  });
+
+  it('leaves the session working, and nothing of poprelay reaches the client', async () => {
+    const p = await pop3Login({ ...dc.pop3, localAddress: '127.1.4.1' }, 'user1', PASSWORD, [pop3.stat, pop3.list, pop3.retr(1)]);
+    expect(p.ok).toBe(true);
+    expect(p.replies[3]).toMatch(/^\+OK 1 \d+\r\n$/);
+    expect(p.replies[4]).toMatch(/^\+OK 1 messages:\r\n1 \d+\r\n\.\r\n$/);
+    expect(p.replies[5]).toContain('Subject: hello user1\r\n\r\nbody of user1\r\n.\r\n');
+    const i = await imapLogin({ ...dc.imap, localAddress: '127.1.4.2' }, 'user2', PASSWORD, [imapSelect]);
+    expect(i.replies[2]).toMatch(/\* 1 EXISTS\r\n[\s\S]*b1 OK \[READ-WRITE\] Select completed/);
+    for (const c of [p, i]) {
+      expect(c.transcript).not.toMatch(/poprelay/i);
+      expect(c.transcript).not.toMatch(/[\u0000-\u0009\u000b\u000c\u000e-\u001f]/);
+    }
+    await recorded(dc, '127.1.4.1');
+    await recorded(dc, '127.1.4.2');
+  });
+
+  it('skips addresses on the ignore list (the default covers loopback)', async () => {
+    writeFileSync(dc.iniPath, `dbfile = ${dc.mapPath}\n`);
+    try {
+      expect((await pop3Login({ ...dc.pop3, localAddress: '127.1.5.1' }, 'user0', PASSWORD)).ok).toBe(true);
+      await eventually(() => dc.log().includes('poprelay: not recorded 127.1.5.1 (user=user0, service=pop3): in the ignore list'));
+      expect(entryOf(dc, '127.1.5.1')).toBeUndefined();
+    } finally {
+      writeFileSync(dc.iniPath, `dbfile = ${dc.mapPath}\nignore =\n`);
+    }
+  });
+
+  it('records 50 concurrent logins from 50 addresses', async () => {
+    const addrs = Array.from({ length: 50 }, (_, i) => `127.2.${i >> 4}.${(i & 15) + 1}`);
+    const results = await Promise.all(
+      addrs.map((a, i) =>
+        i % 2 === 0
+          ? pop3Login({ ...dc.pop3, localAddress: a }, `user${i % 3}`, PASSWORD, [pop3.stat])
+          : imapLogin({ ...dc.imap, localAddress: a }, `user${i % 3}`, PASSWORD, [imapSelect]),
+      ),
+    );
+    expect(results.filter((r) => !r.ok).length).toBe(0);
+    await eventually(() => addrs.every((a) => entryOf(dc, a) !== undefined), 20_000);
+    await expectVerified(dc.mapPath);
+    expect(dc.log()).not.toMatch(/poprelay: not recorded 127\.2\./);
+  });
+});
+
+describe('when recording fails, logins still succeed and the log says why', () => {
+  let dc: Dovecot;
+  beforeAll(async () => {
+    dc = await startDovecot({ users: 1, ini: 'ignore =\nlock_timeout_ms = 3000\n' });
+    expect((await pop3Login({ ...dc.pop3, localAddress: '127.3.0.1' }, 'user0', PASSWORD)).ok).toBe(true);
+    await recorded(dc, '127.3.0.1');
+  });
+  afterAll(async () => dc?.stop());
+
+  async function loginAndExpectLogged(address: string, line: RegExp): Promise<void> {
+    const p = await pop3Login({ ...dc.pop3, localAddress: address }, 'user0', PASSWORD, [pop3.stat]);
+    expect(p.ok).toBe(true);
+    expect(p.replies[3]).toMatch(/^\+OK 1 /);
+    await eventually(() => line.test(dc.log()));
+  }
+
+  it('with the map directory unwritable by the hook user', async () => {
+    chmodSync(dc.mapDir, 0o555);
+    try {
+      await loginAndExpectLogged(
+        '127.3.1.1',
+        /poprelay-pop3: Error: poprelay: not recorded 127\.3\.1\.1 \(user=user0, service=pop3\): cannot write a new copy of the map in .* as user poprelay \(uid \d+\): permission denied/,
+      );
+    } finally {
+      chmodSync(dc.mapDir, 0o755);
+    }
+    expect(entryOf(dc, '127.3.1.1')).toBeUndefined();
+  });
+
+  it('with a broken config file', async () => {
+    const good = readFileSync(dc.iniPath, 'utf8');
+    writeFileSync(dc.iniPath, `${good}timeout_minutes = fifteen\n`);
+    try {
+      await loginAndExpectLogged('127.3.2.1', /Error: poprelay: not recorded 127\.3\.2\.1 .*: config .*poprelay\.ini: key "timeout_minutes": value "fifteen" is not allowed/);
+    } finally {
+      writeFileSync(dc.iniPath, good);
+    }
+  });
+
+  it('with the map locked by another process for longer than lock_timeout_ms', async () => {
+    const holder = spawn('flock', ['-o', '-x', dc.mapPath, 'sleep', '60'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      const p = await pop3Login({ ...dc.pop3, localAddress: '127.3.3.1' }, 'user0', PASSWORD, [pop3.stat]);
+      expect(p.ok).toBe(true);
+      // The session ended (QUIT answered, connection closed) while the hook
+      // was still waiting for the lock: the login did not wait for it.
+      expect(p.closedAt).toBeDefined();
+      expect(dc.log()).not.toContain('poprelay: not recorded 127.3.3.1');
+      expect(dc.log()).toContain('rip=127.3.3.1');
+      await eventually(() => /Error: poprelay: not recorded 127\.3\.3\.1 .*stayed locked by another process for more than lock_timeout_ms = 3000 ms/.test(dc.log()), 10_000);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+
+  it('with a corrupt map, which is left as it was', async () => {
+    const junk = Buffer.alloc(8192, 0x42);
+    writeFileSync(dc.mapPath, junk);
+    await loginAndExpectLogged('127.3.4.1', /Error: poprelay: not recorded 127\.3\.4\.1 .*not a readable Berkeley DB file/);
+    expect(readFileSync(dc.mapPath).equals(junk)).toBe(true);
+  });
+});
+
+describe('IPv6 clients', () => {
+  const ns = `prt${process.pid % 100000}`;
+  let link: { remove(): Promise<void> } | string = 'not set up';
+  let dc: Dovecot | undefined;
+  beforeAll(async () => {
+    link = await makeIPv6Link(ns, ['2001:db8:7::10', '2001:db8:7::11'], '2001:db8:7::2');
+    if (typeof link === 'string') {
+      console.log(`IPv6 login test skipped: ${link}`);
+      return;
+    }
+    dc = await startDovecot({ users: 1, netns: ns, listen: '::', host: '2001:db8:7::2' });
+  });
+  afterAll(async () => {
+    await dc?.stop();
+    if (typeof link !== 'string') await link.remove();
+  });
+
+  it('records both keys of an IPv6 login', async (ctx) => {
+    if (dc === undefined) return ctx.skip();
+    expect((await pop3Login({ ...dc.pop3, localAddress: '2001:db8:7::10' }, 'user0', PASSWORD)).ok).toBe(true);
+    expect((await imapLogin({ ...dc.imap, localAddress: '2001:db8:7::11' }, 'user0', PASSWORD)).ok).toBe(true);
+    const a = await recorded(dc, '2001:db8:7::10');
+    const b = await recorded(dc, '2001:db8:7::11');
+    expect(a.keys.sort()).toEqual(['2001:db8:7::10', 'ipv6:2001:db8:7:0:0:0:0:10']);
+    expect(b.keys.sort()).toEqual(['2001:db8:7::11', 'ipv6:2001:db8:7:0:0:0:0:11']);
+    expect(a.time).toBeGreaterThan(0);
+    await expectVerified(dc.mapPath);
+  });
+});
