@@ -228,3 +228,26 @@ export function parseNetwork(input: string): Network | string {
   if (bits.slice(prefix).some((b) => b === 1)) return `host bits are set after /${prefix}`;
   return { family, address: addr, prefix };
 }
+
+/**
+ * Orders entries for display: IPv4 numerically, then IPv6 numerically, then
+ * keys that are not addresses, by text.
+ */
+export function compareAddresses(a: string, b: string): number {
+  const rank = (s: string): [number, number[] | string] => {
+    const addr = addressOfKey(s);
+    if (addr === null) return [2, s];
+    if (addr.family === 4) return [0, addr.text.split('.').map(Number)];
+    const g = parseIPv6(addr.text);
+    return [1, typeof g === 'string' ? [] : g];
+  };
+  const [ra, va] = rank(a);
+  const [rb, vb] = rank(b);
+  if (ra !== rb) return ra - rb;
+  if (typeof va === 'string' || typeof vb === 'string') return String(va) < String(vb) ? -1 : String(va) > String(vb) ? 1 : 0;
+  for (let i = 0; i < va.length; i++) {
+    const d = (va[i] ?? 0) - (vb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}

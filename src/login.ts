@@ -145,7 +145,7 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
   try {
-    const [{ loadConfig }, { parseClientAddress }, { recordLogin }, { quoteUntrusted }] = await Promise.all([
+    const [{ loadConfig }, { parseClientAddress }, { mapSettings, recordLogin }, { quoteUntrusted }] = await Promise.all([
       import('./config.js'),
       import('./address.js'),
       import('./map.js'),
@@ -169,11 +169,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
       return true;
     }
-    const result = recordLogin(
-      { path: cfg.dbfile, type: cfg.dbtype, lockTimeoutMs: cfg.lockTimeoutMs, mode: cfg.mapMode },
-      addr,
-      Math.floor(Date.now() / 1000),
-    );
+    const result = recordLogin(mapSettings(cfg), addr, Math.floor(Date.now() / 1000));
     if (cfg.logRecorded) {
       log('info', result === 'recorded' ? `recorded ${addr.text} (${who})` : `${addr.text} has a permanent entry, left as it is (${who})`);
     }

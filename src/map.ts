@@ -30,6 +30,7 @@ import { dirname } from 'node:path';
 
 import { addressOfKey, type ClientAddress } from './address.js';
 import { flock, openDatabase, unpackRecords, type Database, type DbType, type NativeError } from './bdb.js';
+import type { Config } from './config.js';
 import { errnoCode, PoprelayError } from './errors.js';
 
 export interface MapSettings {
@@ -38,6 +39,10 @@ export interface MapSettings {
   lockTimeoutMs: number;
   /** Mode of a map created by poprelay. */
   mode: number;
+}
+
+export function mapSettings(cfg: Config): MapSettings {
+  return { path: cfg.dbfile, type: cfg.dbtype, lockTimeoutMs: cfg.lockTimeoutMs, mode: cfg.mapMode };
 }
 
 /** One address (or other key) in the map; an IPv6 login's two keys form one entry. */

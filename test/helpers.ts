@@ -1,7 +1,7 @@
 // Shared test tools: temporary map directories and the real Berkeley DB
 // utilities that check every map a test writes.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -78,4 +78,30 @@ export async function mapop(args: string[], user?: string): Promise<OpResult> {
   const cmd = user === undefined ? ['node', MAPOP, ...args] : ['setpriv', `--reuid=${user}`, `--regid=nogroup`, '--clear-groups', 'node', MAPOP, ...args];
   const r = await execa(cmd[0] ?? 'node', cmd.slice(1), { reject: false });
   return JSON.parse(r.stdout) as OpResult;
+}
+
+export const BIN = {
+  login: join(ROOT, 'bin/poprelay-login'),
+  sweep: join(ROOT, 'bin/poprelay-sweep'),
+  admin: join(ROOT, 'bin/poprelay'),
+};
+
+/** A config in a fresh directory: the map there, no ignore list, plus `extra` lines. */
+export function configured(extra = ''): { dir: string; ini: string; map: string; s: MapSettings } {
+  const dir = tempDir();
+  const map = join(dir, 'popip.db');
+  const ini = join(dir, 'poprelay.ini');
+  writeFileSync(ini, `dbfile = ${map}\nignore =\n${extra}`);
+  return { dir, ini, map, s: settings(dir) };
+}
+
+/** Runs one of the programs with a fixed time zone and no inherited config. */
+export async function run(bin: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}) {
+  return execa(bin, args, {
+    reject: false,
+    input: opts.input ?? '',
+    env: { TZ: 'UTC', ...opts.env },
+    extendEnv: true,
+    stripFinalNewline: false,
+  }).then((r) => ({ code: r.exitCode, stdout: r.stdout, stderr: r.stderr }));
 }

@@ -1,0 +1,285 @@
+// poprelay: the administrator's command (list, add, del, check, stats, flush).
+
+import { statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+
+import { compareAddresses, parseClientAddress } from './address.js';
+import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError, type OptionSpec, type OptionValues } from './cli.js';
+import type { Config } from './config.js';
+import { mapSettings, putEntry, readEntries, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
+import { formatAgo, formatDuration, formatTime } from './timefmt.js';
+
+const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
+not in the map; flush: not confirmed); 2 an error: bad usage, a malformed
+address, a config or map problem (the map is then left untouched).`;
+
+export const ADMIN_USAGE = `Usage: poprelay COMMAND [OPTIONS]
+
+Commands:
+  list [--json]          every entry: address, last login, age, time left or "permanent"
+  add ADDR [--permanent] record ADDR as if it had just logged in; --permanent: never expires
+  del ADDR               remove ADDR (both keys of an IPv6 address)
+  check ADDR             exit 0 if the MTA would let ADDR relay now, 1 if not
+  stats [--json]         counts, map size, oldest and newest entry
+  flush [--yes]          remove every dated entry, keeping permanent ones
+
+Options of every command:
+  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/mail/poprelay.ini)
+  --now SECONDS  act as if the time were SECONDS since the epoch (for testing)
+  -h, --help     help for the command
+
+"poprelay COMMAND --help" describes each command. Data goes to stdout,
+errors to stderr as "poprelay: ...".
+${EXIT_STATUS}
+`;
+
+interface Command {
+  usage: string;
+  args: string[];
+  options?: OptionSpec;
+  run(ctx: Context): number | Promise<number>;
+}
+
+interface Context {
+  cfg: Config;
+  now: number;
+  values: OptionValues;
+  args: string[];
+}
+
+const JSON_OPTION = { json: { type: 'boolean' } } satisfies OptionSpec;
+
+/** What the table and --json say about one entry. */
+function describe(e: RelayEntry, now: number, timeoutSeconds: number) {
+  const permanent = e.time === null;
+  const age = e.time === null ? null : now - e.time;
+  const left = age === null ? null : Math.max(0, timeoutSeconds - Math.max(0, age));
+  return {
+    address: e.address,
+    keys: [...e.keys].sort(),
+    permanent,
+    lastLogin: e.time,
+    ageSeconds: age,
+    leftSeconds: left,
+    expired: age !== null && age > timeoutSeconds,
+  };
+}
+
+function sortedEntries(cfg: Config): RelayEntry[] {
+  return readEntries(mapSettings(cfg)).sort((a, b) => compareAddresses(a.address, b.address));
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  '));
+}
+
+function addressArg(ctx: Context): ReturnType<typeof parseClientAddress> {
+  return parseClientAddress(ctx.args[0] ?? '');
+}
+
+const COMMANDS: Record<string, Command> = {
+  list: {
+    usage: `Usage: poprelay list [--json] [--config FILE]
+
+Lists every entry of the relay map, sorted by address: the address (an IPv6
+address once, though the map holds two keys for it), the last login, its
+age, and the time left before the sweep removes it; "expired" when it is
+older than timeout_minutes but not yet swept; "permanent" for entries whose
+value is not a number.
+  --json   one JSON array instead of the table`,
+    args: [],
+    options: JSON_OPTION,
+    run: (ctx) => {
+      const timeout = ctx.cfg.timeoutMinutes * 60;
+      const items = sortedEntries(ctx.cfg).map((e) => describe(e, ctx.now, timeout));
+      if (ctx.values.json === true) {
+        out(JSON.stringify(items, null, 2));
+        return 0;
+      }
+      const rows = [['ADDRESS', 'LAST LOGIN', 'AGE', 'LEFT']];
+      for (const i of items) {
+        if (i.lastLogin === null) rows.push([i.address, '-', '-', 'permanent']);
+        else {
+          const age = (i.ageSeconds ?? 0) < 0 ? 'future' : formatDuration(i.ageSeconds ?? 0);
+          rows.push([i.address, formatTime(i.lastLogin), age, i.expired ? 'expired' : formatDuration(i.leftSeconds ?? 0)]);
+        }
+      }
+      for (const line of table(rows)) out(line);
+      return 0;
+    },
+  },
+
+  add: {
+    usage: `Usage: poprelay add ADDR [--permanent] [--config FILE]
+
+Records ADDR as if it had just logged in (it may relay for timeout_minutes),
+or with --permanent as a permanent entry (value OK) that the sweep never
+removes. The same address rules and locking as the Dovecot hook apply; the
+ignore list does not (you asked for this address).`,
+    args: ['ADDR'],
+    options: { permanent: { type: 'boolean' } },
+    run: (ctx) => {
+      const addr = addressArg(ctx);
+      const s = mapSettings(ctx.cfg);
+      if (ctx.values.permanent === true) {
+        putEntry(s, addr, 'OK');
+        out(`added ${addr.text} (permanent)`);
+        return 0;
+      }
+      if (recordLogin(s, addr, ctx.now) === 'permanent') {
+        out(`${addr.text} has a permanent entry, left as it is (remove it with: poprelay del ${addr.text})`);
+      } else out(`added ${addr.text} (may relay for ${formatDuration(ctx.cfg.timeoutMinutes * 60)})`);
+      return 0;
+    },
+  },
+
+  del: {
+    usage: `Usage: poprelay del ADDR [--config FILE]
+
+Removes ADDR from the relay map, both keys of an IPv6 address. Exit 1 when it
+was not there.`,
+    args: ['ADDR'],
+    run: (ctx) => {
+      const addr = addressArg(ctx);
+      if (!removeAddress(mapSettings(ctx.cfg), addr)) {
+        process.stderr.write(`poprelay: ${addr.text} is not in the map\n`);
+        return 1;
+      }
+      out(`removed ${addr.text}`);
+      return 0;
+    },
+  },
+
+  check: {
+    usage: `Usage: poprelay check ADDR [--config FILE]
+
+Says whether the MTA would let ADDR relay now, that is whether the map holds
+it: exit 0 if so, 1 if not, 2 on error. An entry older than timeout_minutes
+still counts until the sweep removes it, and the answer says so.`,
+    args: ['ADDR'],
+    run: (ctx) => {
+      const addr = addressArg(ctx);
+      const entry = readEntries(mapSettings(ctx.cfg)).find((e) => e.address === addr.text);
+      if (entry === undefined) {
+        out(`${addr.text} may not relay: not in the map`);
+        return 1;
+      }
+      const d = describe(entry, ctx.now, ctx.cfg.timeoutMinutes * 60);
+      const partial = addr.keys.length > entry.keys.length ? ` (only the key ${entry.keys.join(', ')} is present)` : '';
+      if (d.permanent) out(`${addr.text} may relay: permanent entry${partial}`);
+      else if (d.expired) {
+        out(`${addr.text} may relay until the next sweep: last login ${formatAgo(entry.time ?? 0, ctx.now)}, expired${partial}`);
+      } else {
+        out(`${addr.text} may relay: last login ${formatAgo(entry.time ?? 0, ctx.now)}, ${formatDuration(d.leftSeconds ?? 0)} left${partial}`);
+      }
+      return 0;
+    },
+  },
+
+  stats: {
+    usage: `Usage: poprelay stats [--json] [--config FILE]
+
+Counts the entries (dated, permanent, and expired but not yet swept), and
+shows the map's size and its oldest and newest dated entry.
+  --json   one JSON object instead of text`,
+    args: [],
+    options: JSON_OPTION,
+    run: (ctx) => {
+      const timeout = ctx.cfg.timeoutMinutes * 60;
+      const entries = sortedEntries(ctx.cfg);
+      const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
+      const edge = (e: (RelayEntry & { time: number }) | undefined) => (e === undefined ? null : { address: e.address, lastLogin: e.time });
+      const stats = {
+        map: ctx.cfg.dbfile,
+        type: ctx.cfg.dbtype,
+        bytes: statSync(ctx.cfg.dbfile).size,
+        entries: entries.length,
+        keys: entries.reduce((n, e) => n + e.keys.length, 0),
+        dated: dated.length,
+        permanent: entries.length - dated.length,
+        expired: dated.filter((e) => ctx.now - e.time > timeout).length,
+        oldest: edge(dated[0]),
+        newest: edge(dated[dated.length - 1]),
+      };
+      if (ctx.values.json === true) {
+        out(JSON.stringify(stats, null, 2));
+        return 0;
+      }
+      const when = (e: { address: string; lastLogin: number } | null): string =>
+        e === null ? '-' : `${e.address}, last login ${formatTime(e.lastLogin)} (${formatAgo(e.lastLogin, ctx.now)})`;
+      out(`map:        ${stats.map} (${stats.type}, ${stats.bytes} bytes)`);
+      out(`entries:    ${stats.entries} (${stats.dated} dated, ${stats.permanent} permanent; ${stats.keys} keys)`);
+      out(`expired:    ${stats.expired} (older than ${ctx.cfg.timeoutMinutes} minutes, removed by the next sweep)`);
+      out(`oldest:     ${when(stats.oldest)}`);
+      out(`newest:     ${when(stats.newest)}`);
+      return 0;
+    },
+  },
+
+  flush: {
+    usage: `Usage: poprelay flush [--yes] [--config FILE]
+
+Removes every dated entry, keeping permanent ones: nobody may relay until
+they log in again. Asks for confirmation on the terminal unless --yes.`,
+    args: [],
+    options: { yes: { type: 'boolean', short: 'y' } },
+    run: async (ctx) => {
+      const s = mapSettings(ctx.cfg);
+      const dated = readEntries(s).filter((e) => e.time !== null).length;
+      if (dated === 0) {
+        out(`${ctx.cfg.dbfile}: no dated entries to remove`);
+        return 0;
+      }
+      if (ctx.values.yes !== true) {
+        if (!process.stdin.isTTY) throw new UsageError('flush needs confirmation: stdin is not a terminal, so give --yes');
+        if (!(await confirm(`Remove all ${dated} dated entries from ${ctx.cfg.dbfile} (permanent entries stay)? [y/N] `))) {
+          process.stderr.write('poprelay: not flushed\n');
+          return 1;
+        }
+      }
+      // Every dated entry is "older than the timeout" at the end of time.
+      const report = sweepMap(s, { now: Number.MAX_SAFE_INTEGER, timeoutSeconds: 0 });
+      out(`${ctx.cfg.dbfile}: removed ${report.removed.length}, permanent ${report.permanent}`);
+      return 0;
+    },
+  },
+};
+
+function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  return new Promise((resolve) => {
+    rl.question(question, (answer) => {
+      rl.close();
+      resolve(/^y(es)?$/i.test(answer.trim()));
+    });
+  });
+}
+
+export async function adminMain(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    process.stderr.write(ADMIN_USAGE);
+    return 2;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(ADMIN_USAGE);
+    return 0;
+  }
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (cmd === undefined) {
+    throw new UsageError(`unknown command ${JSON.stringify(name)}; commands: ${Object.keys(COMMANDS).join(', ')} (see poprelay --help)`);
+  }
+  const { values, positionals } = parseCommandLine(rest, { ...COMMON_OPTIONS, ...cmd.options }, `poprelay ${name} --help`);
+  if (values.help === true) {
+    out(`${cmd.usage}\n\nOptions of every command: --config FILE, --now SECONDS (testing), -h/--help.\n${EXIT_STATUS}`);
+    return 0;
+  }
+  if (positionals.length !== cmd.args.length) {
+    const want = cmd.args.length === 0 ? 'no arguments' : cmd.args.join(' ');
+    throw new UsageError(`${name} takes ${want}; see poprelay ${name} --help`);
+  }
+  const now = nowFrom(values);
+  const ctx: Context = { cfg: configFrom(values), now, values, args: positionals };
+  return cmd.run(ctx);
+}
