@@ -1,25 +1,53 @@
 #!/usr/bin/env bash
 # Installs the Debian packages poprelay needs: to build (libdb-dev, a C++
-# toolchain) and, with --test, the real peers the test suite drives
-# (Berkeley DB utilities, sendmail's makemap, Dovecot, flock/setpriv) and
-# the system user "poprelay" the shipped Dovecot config runs the hook as.
+# toolchain) and, with --test, the real peers the test suite drives:
+# Berkeley DB utilities, sendmail (makemap, sendmail -bt with a .cf built
+# by m4), Dovecot, flock/setpriv, strace; Postfix's postmap and Exim, which
+# are unpacked (apt-get download, dpkg -x) into $PEERS rather than installed,
+# because Postfix conflicts with sendmail-bin; and the system users
+# "poprelay" (the shipped Dovecot config runs the hook as it) and
+# "Debian-exim" (Exim refuses to run without its user).
 # Idempotent: installs only what is missing. Needs root when anything is.
 set -euo pipefail
 
 build_pkgs=(libdb-dev g++ make python3)
-test_pkgs=(db5.3-util sendmail-bin dovecot-core dovecot-pop3d dovecot-imapd util-linux iproute2 strace)
+test_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd util-linux iproute2 strace
+  libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
+PEERS=/var/cache/poprelay-test-peers
 
 pkgs=("${build_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then pkgs+=("${test_pkgs[@]}"); fi
 
-ensure_user() {
-  if id -u poprelay >/dev/null 2>&1; then return; fi
+need_root() {
   if [[ $(id -u) -ne 0 ]]; then
-    echo "install-deps: the tests need a system user poprelay; run this script as root" >&2
+    echo "install-deps: $1; run this script as root" >&2
     exit 1
   fi
-  echo "install-deps: adding system user poprelay"
-  useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin poprelay
+}
+
+ensure_user() {
+  if id -u "$1" >/dev/null 2>&1; then return; fi
+  need_root "the tests need a system user $1"
+  echo "install-deps: adding system user $1"
+  useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$1"
+}
+
+# Postfix and Exim, unpacked where the tests look for them.
+ensure_peers() {
+  if [[ -x $PEERS/root/usr/sbin/postmap && -x $PEERS/root/usr/sbin/exim4 ]]; then return; fi
+  need_root "the tests need Postfix and Exim unpacked in $PEERS"
+  echo "install-deps: unpacking postfix and exim4-daemon-light into $PEERS"
+  rm -rf "$PEERS" && mkdir -p "$PEERS/debs" "$PEERS/root"
+  chown _apt "$PEERS/debs" 2>/dev/null || true
+  # The package lists may be empty on a fresh machine whose packages were all present.
+  (cd "$PEERS/debs" && { apt-get download postfix exim4-daemon-light || { apt-get update -q && apt-get download postfix exim4-daemon-light; }; })
+  for deb in "$PEERS"/debs/*.deb; do dpkg -x "$deb" "$PEERS/root"; done
+}
+
+test_extras() {
+  ensure_user poprelay
+  ensure_user Debian-exim
+  ensure_peers
 }
 
 missing=()
@@ -30,16 +58,13 @@ for p in "${pkgs[@]}"; do
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#pkgs[@]} Debian packages present"
-  if [[ "${1:-}" == "--test" ]]; then ensure_user; fi
+  if [[ "${1:-}" == "--test" ]]; then test_extras; fi
   exit 0
 fi
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install-deps: missing Debian packages: ${missing[*]}; run this script as root (or apt-get install them)" >&2
-  exit 1
-fi
+need_root "missing Debian packages: ${missing[*]}"
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # Service starts are not wanted here; a policy-rc.d that denies them may or may not exist.
 apt-get install -y -q --no-install-recommends "${missing[@]}"
-if [[ "${1:-}" == "--test" ]]; then ensure_user; fi
+if [[ "${1:-}" == "--test" ]]; then test_extras; fi
