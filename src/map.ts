@@ -70,8 +70,13 @@ function tmpPath(path: string): string {
   return `${path}.poprelay-tmp`;
 }
 
-/** Translates an OS or libdb failure on `path` into the error an administrator can act on. */
-function mapError(e: unknown, path: string, doing: string): PoprelayError {
+/**
+ * Translates an OS or libdb failure on `path` into the error an
+ * administrator can act on. A failure libdb does not give an errno for
+ * means a damaged map when reading one, and an I/O problem when writing the
+ * copy (the live map is then untouched).
+ */
+function mapError(e: unknown, path: string, doing: string, unknown: 'corrupt' | 'io' = 'corrupt'): PoprelayError {
   if (e instanceof PoprelayError) return e;
   const code = errnoCode(e);
   const detail = (e as NativeError).detail ?? (e instanceof Error ? e.message : String(e));
@@ -92,14 +97,11 @@ function mapError(e: unknown, path: string, doing: string): PoprelayError {
     case 'EIO':
     case 'EMFILE':
     case 'ENFILE':
-      return new PoprelayError(
-        'ERR_MAP_IO',
-        `cannot ${doing} ${path}: ${detail} (${code}). The map was left as it was.`,
-        { cause: e },
-      );
+      return ioError(e, path, doing, `${detail} (${code})`);
     case 'ENOENT':
       return new PoprelayError('ERR_MAP_MISSING', `cannot ${doing} ${path}: it does not exist`, { cause: e });
     default:
+      if (unknown === 'io') return ioError(e, path, doing, code === undefined ? detail : `${detail} (${code})`);
       return new PoprelayError(
         'ERR_MAP_CORRUPT',
         `cannot ${doing} ${path}: it is not a readable Berkeley DB file (libdb: ${detail}). ` +
@@ -107,6 +109,10 @@ function mapError(e: unknown, path: string, doing: string): PoprelayError {
         { cause: e },
       );
   }
+}
+
+function ioError(e: unknown, path: string, doing: string, what: string): PoprelayError {
+  return new PoprelayError('ERR_MAP_IO', `cannot ${doing} ${path}: ${what}. The map was left as it was.`, { cause: e });
 }
 
 function checkType(db: Database, s: MapSettings): void {
@@ -327,7 +333,7 @@ export function updateMap(s: MapSettings, change: (db: Database) => boolean, cre
         closeSync(tfd);
       }
     } catch (e) {
-      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`);
+      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`, 'io');
     }
     try {
       db = openMapFile(s, tmp, false);
@@ -339,12 +345,12 @@ export function updateMap(s: MapSettings, change: (db: Database) => boolean, cre
       changed = change(db);
     } catch (e) {
       closeQuietly(db);
-      throw mapError(e, s.path, 'update');
+      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`, 'io');
     }
     try {
       db.close(); // flushes and fsyncs the copy; one that did not reach the disk is never published
     } catch (e) {
-      throw mapError(e, s.path, 'write a new copy of');
+      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`, 'io');
     }
     if (!changed) return;
     try {

@@ -3,12 +3,13 @@
 // directory and configured through the shipped dovecot-conf/ snippet.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
+import { installHook } from './app.js';
 import { converse, type Endpoint } from './mailclient.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -60,22 +61,6 @@ async function uidOf(user: string): Promise<{ uid: number; gid: number }> {
   const { stdout } = await execa('id', ['-u', user]);
   const { stdout: g } = await execa('id', ['-g', user]);
   return { uid: Number(stdout), gid: Number(g) };
-}
-
-/**
- * Copies the built hook with what it loads at run time, as an installation
- * would, so the hook's user needs no access to the checkout.
- */
-export function installHook(dir: string): string {
-  const app = join(dir, 'app');
-  cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true });
-  cpSync(join(ROOT, 'build/Release/poprelay_bdb.node'), join(app, 'build/Release/poprelay_bdb.node'));
-  cpSync(join(ROOT, 'node_modules/ini'), join(app, 'node_modules/ini'), { recursive: true });
-  cpSync(join(ROOT, 'package.json'), join(app, 'package.json'));
-  const hook = join(dir, 'poprelay-login');
-  writeFileSync(hook, `#!${process.execPath}\nimport('${app}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`);
-  chmodSync(hook, 0o755);
-  return hook;
 }
 
 function hookScript(dir: string, kind: HookKind, iniPath: string): string | null {

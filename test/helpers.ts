@@ -8,6 +8,7 @@ import { execa } from 'execa';
 import { afterAll, expect } from 'vitest';
 
 import type { MapSettings } from '../src/map.js';
+import { appCopy } from './app.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const DIST = join(ROOT, 'dist');
@@ -67,6 +68,12 @@ export async function makemap(dir: string, name: string, lines: string[], flags:
 
 export const MAPOP = join(ROOT, 'test/fixtures/mapop.mjs');
 
+/** Runs a program as another user, from the world-readable copy of the app. */
+export function asUser(user: string, program: string, args: string[]): [string, string[]] {
+  const rel = program.startsWith(ROOT) ? program.slice(ROOT.length) : program;
+  return ['setpriv', [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', 'node', join(appCopy(), rel), ...args]];
+}
+
 export interface OpResult {
   ok?: unknown;
   error?: string;
@@ -75,8 +82,8 @@ export interface OpResult {
 
 /** Runs a library operation in a child process, optionally as another user. */
 export async function mapop(args: string[], user?: string): Promise<OpResult> {
-  const cmd = user === undefined ? ['node', MAPOP, ...args] : ['setpriv', `--reuid=${user}`, `--regid=nogroup`, '--clear-groups', 'node', MAPOP, ...args];
-  const r = await execa(cmd[0] ?? 'node', cmd.slice(1), { reject: false });
+  const [file, argv] = user === undefined ? ['node', [MAPOP, ...args]] : asUser(user, MAPOP, args);
+  const r = await execa(file, argv, { reject: false });
   return JSON.parse(r.stdout) as OpResult;
 }
 
