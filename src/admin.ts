@@ -6,22 +6,25 @@ import { createInterface } from 'node:readline';
 import { compareAddresses, parseClientAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError, type OptionSpec, type OptionValues } from './cli.js';
 import type { Config } from './config.js';
-import { mapSettings, putEntry, readEntries, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
+import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
+import { ensureMap, mapSettings, putEntry, readEntries, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
 
 const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
-not in the map; flush: not confirmed); 2 an error: bad usage, a malformed
+not in the map; flush: not confirmed; doctor: a check failed); 2 an error: bad usage, a malformed
 address, a config or map problem (the map is then left untouched).`;
 
 export const ADMIN_USAGE = `Usage: poprelay COMMAND [OPTIONS]
 
 Commands:
+  init                   create the map if it does not exist (never changes an existing one)
   list [--json]          every entry: address, last login, age, time left or "permanent"
   add ADDR [--permanent] record ADDR as if it had just logged in; --permanent: never expires
   del ADDR               remove ADDR (both keys of an IPv6 address)
   check ADDR             exit 0 if the MTA would let ADDR relay now, 1 if not
   stats [--json]         counts, map size, oldest and newest entry
   flush [--yes]          remove every dated entry, keeping permanent ones
+  doctor                 check the installation: config, map, Dovecot, sweep, MTA, the hook itself
 
 Options of every command:
   --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/mail/poprelay.ini)
@@ -41,7 +44,8 @@ interface Command {
 }
 
 interface Context {
-  cfg: Config;
+  /** Loaded on first use, so that doctor can report a broken config as a finding. */
+  config(): Config;
   now: number;
   values: OptionValues;
   args: string[];
@@ -79,6 +83,22 @@ function addressArg(ctx: Context): ReturnType<typeof parseClientAddress> {
 }
 
 const COMMANDS: Record<string, Command> = {
+  init: {
+    usage: `Usage: poprelay init [--config FILE]
+
+Creates an empty map at dbfile, of dbtype and with map_mode, if there is
+none. An existing map is only checked (type, readability, NUL-free keys) and
+never changed. Run it as the user the Dovecot hook runs as, so that the map
+belongs to that user.`,
+    args: [],
+    run: (ctx) => {
+      const s = mapSettings(ctx.config());
+      if (ensureMap(s)) out(`created ${s.path} (${s.type}, mode ${s.mode.toString(8).padStart(4, '0')})`);
+      else out(`${s.path} exists and is a usable ${s.type} map; left as it is`);
+      return 0;
+    },
+  },
+
   list: {
     usage: `Usage: poprelay list [--json] [--config FILE]
 
@@ -91,8 +111,8 @@ value is not a number.
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
-      const timeout = ctx.cfg.timeoutMinutes * 60;
-      const items = sortedEntries(ctx.cfg).map((e) => describe(e, ctx.now, timeout));
+      const timeout = ctx.config().timeoutMinutes * 60;
+      const items = sortedEntries(ctx.config()).map((e) => describe(e, ctx.now, timeout));
       if (ctx.values.json === true) {
         out(JSON.stringify(items, null, 2));
         return 0;
@@ -121,7 +141,7 @@ ignore list does not (you asked for this address).`,
     options: { permanent: { type: 'boolean' } },
     run: (ctx) => {
       const addr = addressArg(ctx);
-      const s = mapSettings(ctx.cfg);
+      const s = mapSettings(ctx.config());
       if (ctx.values.permanent === true) {
         putEntry(s, addr, 'OK');
         out(`added ${addr.text} (permanent)`);
@@ -129,7 +149,7 @@ ignore list does not (you asked for this address).`,
       }
       if (recordLogin(s, addr, ctx.now) === 'permanent') {
         out(`${addr.text} has a permanent entry, left as it is (remove it with: poprelay del ${addr.text})`);
-      } else out(`added ${addr.text} (may relay for ${formatDuration(ctx.cfg.timeoutMinutes * 60)})`);
+      } else out(`added ${addr.text} (may relay for ${formatDuration(ctx.config().timeoutMinutes * 60)})`);
       return 0;
     },
   },
@@ -142,7 +162,7 @@ was not there.`,
     args: ['ADDR'],
     run: (ctx) => {
       const addr = addressArg(ctx);
-      if (!removeAddress(mapSettings(ctx.cfg), addr)) {
+      if (!removeAddress(mapSettings(ctx.config()), addr)) {
         process.stderr.write(`poprelay: ${addr.text} is not in the map\n`);
         return 1;
       }
@@ -160,12 +180,12 @@ still counts until the sweep removes it, and the answer says so.`,
     args: ['ADDR'],
     run: (ctx) => {
       const addr = addressArg(ctx);
-      const entry = readEntries(mapSettings(ctx.cfg)).find((e) => e.address === addr.text);
+      const entry = readEntries(mapSettings(ctx.config())).find((e) => e.address === addr.text);
       if (entry === undefined) {
         out(`${addr.text} may not relay: not in the map`);
         return 1;
       }
-      const d = describe(entry, ctx.now, ctx.cfg.timeoutMinutes * 60);
+      const d = describe(entry, ctx.now, ctx.config().timeoutMinutes * 60);
       const partial = addr.keys.length > entry.keys.length ? ` (only the key ${entry.keys.join(', ')} is present)` : '';
       if (d.permanent) out(`${addr.text} may relay: permanent entry${partial}`);
       else if (d.expired) {
@@ -186,14 +206,14 @@ shows the map's size and its oldest and newest dated entry.
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
-      const timeout = ctx.cfg.timeoutMinutes * 60;
-      const entries = sortedEntries(ctx.cfg);
+      const timeout = ctx.config().timeoutMinutes * 60;
+      const entries = sortedEntries(ctx.config());
       const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
       const edge = (e: (RelayEntry & { time: number }) | undefined) => (e === undefined ? null : { address: e.address, lastLogin: e.time });
       const stats = {
-        map: ctx.cfg.dbfile,
-        type: ctx.cfg.dbtype,
-        bytes: statSync(ctx.cfg.dbfile).size,
+        map: ctx.config().dbfile,
+        type: ctx.config().dbtype,
+        bytes: statSync(ctx.config().dbfile).size,
         entries: entries.length,
         keys: entries.reduce((n, e) => n + e.keys.length, 0),
         dated: dated.length,
@@ -210,7 +230,7 @@ shows the map's size and its oldest and newest dated entry.
         e === null ? '-' : `${e.address}, last login ${formatTime(e.lastLogin)} (${formatAgo(e.lastLogin, ctx.now)})`;
       out(`map:        ${stats.map} (${stats.type}, ${stats.bytes} bytes)`);
       out(`entries:    ${stats.entries} (${stats.dated} dated, ${stats.permanent} permanent; ${stats.keys} keys)`);
-      out(`expired:    ${stats.expired} (older than ${ctx.cfg.timeoutMinutes} minutes, removed by the next sweep)`);
+      out(`expired:    ${stats.expired} (older than ${ctx.config().timeoutMinutes} minutes, removed by the next sweep)`);
       out(`oldest:     ${when(stats.oldest)}`);
       out(`newest:     ${when(stats.newest)}`);
       return 0;
@@ -225,24 +245,70 @@ they log in again. Asks for confirmation on the terminal unless --yes.`,
     args: [],
     options: { yes: { type: 'boolean', short: 'y' } },
     run: async (ctx) => {
-      const s = mapSettings(ctx.cfg);
+      const s = mapSettings(ctx.config());
       const dated = readEntries(s).filter((e) => e.time !== null).length;
       if (dated === 0) {
-        out(`${ctx.cfg.dbfile}: no dated entries to remove`);
+        out(`${ctx.config().dbfile}: no dated entries to remove`);
         return 0;
       }
       if (ctx.values.yes !== true) {
         if (!process.stdin.isTTY) throw new UsageError('flush needs confirmation: stdin is not a terminal, so give --yes');
-        if (!(await confirm(`Remove all ${dated} dated entries from ${ctx.cfg.dbfile} (permanent entries stay)? [y/N] `))) {
+        if (!(await confirm(`Remove all ${dated} dated entries from ${ctx.config().dbfile} (permanent entries stay)? [y/N] `))) {
           process.stderr.write('poprelay: not flushed\n');
           return 1;
         }
       }
       // Every dated entry is "older than the timeout" at the end of time.
       const report = sweepMap(s, { now: Number.MAX_SAFE_INTEGER, timeoutSeconds: 0 });
-      out(`${ctx.cfg.dbfile}: removed ${report.removed.length}, permanent ${report.permanent}`);
+      out(`${ctx.config().dbfile}: removed ${report.removed.length}, permanent ${report.permanent}`);
       return 0;
     },
+  },
+};
+
+const str = (v: string | boolean | undefined, fallback: string): string => (typeof v === 'string' ? v : fallback);
+
+COMMANDS.doctor = {
+  usage: `Usage: poprelay doctor [--config FILE] [PATH OPTIONS]
+
+Checks a live installation and prints one line per check, OK, WARN or FAIL,
+with the fix for each problem: the config parses; Dovecot's effective
+configuration (doveconf -n) runs poprelay-login after pop3 and imap logins
+with a vsz_limit that lets Node start; the map exists, is a usable map of
+dbtype, is writable by the hook's user and readable by the MTAs; no
+directory above it is group- or world-writable (sendmail refuses such
+maps); the sweep is scheduled; sendmail.cf or Postfix's main.cf uses the
+map; and the hook, run as its user with IP=192.0.2.254 (a documentation
+address), really records it (the entry is removed again). Run it as root.
+Exit 0 when nothing FAILed, 1 otherwise.
+
+  --hook-user NAME         the hook's user (default: from doveconf, else poprelay)
+  --doveconf-config FILE   the Dovecot configuration to check (doveconf -c FILE)
+  --sendmail-cf FILE       (default ${DEFAULT_DOCTOR_PATHS.sendmailCf})
+  --postfix-main-cf FILE   (default ${DEFAULT_DOCTOR_PATHS.postfixMainCf})
+  --cron-file FILE         (default ${DEFAULT_DOCTOR_PATHS.cronFile})
+  --systemd-timer FILE     (default ${DEFAULT_DOCTOR_PATHS.systemdTimer})`,
+  args: [],
+  options: {
+    'hook-user': { type: 'string' },
+    'doveconf-config': { type: 'string' },
+    'sendmail-cf': { type: 'string' },
+    'postfix-main-cf': { type: 'string' },
+    'cron-file': { type: 'string' },
+    'systemd-timer': { type: 'string' },
+  },
+  run: (ctx) => {
+    const v = ctx.values;
+    const checks = runDoctor(ctx.config, {
+      doveconfConfig: typeof v['doveconf-config'] === 'string' ? v['doveconf-config'] : undefined,
+      hookUser: typeof v['hook-user'] === 'string' ? v['hook-user'] : undefined,
+      sendmailCf: str(v['sendmail-cf'], DEFAULT_DOCTOR_PATHS.sendmailCf),
+      postfixMainCf: str(v['postfix-main-cf'], DEFAULT_DOCTOR_PATHS.postfixMainCf),
+      cronFile: str(v['cron-file'], DEFAULT_DOCTOR_PATHS.cronFile),
+      systemdTimer: str(v['systemd-timer'], DEFAULT_DOCTOR_PATHS.systemdTimer),
+    });
+    for (const line of formatChecks(checks)) out(line);
+    return checks.some((c) => c.status === 'FAIL') ? 1 : 0;
   },
 };
 
@@ -280,6 +346,7 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
     throw new UsageError(`${name} takes ${want}; see poprelay ${name} --help`);
   }
   const now = nowFrom(values);
-  const ctx: Context = { cfg: configFrom(values), now, values, args: positionals };
-  return cmd.run(ctx);
+  let cfg: Config | undefined;
+  const config = (): Config => (cfg ??= configFrom(values));
+  return cmd.run({ config, now, values, args: positionals });
 }

@@ -255,6 +255,21 @@ function createMap(s: MapSettings): void {
 }
 
 /**
+ * Creates the map if it does not exist; otherwise only checks that poprelay
+ * can use it. Never changes an existing map. Returns whether it created one.
+ */
+export function ensureMap(s: MapSettings): boolean {
+  try {
+    readRecords(s);
+    return false;
+  } catch (e) {
+    if (!(e instanceof PoprelayError) || e.code !== 'ERR_MAP_MISSING') throw e;
+  }
+  createMap(s);
+  return true;
+}
+
+/**
  * Opens the live map for writing and takes flock(LOCK_EX) on it, the lock
  * makemap and postmap also take. Because writers replace the file, the lock
  * is only good if the path still names the locked file; otherwise retry.

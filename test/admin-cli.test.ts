@@ -192,7 +192,7 @@ describe('poprelay flush', () => {
 
 describe('bad input', () => {
   it.each([
-    [['bogus'], 'poprelay: unknown command "bogus"; commands: list, add, del, check, stats, flush (see poprelay --help)\n'],
+    [['bogus'], 'poprelay: unknown command "bogus"; commands: init, list, add, del, check, stats, flush, doctor (see poprelay --help)\n'],
     [['list', '--bogus'], "poprelay: unknown option '--bogus'; see poprelay list --help\n"],
     [['add'], 'poprelay: add takes ADDR; see poprelay add --help\n'],
     [['list', 'extra'], 'poprelay: list takes no arguments; see poprelay list --help\n'],

@@ -158,13 +158,13 @@ describe('poprelay-sweep', () => {
 describe('scheduling files', () => {
   it('the cron.d line runs poprelay-sweep --quiet every minute as poprelay', () => {
     const lines = readFileSync(`${ROOT}/scripts/poprelay.cron`, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
-    expect(lines).toEqual(['SHELL=/bin/sh', '* * * * *\tpoprelay\t[ -x /usr/local/bin/poprelay-sweep ] && /usr/local/bin/poprelay-sweep --quiet']);
+    expect(lines).toEqual(['SHELL=/bin/sh', '* * * * *\tpoprelay\t[ -x /usr/local/sbin/poprelay-sweep ] && /usr/local/sbin/poprelay-sweep --quiet']);
   });
 
   it('the systemd service and timer pass systemd-analyze verify', async () => {
     const r = await execa('systemd-analyze', ['verify', `${ROOT}/scripts/poprelay-sweep.service`, `${ROOT}/scripts/poprelay-sweep.timer`], { reject: false });
     // verify checks that ExecStart exists; the binary is installed by the installer, not here.
-    const notInstalled = 'poprelay-sweep.service: Command /usr/local/bin/poprelay-sweep is not executable: No such file or directory';
+    const notInstalled = 'poprelay-sweep.service: Command /usr/local/sbin/poprelay-sweep is not executable: No such file or directory';
     expect(r.stderr.split('\n').filter((l) => l !== '' && l !== notInstalled)).toEqual([]);
   });
 });

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Installs poprelay from this checkout: the programs, the map, the Dovecot
+# snippet, the sweep schedule and poprelay.ini. Idempotent; never clobbers
+# an existing map or poprelay.ini; never edits MTA configuration (it prints
+# the lines to add). See --help.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/install.sh [OPTIONS]
+
+Installs poprelay under a prefix, creates the relay map, installs the Dovecot
+snippet for the Dovecot found (2.3 or 2.4) and the sweep schedule (cron.d, or
+a systemd timer), writes poprelay.ini if absent, and prints the lines to add
+to sendmail, Postfix or Exim. Run it again at any time: it changes only what
+differs. Run as root.
+
+  --dry-run               print what would be done, change nothing
+  --uninstall             remove what the installer installed; keep the map and poprelay.ini
+  --systemd               schedule the sweep with a systemd timer instead of cron.d
+  --prefix DIR            programs go to DIR/lib/poprelay and DIR/sbin (default /usr/local)
+  --root DIR              prepend DIR to every path below (to install into a staging tree)
+  --user NAME             the user the hook and the sweep run as, owner of the map (default poprelay)
+  --map-dir DIR           the map's directory (default /var/lib/poprelay)
+  --config FILE           poprelay.ini (default /etc/mail/poprelay.ini)
+  --dovecot-confdir DIR   Dovecot's conf.d (default /etc/dovecot/conf.d)
+  --dovecot-version V     2.3 or 2.4 (default: from "dovecot --version")
+  --cron-dir DIR          (default /etc/cron.d)
+  --systemd-dir DIR       (default /etc/systemd/system)
+  --node PATH             the Node.js interpreter the programs run with (default: the node on PATH)
+  --no-user               do not create the user (it must exist)
+  -h, --help              show this text
+
+The same settings can be given as environment variables: POPRELAY_PREFIX,
+POPRELAY_ROOT, POPRELAY_USER, POPRELAY_MAP_DIR, POPRELAY_INI,
+POPRELAY_DOVECOT_CONFDIR, POPRELAY_DOVECOT_VERSION, POPRELAY_CRON_DIR,
+POPRELAY_SYSTEMD_DIR, POPRELAY_NODE.
+EOF
+}
+
+prefix=${POPRELAY_PREFIX:-/usr/local}
+root=${POPRELAY_ROOT:-}
+user=${POPRELAY_USER:-poprelay}
+map_dir=${POPRELAY_MAP_DIR:-/var/lib/poprelay}
+ini=${POPRELAY_INI:-/etc/mail/poprelay.ini}
+dovecot_confdir=${POPRELAY_DOVECOT_CONFDIR:-/etc/dovecot/conf.d}
+dovecot_version=${POPRELAY_DOVECOT_VERSION:-}
+cron_dir=${POPRELAY_CRON_DIR:-/etc/cron.d}
+systemd_dir=${POPRELAY_SYSTEMD_DIR:-/etc/systemd/system}
+node=${POPRELAY_NODE:-}
+dry_run=0
+uninstall=0
+systemd=0
+make_user=1
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+need_arg() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --uninstall) uninstall=1 ;;
+    --systemd) systemd=1 ;;
+    --no-user) make_user=0 ;;
+    --prefix) need_arg "$@"; prefix=$2; shift ;;
+    --root) need_arg "$@"; root=$2; shift ;;
+    --user) need_arg "$@"; user=$2; shift ;;
+    --map-dir) need_arg "$@"; map_dir=$2; shift ;;
+    --config) need_arg "$@"; ini=$2; shift ;;
+    --dovecot-confdir) need_arg "$@"; dovecot_confdir=$2; shift ;;
+    --dovecot-version) need_arg "$@"; dovecot_version=$2; shift ;;
+    --cron-dir) need_arg "$@"; cron_dir=$2; shift ;;
+    --systemd-dir) need_arg "$@"; systemd_dir=$2; shift ;;
+    --node) need_arg "$@"; node=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+lib=$prefix/lib/poprelay
+sbin=$prefix/sbin
+map=$map_dir/popip.db
+programs=(poprelay-login poprelay-sweep poprelay)
+
+# Every change goes through run, so --dry-run shows exactly what would happen.
+run() {
+  if [[ $dry_run -eq 1 ]]; then
+    printf 'would run:'; printf ' %q' "$@"; printf '\n'
+  else
+    "$@"
+  fi
+}
+say() { echo "install.sh: $*"; }
+
+[[ -n "$node" ]] || node=$(command -v node || true)
+[[ -n "$node" && "$node" == /* ]] || die "no Node.js found; give its absolute path with --node"
+[[ $uninstall -eq 1 || $dry_run -eq 1 || $(id -u) -eq 0 ]] || die "run as root (or with --dry-run)"
+
+if [[ $uninstall -eq 1 ]]; then
+  for p in "${programs[@]}"; do run rm -f "$root$sbin/$p"; done
+  run rm -rf "$root$lib"
+  run rm -f "$root$dovecot_confdir/95-poprelay.conf" "$root$cron_dir/poprelay" \
+    "$root$systemd_dir/poprelay-sweep.service" "$root$systemd_dir/poprelay-sweep.timer"
+  say "removed the programs, the Dovecot snippet and the sweep schedule"
+  say "kept the map $root$map and $root$ini; remove them yourself if you want"
+  say "now reload Dovecot (systemctl reload dovecot) so that logins no longer run the hook"
+  exit 0
+fi
+
+# 1. Build, if this checkout is not built yet.
+if [[ ! -f $src/dist/login.js || ! -f $src/build/Release/poprelay_bdb.node ]]; then
+  say "building (npm ci)"
+  run bash -c "cd $(printf %q "$src") && npm ci --no-audit --no-fund"
+fi
+
+# 2. The user the hook and the sweep run as.
+if [[ $make_user -eq 1 ]] && ! id -u "$user" >/dev/null 2>&1; then
+  say "adding system user $user"
+  run useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$user"
+fi
+
+# 3. The programs: a copy of what they load at run time, with the absolute
+#    interpreter path (Dovecot runs the hook with no PATH), linked into sbin.
+say "installing programs into $root$lib, linked from $root$sbin"
+run mkdir -p "$root$lib/bin" "$root$lib/build/Release" "$root$lib/node_modules" "$root$sbin"
+run rm -rf "$root$lib/dist" "$root$lib/node_modules/ini"
+run cp -R "$src/dist" "$root$lib/dist"
+run cp "$src/build/Release/poprelay_bdb.node" "$root$lib/build/Release/"
+run cp -R "$src/node_modules/ini" "$root$lib/node_modules/ini"
+run cp "$src/package.json" "$root$lib/package.json"
+for p in "${programs[@]}"; do
+  if [[ $dry_run -eq 1 ]]; then
+    echo "would write $root$lib/bin/$p with #!$node"
+  else
+    { echo "#!$node"; tail -n +2 "$src/bin/$p"; } > "$root$lib/bin/$p"
+    chmod 755 "$root$lib/bin/$p"
+  fi
+  run ln -sfn "$lib/bin/$p" "$root$sbin/$p"
+done
+
+# 4. poprelay.ini, if absent.
+if [[ -e "$root$ini" ]]; then
+  say "keeping the existing $root$ini"
+else
+  say "writing $root$ini"
+  run mkdir -p "$(dirname "$root$ini")"
+  if [[ $dry_run -eq 0 ]]; then
+    sed "s|^dbfile = .*|dbfile = $map|" "$src/dovecot-conf/poprelay.ini" > "$root$ini"
+    chmod 644 "$root$ini"
+  fi
+fi
+
+# 5. The map's directory (the hook's user owns it: writers rename new copies
+#    into place) and the map itself, created by that user.
+say "preparing $root$map_dir (owner $user, mode 0755) and the map"
+run mkdir -p "$root$map_dir"
+run chown "$user:" "$root$map_dir"
+run chmod 0755 "$root$map_dir"
+if [[ $dry_run -eq 1 ]]; then
+  echo "would run: $root$sbin/poprelay init as $user"
+else
+  ini_for_init=$root$ini
+  if [[ -n "$root" ]]; then
+    # Staged: the map path in the file is the live one; point init at the staged map.
+    ini_for_init=$(mktemp)
+    sed "s|^dbfile = .*|dbfile = $root$map|" "$root$ini" > "$ini_for_init"
+    chmod 644 "$ini_for_init"
+  fi
+  setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups "$root$lib/bin/poprelay" init --config "$ini_for_init"
+  [[ -z "$root" ]] || rm -f "$ini_for_init"
+fi
+
+# 6. The Dovecot snippet for the Dovecot found.
+if [[ -z "$dovecot_version" ]]; then
+  if command -v dovecot >/dev/null 2>&1; then
+    dovecot_version=$(dovecot --version | cut -d. -f1,2)
+  else
+    dovecot_version=none
+  fi
+fi
+case "$dovecot_version" in
+  2.3|2.4)
+    say "installing the Dovecot $dovecot_version snippet as $root$dovecot_confdir/95-poprelay.conf"
+    run mkdir -p "$root$dovecot_confdir"
+    if [[ $dry_run -eq 0 ]]; then
+      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login|" -e "s|user = poprelay|user = $user|" \
+        "$src/dovecot-conf/$dovecot_version/95-poprelay.conf" > "$root$dovecot_confdir/95-poprelay.conf"
+      chmod 644 "$root$dovecot_confdir/95-poprelay.conf"
+    fi
+    if [[ -z "$root" && $dry_run -eq 0 ]] && command -v doveconf >/dev/null 2>&1; then
+      doveconf -n >/dev/null || die "doveconf -n rejects the configuration with 95-poprelay.conf; see above"
+      say "doveconf -n accepts it; now reload Dovecot: systemctl reload dovecot"
+    fi
+    ;;
+  none) say "Dovecot not found: no Dovecot snippet installed (see dovecot-conf/)" ;;
+  *) die "Dovecot $dovecot_version is not supported (2.3 or 2.4); give --dovecot-version" ;;
+esac
+
+# 7. The sweep, every minute: cron.d, or a systemd timer.
+if [[ $systemd -eq 1 ]]; then
+  say "installing the systemd timer into $root$systemd_dir"
+  run mkdir -p "$root$systemd_dir"
+  run rm -f "$root$cron_dir/poprelay"
+  if [[ $dry_run -eq 0 ]]; then
+    sed -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|" -e "s|^User=.*|User=$user|" \
+      -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/scripts/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
+    cp "$src/scripts/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
+  fi
+  if [[ -z "$root" ]] && command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    run systemctl daemon-reload
+    run systemctl enable --now poprelay-sweep.timer
+  else
+    say "enable it with: systemctl daemon-reload && systemctl enable --now poprelay-sweep.timer"
+  fi
+else
+  say "installing the cron entry $root$cron_dir/poprelay"
+  run mkdir -p "$root$cron_dir"
+  if [[ $dry_run -eq 0 ]]; then
+    sed -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" -e "s|\tpoprelay\t|\t$user\t|" \
+      "$src/scripts/poprelay.cron" > "$root$cron_dir/poprelay"
+    chmod 644 "$root$cron_dir/poprelay"
+  fi
+fi
+
+# 8. What the administrator adds to the MTA (never edited here).
+mapbase=${map%.db}
+cat <<EOF
+
+poprelay is installed. Add the MTA side yourself (docs/mta/ has each with comments):
+
+  sendmail, in sendmail.mc before the MAILER() lines, then rebuild sendmail.cf:
+    FEATURE(\`drac', \`hash -o $mapbase')dnl
+
+  Postfix, in main.cf, then postfix reload:
+    smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated
+        check_client_access hash:$mapbase reject_unauth_destination
+
+  Exim, in acl_check_rcpt before the relay check, then reload:
+    accept
+      condition = \${lookup{\$sender_host_address}dbmnz{$map}{yes}{no}}
+
+Check the whole installation with: $sbin/poprelay doctor
+EOF

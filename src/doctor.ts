@@ -1,0 +1,254 @@
+// poprelay doctor: checks a live installation, one line per check, each
+// problem with its fix. It changes nothing except for the last check, which
+// records a documentation address (192.0.2.254) through the real hook and
+// removes it again.
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+import { parseClientAddress } from './address.js';
+import type { Config } from './config.js';
+import { readEntries, removeAddress, mapSettings, readRecords } from './map.js';
+
+export interface DoctorPaths {
+  /** Passed to doveconf -c; undefined = Dovecot's default. */
+  doveconfConfig?: string;
+  hookUser?: string;
+  sendmailCf: string;
+  postfixMainCf: string;
+  cronFile: string;
+  systemdTimer: string;
+}
+
+export const DEFAULT_DOCTOR_PATHS: DoctorPaths = {
+  sendmailCf: '/etc/mail/sendmail.cf',
+  postfixMainCf: '/etc/postfix/main.cf',
+  cronFile: '/etc/cron.d/poprelay',
+  systemdTimer: '/etc/systemd/system/poprelay-sweep.timer',
+};
+
+export type Status = 'OK' | 'WARN' | 'FAIL';
+
+export interface Check {
+  status: Status;
+  name: string;
+  detail: string;
+  fix?: string;
+}
+
+const TEST_ADDRESS = '192.0.2.254'; // TEST-NET-1 (RFC 5737): never a real client
+
+function ok(name: string, detail: string): Check {
+  return { status: 'OK', name, detail };
+}
+function bad(status: 'WARN' | 'FAIL', name: string, detail: string, fix: string): Check {
+  return { status, name, detail, fix };
+}
+
+/** Runs a command as `user`; null when this process may not switch users. */
+function asUser(user: string, cmd: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stderr: string } | null {
+  if (process.getuid?.() !== 0) return null;
+  const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (!/^\d+$/.test(gid)) return { status: 1, stderr: `no user ${user}` };
+  const r = spawnSync('setpriv', [`--reuid=${user}`, `--regid=${gid}`, '--init-groups', ...cmd], { env, encoding: 'utf8' });
+  return { status: r.status, stderr: r.stderr ?? '' };
+}
+
+interface DovecotService {
+  executable?: string;
+  user?: string;
+  vsz_limit?: string;
+}
+
+/** The service blocks of `doveconf -n` output, by name. */
+export function parseDoveconfServices(text: string): Map<string, DovecotService> {
+  const services = new Map<string, DovecotService>();
+  let current: DovecotService | undefined;
+  let depth = 0;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    const open = /^service (\S+) \{$/.exec(line);
+    if (depth === 0 && open) {
+      current = {};
+      services.set(open[1] ?? '', current);
+      depth = 1;
+      continue;
+    }
+    if (line.endsWith('{')) depth++;
+    else if (line === '}') {
+      depth = Math.max(0, depth - 1);
+      if (depth === 0) current = undefined;
+    } else if (current && depth === 1) {
+      const kv = /^(executable|user|vsz_limit) = (.*)$/.exec(line);
+      if (kv) current[kv[1] as keyof DovecotService] = kv[2] ?? '';
+    }
+  }
+  return services;
+}
+
+/** Whether a vsz_limit lets Node start: unlimited, or at least about 1 GB. */
+function vszAllowsNode(v: string | undefined): boolean {
+  if (v === undefined) return false;
+  if (v === '0' || v === 'unlimited') return true;
+  const m = /^(\d+)\s*([kmgt]?)b?$/i.exec(v);
+  if (!m) return false;
+  const mult: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+  return Number(m[1]) * (mult[(m[2] ?? '').toLowerCase()] ?? 1) >= 2 ** 30;
+}
+
+function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string; user?: string } {
+  const args = paths.doveconfConfig === undefined ? ['-n'] : ['-n', '-c', paths.doveconfConfig];
+  let text: string;
+  try {
+    text = execFileSync('doveconf', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const why = (e as { code?: string; stderr?: string }).code === 'ENOENT' ? 'doveconf not found' : ((e as { stderr?: string }).stderr ?? String(e)).trim();
+    return { checks: [bad('FAIL', 'dovecot', why, 'install Dovecot, or fix the configuration doveconf -n complains about')] };
+  }
+  const services = parseDoveconfServices(text);
+  // doveconf -n may quote the list: protocols = " imap pop3"
+  const protocols = (/^protocols = (.*)$/m.exec(text)?.[1] ?? 'imap pop3').replace(/"/g, ' ').split(/\s+/).filter((p) => p !== '');
+  const checks: Check[] = [];
+  let hook: string | undefined;
+  let user: string | undefined;
+  for (const proto of ['pop3', 'imap']) {
+    const name = `dovecot ${proto}`;
+    if (!protocols.includes(proto)) {
+      checks.push(ok(name, `${proto} is not enabled (protocols = ${protocols.join(' ')})`));
+      continue;
+    }
+    const exec = services.get(proto)?.executable?.split(/\s+/) ?? [];
+    const post = exec[1];
+    const svc = post === undefined ? undefined : services.get(post);
+    const words = svc?.executable?.split(/\s+/) ?? [];
+    if (post === undefined || svc === undefined || words[0] !== 'script-login' || !(words[1] ?? '').endsWith('/poprelay-login')) {
+      checks.push(
+        bad('FAIL', name, `${proto} logins do not run poprelay-login (service ${proto}: executable = ${exec.join(' ') || '(default)'})`, 'install dovecot-conf/2.3/95-poprelay.conf (or 2.4) into conf.d and reload Dovecot'),
+      );
+      continue;
+    }
+    hook = words[1];
+    user = svc.user || 'root';
+    // doveconf -n leaves out defaults: the service then has default_vsz_limit.
+    const vsz = svc.vsz_limit ?? /^default_vsz_limit = (.*)$/m.exec(text)?.[1] ?? '256M';
+    if (!vszAllowsNode(vsz)) {
+      checks.push(bad('FAIL', name, `service ${post} has vsz_limit = ${vsz}: Node cannot start and logins are refused`, `set vsz_limit = 0 (2.4: unlimited) in service ${post}`));
+      continue;
+    }
+    checks.push(ok(name, `post-login service ${post} runs ${hook} as ${user}, vsz_limit = ${vsz}`));
+  }
+  return { checks, hook, user };
+}
+
+function mapChecks(cfg: Config, user: string): Check[] {
+  const s = mapSettings(cfg);
+  const checks: Check[] = [];
+  try {
+    const n = readRecords(s).length;
+    checks.push(ok('map', `${s.path} is a ${s.type} map with ${n} keys`));
+  } catch (e) {
+    const fix = /does not exist/.test((e as Error).message)
+      ? `create it as ${user}: runuser -u ${user} -- poprelay init`
+      : 'see "Recovering a damaged map" in the README';
+    return [bad('FAIL', 'map', (e as Error).message, fix)];
+  }
+  const dir = dirname(s.path);
+  const canWrite = asUser(user, ['test', '-w', dir]);
+  const canRead = asUser(user, ['test', '-r', s.path]);
+  if (canWrite === null || canRead === null) checks.push(bad('WARN', 'map access', `cannot check access as ${user} without root`, 'run poprelay doctor as root'));
+  else if (canWrite.status !== 0 || canRead.status !== 0) {
+    checks.push(bad('FAIL', 'map access', `${user} cannot ${canRead.status !== 0 ? `read ${s.path}` : `write the directory ${dir}`}`, `chown ${user} ${dir} && chmod 0755 ${dir}`));
+  } else checks.push(ok('map access', `${user} can read the map and replace it in ${dir}`));
+  const mode = statSync(s.path).mode & 0o777;
+  if ((mode & 0o004) !== 0) checks.push(ok('map readers', `mode ${mode.toString(8)}: sendmail, Postfix and Exim can read it`));
+  else if ((mode & 0o040) !== 0) checks.push(bad('WARN', 'map readers', `mode ${mode.toString(8)}: only the group can read it`, 'make sure the MTA users (smmta, postfix, Debian-exim) are in the map\'s group'));
+  else checks.push(bad('FAIL', 'map readers', `mode ${mode.toString(8)}: the MTAs cannot read it`, `chmod 0644 ${s.path}`));
+  return checks;
+}
+
+/** sendmail refuses maps under group- or world-writable directories ("unsafe map file"). */
+function dirPathCheck(mapPath: string): Check {
+  for (let d = dirname(mapPath); ; d = dirname(d)) {
+    const st = statSync(d);
+    if ((st.mode & 0o022) !== 0) {
+      return bad('FAIL', 'map directory', `${d} is group- or world-writable: sendmail refuses the map as unsafe`, `chmod go-w ${d}, or move the map (dbfile) elsewhere`);
+    }
+    if (d === '/') return ok('map directory', `no directory above ${mapPath} is group- or world-writable`);
+  }
+}
+
+function sweepCheck(paths: DoctorPaths): Check {
+  if (existsSync(paths.cronFile) && /^[^#\n]*poprelay-sweep/m.test(readFileSync(paths.cronFile, 'utf8'))) {
+    return ok('sweep', `${paths.cronFile} runs poprelay-sweep`);
+  }
+  if (existsSync(paths.systemdTimer)) {
+    const enabled = spawnSync('systemctl', ['is-enabled', 'poprelay-sweep.timer'], { encoding: 'utf8' });
+    if (enabled.error === undefined && enabled.stdout.trim() !== 'enabled' && existsSync('/run/systemd/system')) {
+      return bad('FAIL', 'sweep', `${paths.systemdTimer} exists but is ${enabled.stdout.trim() || 'not enabled'}`, 'systemctl enable --now poprelay-sweep.timer');
+    }
+    return ok('sweep', `${paths.systemdTimer} schedules poprelay-sweep`);
+  }
+  return bad('FAIL', 'sweep', `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`, 'run scripts/install.sh, or install scripts/poprelay.cron as /etc/cron.d/poprelay');
+}
+
+function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
+  const base = mapPath.replace(/\.db$/, '');
+  const found: string[] = [];
+  const missing: string[] = [];
+  if (existsSync(paths.sendmailCf)) {
+    (readFileSync(paths.sendmailCf, 'utf8').includes(base) ? found : missing).push(paths.sendmailCf);
+  }
+  if (existsSync(paths.postfixMainCf)) {
+    const text = readFileSync(paths.postfixMainCf, 'utf8');
+    (new RegExp(`check_client_access\\s+hash:${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`, 'm').test(text) ? found : missing).push(paths.postfixMainCf);
+  }
+  if (missing.length > 0) {
+    return bad('FAIL', 'mta', `${missing.join(' and ')} does not use the map ${base}`, 'add the lines from docs/mta/ (install.sh prints them) and reload the MTA');
+  }
+  if (found.length > 0) return ok('mta', `${found.join(' and ')} ${found.length > 1 ? 'use' : 'uses'} the map`);
+  return bad('WARN', 'mta', `no ${paths.sendmailCf} or ${paths.postfixMainCf} found`, 'for Exim, check that acl_check_rcpt has the statement from docs/mta/exim4-acl.conf');
+}
+
+/** Runs the hook as Dovecot would (as its user, no PATH, IP set) and looks for the record. */
+function liveHookCheck(cfg: Config, hook: string, user: string): Check {
+  const s = mapSettings(cfg);
+  const had = readEntries(s).some((e) => e.address === TEST_ADDRESS);
+  const env = { IP: TEST_ADDRESS, USER: 'poprelay-doctor' };
+  const args = cfg.source === null ? [hook] : [hook, '--config', cfg.source];
+  const r = asUser(user, args, env);
+  if (r === null) return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
+  const recorded = readEntries(s).some((e) => e.address === TEST_ADDRESS);
+  if (!had && recorded) removeAddress(s, parseClientAddress(TEST_ADDRESS));
+  if (r.status !== 0 || !recorded) {
+    return bad('FAIL', 'hook', `${hook} run as ${user} with IP=${TEST_ADDRESS} did not record it: ${r.stderr.trim() || `exit ${r.status}`}`, 'fix what the message says; Dovecot logs the same line for every login');
+  }
+  return ok('hook', `${hook} run as ${user} recorded ${TEST_ADDRESS} (removed again)`);
+}
+
+export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
+  const checks: Check[] = [];
+  let cfg: Config;
+  try {
+    cfg = loadCfg();
+    checks.push(ok('config', cfg.source === null ? 'no poprelay.ini; the defaults apply' : `${cfg.source} parses`));
+  } catch (e) {
+    return [bad('FAIL', 'config', (e as Error).message, 'correct the file (see dovecot-conf/poprelay.ini for every key)')];
+  }
+  const dovecot = dovecotChecks(paths);
+  checks.push(...dovecot.checks);
+  const user = paths.hookUser ?? dovecot.user ?? 'poprelay';
+  const mapOk = mapChecks(cfg, user);
+  checks.push(...mapOk);
+  if (existsSync(dirname(cfg.dbfile))) checks.push(dirPathCheck(cfg.dbfile));
+  checks.push(sweepCheck(paths));
+  checks.push(mtaCheck(paths, cfg.dbfile));
+  if (dovecot.hook === undefined) checks.push(bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'));
+  else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL')) checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));
+  else checks.push(liveHookCheck(cfg, dovecot.hook, user));
+  return checks;
+}
+
+export function formatChecks(checks: readonly Check[]): string[] {
+  return checks.flatMap((c) => [`${c.status.padEnd(4)}  ${c.name}: ${c.detail}`, ...(c.fix === undefined ? [] : [`      fix: ${c.fix}`])]);
+}

@@ -1,0 +1,202 @@
+// scripts/install.sh into a temporary tree (every path an option), and
+// poprelay doctor against that install and against each way of breaking it.
+
+import { chmodSync, chownSync, existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+
+import { parseDoveconfServices } from '../src/doctor.js';
+import { dumpMap, expectVerified, ROOT } from './helpers.js';
+import { safeDir } from './peers.js';
+
+interface Tree {
+  dir: string;
+  args: string[];
+  sbin: string;
+  map: string;
+  ini: string;
+  conf: string;
+  cron: string;
+  dovecotConf: string;
+  sendmailCf: string;
+}
+
+/** The installer's options that put everything under `dir` (a path sendmail accepts). */
+function tree(dir = safeDir()): Tree {
+  const t = {
+    dir,
+    sbin: join(dir, 'usr/sbin'),
+    map: join(dir, 'var/lib/poprelay/popip.db'),
+    ini: join(dir, 'etc/mail/poprelay.ini'),
+    conf: join(dir, 'etc/dovecot/conf.d/95-poprelay.conf'),
+    cron: join(dir, 'etc/cron.d/poprelay'),
+    dovecotConf: join(dir, 'dovecot.conf'),
+    sendmailCf: join(dir, 'sendmail.cf'),
+  };
+  const args = [
+    '--prefix', join(dir, 'usr'),
+    '--map-dir', join(dir, 'var/lib/poprelay'),
+    '--config', t.ini,
+    '--dovecot-confdir', join(dir, 'etc/dovecot/conf.d'),
+    '--cron-dir', join(dir, 'etc/cron.d'),
+    '--systemd-dir', join(dir, 'etc/systemd/system'),
+  ];
+  return { ...t, args };
+}
+
+const install = (args: string[]) => execa('bash', [join(ROOT, 'scripts/install.sh'), ...args], { reject: false });
+
+describe('scripts/install.sh', () => {
+  it('--dry-run says what it would do and changes nothing', async () => {
+    const t = tree();
+    const r = await install([...t.args, '--dry-run']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain(`would run: cp -R ${ROOT.replace(/\/$/, '')}/dist ${t.dir}/usr/lib/poprelay/dist`);
+    expect(r.stdout).toContain(`would run: ${t.sbin}/poprelay init as poprelay`);
+    expect(r.stdout).toMatch(/FEATURE\(`drac', `hash -o .*\/var\/lib\/poprelay\/popip'\)dnl/);
+    for (const p of [t.sbin, t.map, t.ini, t.conf, t.cron]) expect(existsSync(p), p).toBe(false);
+  });
+
+  it('installs programs, map, Dovecot snippet, cron entry and config, and a second run changes nothing', async () => {
+    const t = tree();
+    const r = await install(t.args);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    // Programs: linked into sbin, with an absolute interpreter (Dovecot gives no PATH).
+    for (const p of ['poprelay-login', 'poprelay-sweep', 'poprelay']) {
+      expect(readlinkSync(join(t.sbin, p))).toBe(join(t.dir, 'usr/lib/poprelay/bin', p));
+      expect(readFileSync(join(t.sbin, p), 'utf8').split('\n')[0]).toBe(`#!${process.execPath}`);
+    }
+    // The map: owned by poprelay in a poprelay-owned 0755 directory, mode 0644, valid.
+    const { stdout: uid } = await execa('id', ['-u', 'poprelay']);
+    expect(statSync(t.map).uid).toBe(Number(uid));
+    expect(statSync(t.map).mode & 0o777).toBe(0o644);
+    expect(statSync(join(t.dir, 'var/lib/poprelay')).uid).toBe(Number(uid));
+    expect(statSync(join(t.dir, 'var/lib/poprelay')).mode & 0o777).toBe(0o755);
+    await expectVerified(t.map);
+    // Config, snippet and schedule name the installed paths.
+    expect(readFileSync(t.ini, 'utf8')).toMatch(new RegExp(`^dbfile = ${t.map.replace('/var/lib/poprelay-tests', '.*')}$`, 'm'));
+    expect(readFileSync(t.conf, 'utf8')).toContain(`executable = script-login ${t.sbin}/poprelay-login --tag pop3`);
+    expect(readFileSync(t.cron, 'utf8')).toContain(`* * * * *\tpoprelay\t[ -x ${t.sbin}/poprelay-sweep ] && ${t.sbin}/poprelay-sweep --quiet`);
+    // The installed snippet passes doveconf -n on top of Debian's stock configuration.
+    writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
+    const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
+    expect(dc.stderr).toBe('');
+    // Again: the map and an edited config are kept.
+    await execa(join(t.sbin, 'poprelay'), ['add', '192.0.2.1', '--config', t.ini]);
+    writeFileSync(t.ini, `${readFileSync(t.ini, 'utf8')}\n; edited by the admin\n`);
+    const ini = readFileSync(t.ini);
+    const map = readFileSync(t.map);
+    const again = await install(t.args);
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).toContain(`keeping the existing ${t.ini}`);
+    expect(again.stdout).toContain('exists and is a usable hash map; left as it is');
+    expect(readFileSync(t.ini).equals(ini)).toBe(true);
+    expect(readFileSync(t.map).equals(map)).toBe(true);
+  });
+
+  it('--systemd installs the service and timer instead of the cron entry', async () => {
+    const t = tree();
+    expect((await install(t.args)).exitCode).toBe(0);
+    expect(existsSync(t.cron)).toBe(true);
+    const r = await install([...t.args, '--systemd']);
+    expect(r.exitCode).toBe(0);
+    expect(existsSync(t.cron)).toBe(false);
+    const service = readFileSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.service'), 'utf8');
+    expect(service).toContain(`ExecStart=${t.sbin}/poprelay-sweep --quiet`);
+    expect(service).toContain(`ReadWritePaths=${t.dir}/var/lib/poprelay`);
+    expect(service).toContain('User=poprelay');
+    expect(existsSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.timer'))).toBe(true);
+  });
+
+  it('--uninstall removes what it installed and keeps the map and the config', async () => {
+    const t = tree();
+    expect((await install(t.args)).exitCode).toBe(0);
+    const r = await install([...t.args, '--uninstall']);
+    expect(r.exitCode).toBe(0);
+    for (const p of [join(t.sbin, 'poprelay-login'), join(t.dir, 'usr/lib/poprelay'), t.conf, t.cron]) expect(existsSync(p), p).toBe(false);
+    expect(existsSync(t.map)).toBe(true);
+    expect(existsSync(t.ini)).toBe(true);
+    expect(r.stdout).toContain(`kept the map ${t.map}`);
+  });
+
+  it('refuses unknown options and an unsupported Dovecot', async () => {
+    const t = tree();
+    expect((await install(['--frobnicate'])).stderr).toBe('install.sh: unknown option --frobnicate (see --help)\n'.trimEnd());
+    const r = await install([...t.args, '--dovecot-version', '2.2']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toBe('install.sh: Dovecot 2.2 is not supported (2.3 or 2.4); give --dovecot-version');
+  });
+});
+
+describe('poprelay doctor', () => {
+  async function installed(): Promise<Tree> {
+    const t = tree();
+    const r = await install(t.args);
+    if (r.exitCode !== 0) throw new Error(r.stderr);
+    writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
+    writeFileSync(t.sendmailCf, `Kdrac hash -o ${t.map.slice(0, -3)}\n`);
+    return t;
+  }
+
+  async function doctor(t: Tree) {
+    const r = await execa(
+      join(t.sbin, 'poprelay'),
+      ['doctor', '--config', t.ini, '--doveconf-config', t.dovecotConf, '--sendmail-cf', t.sendmailCf, '--postfix-main-cf', join(t.dir, 'no-postfix'), '--cron-file', t.cron, '--systemd-timer', join(t.dir, 'no-timer')],
+      { reject: false },
+    );
+    const lines = r.stdout.split('\n').filter((l) => /^(OK|WARN|FAIL)/.test(l));
+    return { code: r.exitCode, stdout: r.stdout, statuses: Object.fromEntries(lines.map((l) => [l.slice(6, l.indexOf(':')), l.slice(0, 4).trim()])) };
+  }
+
+  it('finds nothing wrong with a correct install, and leaves the map as it was', async () => {
+    const t = await installed();
+    const before = await dumpMap(t.map);
+    const r = await doctor(t);
+    expect(r.statuses).toEqual({
+      config: 'OK',
+      'dovecot pop3': 'OK',
+      'dovecot imap': 'OK',
+      map: 'OK',
+      'map access': 'OK',
+      'map readers': 'OK',
+      'map directory': 'OK',
+      sweep: 'OK',
+      mta: 'OK',
+      hook: 'OK',
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`hook: ${t.sbin}/poprelay-login run as poprelay recorded 192.0.2.254 (removed again)`);
+    expect(await dumpMap(t.map)).toEqual(before);
+  });
+
+  const broken: Array<[string, (t: Tree) => void | Promise<void>, string, RegExp]> = [
+    ['a config with an unknown key', (t) => writeFileSync(t.ini, 'bogus = 1\n'), 'config', /unknown key "bogus"/],
+    ['a missing map', (t) => rmSync(t.map), 'map', /does not exist[\s\S]*fix: create it as poprelay: runuser -u poprelay -- poprelay init/],
+    ['a corrupt map', (t) => writeFileSync(t.map, Buffer.alloc(8192, 1)), 'map', /not a readable Berkeley DB file[\s\S]*fix: see "Recovering a damaged map"/],
+    ['a map directory the hook user cannot write', (t) => chownSync(join(t.dir, 'var/lib/poprelay'), 0, 0), 'map access', /poprelay cannot write the directory .*\n +fix: chown poprelay /],
+    ['a map the MTAs cannot read', (t) => chmodSync(t.map, 0o600), 'map readers', /mode 600: the MTAs cannot read it\n +fix: chmod 0644/],
+    ['a group-writable directory above the map', (t) => chmodSync(join(t.dir, 'var/lib'), 0o775), 'map directory', /var\/lib is group- or world-writable: sendmail refuses the map as unsafe/],
+    ['Dovecot without the snippet', (t) => writeFileSync(t.dovecotConf, '!include /etc/dovecot/dovecot.conf\n'), 'dovecot pop3', /pop3 logins do not run poprelay-login/],
+    ['the snippet without vsz_limit', (t) => writeFileSync(t.conf, readFileSync(t.conf, 'utf8').replace(/^\s*vsz_limit = 0\n/gm, '')), 'dovecot imap', /vsz_limit = 256M: Node cannot start and logins are refused/],
+    ['no sweep schedule', (t) => rmSync(t.cron), 'sweep', /entries never expire/],
+    ['a sendmail.cf without the map', (t) => writeFileSync(t.sendmailCf, 'Kaliases implicit /etc/mail/aliases\n'), 'mta', /sendmail\.cf does not use the map/],
+    ['a hook that cannot start', (t) => writeFileSync(join(t.dir, 'usr/lib/poprelay/bin/poprelay-login'), '#!/nonexistent/node\n'), 'hook', /did not record it/],
+  ];
+
+  it.each(broken)('reports %s as a FAIL of its check, with the fix', async (_, breakIt, check, why) => {
+    const t = await installed();
+    await breakIt(t);
+    const r = await doctor(t);
+    expect(r.statuses[check], r.stdout).toBe('FAIL');
+    expect(r.stdout).toMatch(why);
+    expect(r.code).toBe(1);
+  });
+});
+
+it('parseDoveconfServices reads service blocks, ignoring nested ones', () => {
+  const s = parseDoveconfServices('service pop3 {\n  executable = pop3 pr\n}\nservice pr {\n  executable = script-login /x/poprelay-login\n  unix_listener pr {\n    user = nobody\n  }\n  user = poprelay\n  vsz_limit = 0\n}\n');
+  expect(s.get('pop3')).toEqual({ executable: 'pop3 pr' });
+  expect(s.get('pr')).toEqual({ executable: 'script-login /x/poprelay-login', user: 'poprelay', vsz_limit: '0' });
+});
