@@ -79,6 +79,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 src=$(cd "$(dirname "$0")/.." && pwd)
+# Programs read /etc/mail/poprelay.ini unless told otherwise.
+config_arg=
+[[ "$ini" == /etc/mail/poprelay.ini ]] || config_arg=" --config $ini"
 lib=$prefix/lib/poprelay
 sbin=$prefix/sbin
 map=$map_dir/popip.db
@@ -185,7 +188,7 @@ case "$dovecot_version" in
     say "installing the Dovecot $dovecot_version snippet as $root$dovecot_confdir/95-poprelay.conf"
     run mkdir -p "$root$dovecot_confdir"
     if [[ $dry_run -eq 0 ]]; then
-      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login|" -e "s|user = poprelay|user = $user|" \
+      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login$config_arg|" -e "s|user = poprelay|user = $user|" \
         "$src/dovecot-conf/$dovecot_version/95-poprelay.conf" > "$root$dovecot_confdir/95-poprelay.conf"
       chmod 644 "$root$dovecot_confdir/95-poprelay.conf"
     fi
@@ -204,7 +207,7 @@ if [[ $systemd -eq 1 ]]; then
   run mkdir -p "$root$systemd_dir"
   run rm -f "$root$cron_dir/poprelay"
   if [[ $dry_run -eq 0 ]]; then
-    sed -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|" -e "s|^User=.*|User=$user|" \
+    sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" -e "s|^User=.*|User=$user|" \
       -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/scripts/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
     cp "$src/scripts/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
   fi
@@ -218,7 +221,8 @@ else
   say "installing the cron entry $root$cron_dir/poprelay"
   run mkdir -p "$root$cron_dir"
   if [[ $dry_run -eq 0 ]]; then
-    sed -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" -e "s|\tpoprelay\t|\t$user\t|" \
+    sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
+      -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" -e "s|\tpoprelay\t|\t$user\t|" \
       "$src/scripts/poprelay.cron" > "$root$cron_dir/poprelay"
     chmod 644 "$root$cron_dir/poprelay"
   fi
@@ -241,5 +245,5 @@ poprelay is installed. Add the MTA side yourself (docs/mta/ has each with commen
     accept
       condition = \${lookup{\$sender_host_address}dbmnz{$map}{yes}{no}}
 
-Check the whole installation with: $sbin/poprelay doctor
+Check the whole installation with: $sbin/poprelay doctor$config_arg
 EOF

@@ -97,7 +97,7 @@ function vszAllowsNode(v: string | undefined): boolean {
   return Number(m[1]) * (mult[(m[2] ?? '').toLowerCase()] ?? 1) >= 2 ** 30;
 }
 
-function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string; user?: string } {
+function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string[]; user?: string } {
   const args = paths.doveconfConfig === undefined ? ['-n'] : ['-n', '-c', paths.doveconfConfig];
   let text: string;
   try {
@@ -110,7 +110,7 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string; us
   // doveconf -n may quote the list: protocols = " imap pop3"
   const protocols = (/^protocols = (.*)$/m.exec(text)?.[1] ?? 'imap pop3').replace(/"/g, ' ').split(/\s+/).filter((p) => p !== '');
   const checks: Check[] = [];
-  let hook: string | undefined;
+  let hook: string[] | undefined;
   let user: string | undefined;
   for (const proto of ['pop3', 'imap']) {
     const name = `dovecot ${proto}`;
@@ -128,7 +128,8 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string; us
       );
       continue;
     }
-    hook = words[1];
+    // The hook and the words Dovecot passes it, as script-login will run it.
+    hook = words.slice(1);
     user = svc.user || 'root';
     // doveconf -n leaves out defaults: the service then has default_vsz_limit.
     const vsz = svc.vsz_limit ?? /^default_vsz_limit = (.*)$/m.exec(text)?.[1] ?? '256M';
@@ -136,7 +137,7 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string; us
       checks.push(bad('FAIL', name, `service ${post} has vsz_limit = ${vsz}: Node cannot start and logins are refused`, `set vsz_limit = 0 (2.4: unlimited) in service ${post}`));
       continue;
     }
-    checks.push(ok(name, `post-login service ${post} runs ${hook} as ${user}, vsz_limit = ${vsz}`));
+    checks.push(ok(name, `post-login service ${post} runs ${hook.join(' ')} as ${user}, vsz_limit = ${vsz}`));
   }
   return { checks, hook, user };
 }
@@ -210,20 +211,24 @@ function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
   return bad('WARN', 'mta', `no ${paths.sendmailCf} or ${paths.postfixMainCf} found`, 'for Exim, check that acl_check_rcpt has the statement from docs/mta/exim4-acl.conf');
 }
 
-/** Runs the hook as Dovecot would (as its user, no PATH, IP set) and looks for the record. */
-function liveHookCheck(cfg: Config, hook: string, user: string): Check {
+/**
+ * Runs the hook exactly as Dovecot would (as its user, with the words of its
+ * executable line, no PATH, IP set) and looks for the record in the map this
+ * doctor was told about: a hook reading another config shows up here.
+ */
+function liveHookCheck(cfg: Config, hook: string[], user: string): Check {
   const s = mapSettings(cfg);
   const had = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   const env = { IP: TEST_ADDRESS, USER: 'poprelay-doctor' };
-  const args = cfg.source === null ? [hook] : [hook, '--config', cfg.source];
-  const r = asUser(user, args, env);
+  const r = asUser(user, hook, env);
   if (r === null) return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
   const recorded = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   if (!had && recorded) removeAddress(s, parseClientAddress(TEST_ADDRESS));
   if (r.status !== 0 || !recorded) {
-    return bad('FAIL', 'hook', `${hook} run as ${user} with IP=${TEST_ADDRESS} did not record it: ${r.stderr.trim() || `exit ${r.status}`}`, 'fix what the message says; Dovecot logs the same line for every login');
+    const said = r.stderr.trim() || `exit ${r.status}`;
+    return bad('FAIL', 'hook', `${hook.join(' ')} run as ${user} with IP=${TEST_ADDRESS} did not record it in ${s.path}: ${said}`, 'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config needs --config on its executable line');
   }
-  return ok('hook', `${hook} run as ${user} recorded ${TEST_ADDRESS} (removed again)`);
+  return ok('hook', `${hook.join(' ')} run as ${user} recorded ${TEST_ADDRESS} in ${s.path} (removed again)`);
 }
 
 export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {

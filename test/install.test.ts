@@ -77,8 +77,9 @@ describe('scripts/install.sh', () => {
     await expectVerified(t.map);
     // Config, snippet and schedule name the installed paths.
     expect(readFileSync(t.ini, 'utf8')).toMatch(new RegExp(`^dbfile = ${t.map.replace('/var/lib/poprelay-tests', '.*')}$`, 'm'));
-    expect(readFileSync(t.conf, 'utf8')).toContain(`executable = script-login ${t.sbin}/poprelay-login --tag pop3`);
-    expect(readFileSync(t.cron, 'utf8')).toContain(`* * * * *\tpoprelay\t[ -x ${t.sbin}/poprelay-sweep ] && ${t.sbin}/poprelay-sweep --quiet`);
+    // A config outside /etc/mail/poprelay.ini is passed to the hook and the sweep.
+    expect(readFileSync(t.conf, 'utf8')).toContain(`executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3`);
+    expect(readFileSync(t.cron, 'utf8')).toContain(`* * * * *\tpoprelay\t[ -x ${t.sbin}/poprelay-sweep ] && ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
     // The installed snippet passes doveconf -n on top of Debian's stock configuration.
     writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
     const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
@@ -104,7 +105,7 @@ describe('scripts/install.sh', () => {
     expect(r.exitCode).toBe(0);
     expect(existsSync(t.cron)).toBe(false);
     const service = readFileSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.service'), 'utf8');
-    expect(service).toContain(`ExecStart=${t.sbin}/poprelay-sweep --quiet`);
+    expect(service).toContain(`ExecStart=${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
     expect(service).toContain(`ReadWritePaths=${t.dir}/var/lib/poprelay`);
     expect(service).toContain('User=poprelay');
     expect(existsSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.timer'))).toBe(true);
@@ -167,7 +168,7 @@ describe('poprelay doctor', () => {
       hook: 'OK',
     });
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`hook: ${t.sbin}/poprelay-login run as poprelay recorded 192.0.2.254 (removed again)`);
+    expect(r.stdout).toContain(`hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay recorded 192.0.2.254 in ${t.map} (removed again)`);
     expect(await dumpMap(t.map)).toEqual(before);
   });
 
@@ -183,6 +184,12 @@ describe('poprelay doctor', () => {
     ['no sweep schedule', (t) => rmSync(t.cron), 'sweep', /entries never expire/],
     ['a sendmail.cf without the map', (t) => writeFileSync(t.sendmailCf, 'Kaliases implicit /etc/mail/aliases\n'), 'mta', /sendmail\.cf does not use the map/],
     ['a hook that cannot start', (t) => writeFileSync(join(t.dir, 'usr/lib/poprelay/bin/poprelay-login'), '#!/nonexistent/node\n'), 'hook', /did not record it/],
+    [
+      'a hook that reads another config',
+      (t) => writeFileSync(t.conf, readFileSync(t.conf, 'utf8').replaceAll(` --config ${t.ini}`, '')),
+      'hook',
+      /did not record it in .*popip\.db: .*not recorded 192\.0\.2\.254[\s\S]*needs --config on its executable line/,
+    ],
   ];
 
   it.each(broken)('reports %s as a FAIL of its check, with the fix', async (_, breakIt, check, why) => {
