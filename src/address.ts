@@ -230,24 +230,22 @@ export function parseNetwork(input: string): Network | string {
 }
 
 /**
- * Orders entries for display: IPv4 numerically, then IPv6 numerically, then
- * keys that are not addresses, by text.
+ * A sort key for display order: IPv4 numerically, then IPv6 numerically,
+ * then keys that are not addresses, by text. Computed once per entry (a
+ * comparator that parsed on every comparison made sorting 500,000 entries
+ * take seconds).
  */
-export function compareAddresses(a: string, b: string): number {
-  const rank = (s: string): [number, number[] | string] => {
-    const addr = addressOfKey(s);
-    if (addr === null) return [2, s];
-    if (addr.family === 4) return [0, addr.text.split('.').map(Number)];
-    const g = parseIPv6(addr.text);
-    return [1, typeof g === 'string' ? [] : g];
-  };
-  const [ra, va] = rank(a);
-  const [rb, vb] = rank(b);
-  if (ra !== rb) return ra - rb;
-  if (typeof va === 'string' || typeof vb === 'string') return String(va) < String(vb) ? -1 : String(va) > String(vb) ? 1 : 0;
-  for (let i = 0; i < va.length; i++) {
-    const d = (va[i] ?? 0) - (vb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
+function displayRank(text: string): string {
+  const addr = addressOfKey(text);
+  if (addr === null) return `2${text}`;
+  if (addr.family === 4) return `0${addr.text.split('.').map((o) => o.padStart(3, '0')).join('.')}`;
+  const g = parseIPv6(addr.text);
+  return `1${typeof g === 'string' ? '' : g.map((x) => x.toString(16).padStart(4, '0')).join(':')}`;
+}
+
+/** Sorts items by their address text in display order. */
+export function sortByAddress<T>(items: readonly T[], text: (item: T) => string): T[] {
+  const ranked = items.map((item) => ({ item, rank: displayRank(text(item)) }));
+  ranked.sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0));
+  return ranked.map((r) => r.item);
 }

@@ -3,7 +3,7 @@
 import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
-import { compareAddresses, parseClientAddress } from './address.js';
+import { parseClientAddress, sortByAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError, type OptionSpec, type OptionValues } from './cli.js';
 import type { Config } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
@@ -70,7 +70,7 @@ function describe(e: RelayEntry, now: number, timeoutSeconds: number) {
 }
 
 function sortedEntries(cfg: Config): RelayEntry[] {
-  return readEntries(mapSettings(cfg)).sort((a, b) => compareAddresses(a.address, b.address));
+  return sortByAddress(readEntries(mapSettings(cfg)), (e) => e.address);
 }
 
 function table(rows: string[][]): string[] {

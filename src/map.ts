@@ -203,7 +203,8 @@ export function readRecords(s: MapSettings): Array<[string, string]> {
 export function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
   const byAddress = new Map<string, RelayEntry>();
   for (const [key, value] of records) {
-    const address = addressOfKey(key)?.text ?? key;
+    // An IPv4 key is its own display text; only IPv6 keys (with ':') pair up.
+    const address = key.includes(':') ? (addressOfKey(key)?.text ?? key) : key;
     const time = isPermanentValue(value) ? null : Number(value);
     const e = byAddress.get(address);
     if (e === undefined) {
@@ -446,7 +447,12 @@ export interface SweepOptions {
   now: number;
   timeoutSeconds: number;
   dryRun?: boolean;
-  /** Entries removed per locked update; bounds how long a login waits. */
+  /**
+   * Entries removed per locked update. The default grows with the map (at
+   * least 2,000, at most 20 batches): every locked update copies the whole
+   * file anyway, so a batch then holds the lock for about the time of a
+   * copy, and a sweep of a big map does not copy it hundreds of times.
+   */
   batchSize?: number;
 }
 
@@ -473,7 +479,7 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     report.removed = expired;
     return report;
   }
-  const batchSize = o.batchSize ?? 2000;
+  const batchSize = o.batchSize ?? Math.max(2000, Math.ceil(entries.length / 20));
   for (let i = 0; i < expired.length; i += batchSize) {
     const batch = expired.slice(i, i + batchSize);
     updateMap(

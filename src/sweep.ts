@@ -1,7 +1,7 @@
 // poprelay-sweep: removes expired entries; run every minute by cron or a
 // systemd timer.
 
-import { compareAddresses } from './address.js';
+import { sortByAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
 import { mapSettings, sweepMap, type RelayEntry } from './map.js';
 import { formatAgo } from './timefmt.js';
@@ -34,9 +34,7 @@ const OPTIONS = {
   quiet: { type: 'boolean', short: 'q' },
 } as const;
 
-function byAddress(a: RelayEntry, b: RelayEntry): number {
-  return compareAddresses(a.address, b.address);
-}
+const byAddress = (entries: readonly RelayEntry[]): RelayEntry[] => sortByAddress(entries, (e) => e.address);
 
 export function sweepMain(argv: readonly string[]): number {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'poprelay-sweep --help');
@@ -52,10 +50,10 @@ export function sweepMain(argv: readonly string[]): number {
   const report = sweepMap(mapSettings(cfg), { now, timeoutSeconds: cfg.timeoutMinutes * 60, dryRun });
   const ago = (e: RelayEntry): string => formatAgo(e.time ?? now, now);
   if (dryRun || values.verbose === true) {
-    for (const e of [...report.removed].sort(byAddress)) out(`${dryRun ? 'would remove' : 'removed'} ${e.address} (last login ${ago(e)})`);
+    for (const e of byAddress(report.removed)) out(`${dryRun ? 'would remove' : 'removed'} ${e.address} (last login ${ago(e)})`);
   }
   if (values.verbose === true) {
-    for (const e of [...report.future].sort(byAddress)) out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
+    for (const e of byAddress(report.future)) out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
   }
   if (values.quiet !== true) {
     const verb = dryRun ? 'would remove' : 'removed';
