@@ -90,10 +90,15 @@ function hookScript(dir: string, kind: HookKind, iniPath: string): string | null
   }
 }
 
-/** The shipped snippet with the instance's hook path; every other line as shipped. */
-function poprelayConf(script: string): string {
+/**
+ * The shipped snippet with the instance's script; every other line as
+ * shipped. The baseline scripts get no poprelay options: "$@" must be
+ * script-login alone.
+ */
+function poprelayConf(script: string, kind: HookKind): string {
   const shipped = readFileSync(join(ROOT, 'dovecot-conf/2.3/95-poprelay.conf'), 'utf8');
-  return shipped.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
+  const withOptions = kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
+  return withOptions.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
 }
 
 export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
@@ -144,7 +149,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
     'auth_failure_delay = 0',
     `!include ${dir}/95-poprelay.conf`,
   ];
-  const snippet = script === null ? '' : poprelayConf(script);
+  const snippet = script === null ? '' : poprelayConf(script, o.hook ?? 'poprelay');
   writeFileSync(join(dir, '95-poprelay.conf'), o.editConf ? o.editConf(snippet) : snippet);
   writeFileSync(join(dir, 'dovecot.conf'), conf.join('\n') + '\n');
 

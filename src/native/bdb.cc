@@ -225,8 +225,11 @@ double MonotonicMs() {
 
 // flock(fd, 'sh'|'ex'|'un', timeoutMs) -> true when held (or released),
 // false when the lock was still taken by another holder at the deadline.
-// A blocking flock cannot be given a deadline without signals, so this polls
-// with a short backoff; waits are rare and brief by design.
+// A blocking flock cannot be given a deadline without signals, so this polls.
+// The backoff stops at 1 ms: a writer holds the lock for one copy (ms) and
+// another writer retakes it within ~0.1 ms of a release, so a poller that
+// slept longer would starve behind back-to-back writers (measured: a sweep
+// polling every 20 ms timed out behind a process recording continuously).
 Napi::Value Flock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -239,7 +242,7 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
   else throw Napi::TypeError::New(env, "flock operation must be sh, ex or un");
 
   double deadline = MonotonicMs() + timeoutMs;
-  long sleepUs = 500;
+  long sleepUs = 100;
   for (;;) {
     if (flock(fd, how | (how == LOCK_UN ? 0 : LOCK_NB)) == 0) return Napi::Boolean::New(env, true);
     int err = errno;
@@ -254,7 +257,7 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
     long us = sleepUs < left * 1000 ? sleepUs : static_cast<long>(left * 1000) + 1;
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, nullptr);
-    if (sleepUs < 20000) sleepUs *= 2;
+    if (sleepUs < 1000) sleepUs *= 2;
   }
 }
 
