@@ -504,16 +504,18 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
       (db) => {
         let changed = false;
         for (const e of batch) {
-          // Both keys of an IPv6 address, even if the scan saw only one.
-          const keys = [...new Set([...e.keys, ...(addressOfKey(e.address)?.keys ?? [])])];
-          const current = keys.map((k) => db.get(enc(k))?.toString('latin1'));
+          // Both keys of an IPv6 address, even if the scan saw only one; an
+          // IPv4 address (no ':') has just its own.
+          const keys = e.address.includes(':') ? [...new Set([...e.keys, ...(addressOfKey(e.address)?.keys ?? [])])] : e.keys;
+          const encoded = keys.map(enc);
+          const current = encoded.map((k) => db.get(k)?.toString('latin1'));
           if (current.every((v) => v === undefined)) continue; // removed meanwhile
           const stillExpired = current.every((v) => v === undefined || (!isPermanentValue(v) && Number(v) < cutoff));
           if (!stillExpired) {
             report.kept++;
             continue;
           }
-          for (const k of keys) db.del(enc(k));
+          for (const k of encoded) db.del(k);
           report.removed.push(e);
           changed = true;
         }
