@@ -67,7 +67,11 @@ export function openDatabase(path: string, opts: OpenOptions): Database {
 
 /**
  * flock(2) on an open fd. Waits up to timeoutMs (0: do not wait) and returns
- * false if the lock is still held elsewhere by then.
+ * false if the lock is still held elsewhere by then. A wait runs in a
+ * blocking flock() on a helper thread, which the kernel wakes on release.
+ * After a wait that timed out, close the fd: the abandoned helper still
+ * waits on that open file, and when it gets the lock it drops it again,
+ * which would drop a later lock taken through the same fd.
  */
 export function flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs = 0): boolean {
   try {

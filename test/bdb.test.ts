@@ -163,12 +163,41 @@ describe('flock', () => {
       const t0 = Date.now();
       expect(flock(fd, 'ex', 150)).toBe(false);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(140); // waited for its bound, no less
-      release();
-      expect(flock(fd, 'ex', 5000)).toBe(true);
     } finally {
-      release();
-      closeSync(fd);
+      closeSync(fd); // after a timed-out wait, as the contract says
     }
+    release();
+    // A waiter is woken when the holder goes (here by itself after 0.5 s),
+    // long before its bound; the wait blocks this thread, as it does in use.
+    const brief = spawn('flock', ['-o', '-s', file, 'sleep', '0.5'], { stdio: 'ignore' });
+    for (let i = 0; i < 200; i++) {
+      if ((await execa('flock', ['-n', '-x', file, 'true'], { reject: false })).exitCode !== 0) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const fd2 = openSync(file, 'r');
+    try {
+      const t0 = Date.now();
+      expect(flock(fd2, 'ex', 20_000)).toBe(true);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    } finally {
+      closeSync(fd2);
+      brief.kill('SIGKILL');
+    }
+  });
+
+  it('leaves no lock behind after a wait that timed out', async () => {
+    const release = await holder('-x');
+    const fd = openSync(file, 'r');
+    expect(flock(fd, 'ex', 50)).toBe(false);
+    closeSync(fd);
+    release();
+    // The abandoned helper may take the lock for a moment; it must let go.
+    let free = false;
+    for (let i = 0; i < 200 && !free; i++) {
+      free = (await execa('flock', ['-n', '-x', file, 'true'], { reject: false })).exitCode === 0;
+      if (!free) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(free).toBe(true);
   });
 
   it('is released by the kernel when the holder is killed', async () => {
