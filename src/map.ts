@@ -24,7 +24,7 @@ export interface RelayEntry {
 }
 
 const DATED = /^[0-9]+$/;
-/** A few of the waiters' 1 ms polls, and the reopen after a rename. */
+/** Time for a writer woken at the end of a batch to take the lock. */
 const BATCH_PAUSE_MS = 3;
 /** How long one sweep batch should hold the lock. */
 const BATCH_TARGET_MS = 200;
@@ -155,9 +155,8 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
   }
   let size = o.batchSize ?? FIRST_BATCH;
   for (let i = 0; i < expired.length; ) {
-    // Let waiting writers in between batches. A waiter polls the file it
-    // found; after each rename it must reopen the new one, so a sweep that
-    // relocked at once would starve it (measured: a writer timed out).
+    // Let waiting writers in between batches: the kernel wakes them when a
+    // batch lets go, and a sweep that relocked at once could win every race.
     if (i > 0) sleepMs(BATCH_PAUSE_MS);
     const batch = expired.slice(i, i + size);
     i += batch.length;

@@ -238,9 +238,10 @@ function lockTimeout(s: MapSettings): PoprelayError {
 
 /**
  * poprelay's writers queue on a lock file beside the map, which is never
- * replaced. A waiter polling the map itself finds it renamed away after
- * every write and must reopen and race again (measured: a record waited
- * 1.5 s behind a sweep of a 1,000,000-entry map). Opened read-only, so that
+ * replaced. A waiter on the map itself finds it renamed away after every
+ * write and must reopen and race again (measured: a record waited 1.5 s
+ * behind a sweep of a 1,000,000-entry map); on the lock file it simply
+ * blocks until the kernel wakes it. Opened read-only, so that
  * root and the hook's user can share it whoever created it.
  */
 function lockWriters(s: MapSettings, deadline: number): number {
