@@ -187,10 +187,11 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     process.stdout.write(USAGE);
     return 0;
   }
-  let child: ChildProcess | undefined;
+  let exited: Promise<number> | undefined;
   if (args.command.length > 0) {
     dovecotLog = true;
-    child = continueLogin(args.command);
+    // Listen before anything can yield: a failed spawn is reported on the next tick.
+    exited = waitFor(continueLogin(args.command));
     // What is left is background work: let the logins that are still
     // starting have the CPU first (measured: at 16 concurrent logins on 2
     // cores, recording at normal priority slowed the others).
@@ -201,7 +202,6 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     }
   }
   for (const p of args.problems) log('warning', p);
-  const exited = child === undefined ? undefined : waitFor(child);
   const recorded = await recordFromEnv(args, env);
   return exited === undefined ? (recorded ? 0 : 1) : exited;
 }
