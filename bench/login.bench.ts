@@ -37,6 +37,11 @@ function stats(xs: number[]): Stats {
 const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const row = (cells: Array<string | number>): string => `| ${cells.join(' | ')} |`;
 
+/** A markdown table's head: the first `textColumns` columns left-aligned, numbers right-aligned. */
+function header(cols: string[], textColumns = 1): string[] {
+  return [row(cols), row(cols.map((_, i) => (i < textColumns ? '---' : '---:')))];
+}
+
 /** Milliseconds of wall time for each of `runs` runs of a command. */
 function timeRuns(runs: number, file: string, args: string[], env?: NodeJS.ProcessEnv): number[] {
   const out: number[] = [];
@@ -125,8 +130,7 @@ it('benchmarks', async () => {
     'POP3 `PASS` to `+OK Logged in.`, from distinct loopback addresses, each variant its own Dovecot 2.3 configured',
     'like `dovecot-conf/` (only the script differs); rounds rotate through the variants. Milliseconds.',
     '',
-    row(['variant', 'concurrency', 'logins', 'failed', 'median', 'p90', 'p99']),
-    row(['---', '---:', '---:', '---:', '---:', '---:', '---:']),
+    ...header(['variant', 'concurrency', 'logins', 'failed', 'median', 'p90', 'p99']),
   );
   const med = (vi: number, conc: number): number => stats(latencies.get(`${vi}/${conc}`) ?? []).median;
   for (const conc of [1, 16]) {
@@ -140,7 +144,7 @@ it('benchmarks', async () => {
     verdicts.push(`- ${target}: ${value.toFixed(2)} (target ${limit}) ${value <= limit ? 'met.' : `**missed**. ${why}`}`);
   };
   md.push('', 'Added latency over "no post-login script" (medians), and poprelay-login\'s as a ratio to the do-nothing Node script\'s (target: at most 1.25):', '');
-  md.push(row(['concurrency', 'sh', 'Node no-op', 'poprelay-login', 'ratio', 'poprelay-login, 100k map', 'ratio']), row(['---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+  md.push(...header(['concurrency', 'sh', 'Node no-op', 'poprelay-login', 'ratio', 'poprelay-login, 100k map', 'ratio'], 0));
   for (const conc of [1, 16]) {
     const base = med(0, conc);
     const add = (vi: number): number => med(vi, conc) - base;
@@ -173,7 +177,7 @@ it('benchmarks', async () => {
       await dc.stop();
     }
   }
-  md.push('', 'Peak RSS of the post-login script process (GNU time `%M`, including the script-login it runs), MiB:', '', row(['script', 'logins', 'median', 'max']), row(['---', '---:', '---:', '---:']), ...rss);
+  md.push('', 'Peak RSS of the post-login script process (GNU time `%M`, including the script-login it runs), MiB:', '', ...header(['script', 'logins', 'median', 'max']), ...rss);
 
   // 2. Record cost against map size.
   md.push('', '## 2. Record cost against map size', '');
@@ -182,8 +186,7 @@ it('benchmarks', async () => {
     'End to end: the hook run by hand (`IP=... poprelay-login`), 30 times, which is what its process costs',
     '(the login itself does not wait for it: the hook continues the login first; see section 1).',
     '',
-    row(['entries', 'file', 'in-process median', 'p90', 'hook process median', 'p90']),
-    row(['---:', '---:', '---:', '---:', '---:', '---:']),
+    ...header(['entries', 'file', 'in-process median', 'p90', 'hook process median', 'p90'], 0),
   );
   const recordMed: Record<number, [number, number]> = {};
   for (const n of [10, 10_000, 100_000]) {
@@ -225,8 +228,7 @@ it('benchmarks', async () => {
     'sweep runs on a fresh copy each time (3 runs). "Record during sweep" is a separate process recording',
     'an address every 100 ms (10 logins a second) while the sweep runs: each record\'s time, lock wait included.',
     '',
-    row(['entries', 'db5.3_dump median', 'poprelay-sweep median', 'ratio (target ≤ 3)', 'record idle, median', 'record during sweep, median', 'max']),
-    row(['---:', '---:', '---:', '---:', '---:', '---:', '---:']),
+    ...header(['entries', 'db5.3_dump median', 'poprelay-sweep median', 'ratio (target ≤ 3)', 'record idle, median', 'record during sweep, median', 'max'], 0),
   );
   for (const n of [100_000, 1_000_000]) {
     const dir = safeDir();
@@ -271,8 +273,7 @@ it('benchmarks', async () => {
     'What each import on the hook\'s path adds, loaded in this order in a fresh process (median of 30 runs, ms).',
     'Everything after `login.js` loads only after the login has been handed on to Dovecot.',
     '',
-    row(['import', 'adds']),
-    row(['---', '---:']),
+    ...header(['import', 'adds']),
   );
   const app = appCopy();
   const chain = ['dist/login.js', 'dist/errors.js', 'node_modules/ini/lib/ini.js', 'dist/address.js', 'dist/config.js', 'dist/bdb.js', 'dist/map.js'];
