@@ -46,6 +46,11 @@ function currentUser(): string {
   }
 }
 
+/** What a writer was doing when it failed, for messages: "cannot <this> <map>: ...". */
+function copying(s: MapSettings): string {
+  return `write a new copy of the map in ${dirname(s.path)} for`;
+}
+
 function tmpPath(path: string): string {
   return `${path}.poprelay-tmp`;
 }
@@ -256,7 +261,7 @@ function lockWriters(s: MapSettings, deadline: number): number {
       fchmodSync(fd, 0o644); // not the hook's umask 0077: root's writers share it
     }
   } catch (e) {
-    throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`);
+    throw mapError(e, s.path, copying(s));
   }
   if (!flock(fd, 'ex', Math.max(0, deadline - Date.now()))) {
     closeSync(fd);
@@ -343,7 +348,7 @@ function updateLocked(s: MapSettings, change: (db: Database) => boolean, createI
         closeSync(tfd);
       }
     } catch (e) {
-      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`, 'io');
+      throw mapError(e, s.path, copying(s), 'io');
     }
     try {
       db = openMapFile(s, tmp, false);
@@ -355,12 +360,12 @@ function updateLocked(s: MapSettings, change: (db: Database) => boolean, createI
       changed = change(db);
     } catch (e) {
       closeQuietly(db);
-      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`, 'io');
+      throw mapError(e, s.path, copying(s), 'io');
     }
     try {
       db.close(); // flushes and fsyncs the copy; one that did not reach the disk is never published
     } catch (e) {
-      throw mapError(e, s.path, `write a new copy of the map in ${dirname(s.path)} for`, 'io');
+      throw mapError(e, s.path, copying(s), 'io');
     }
     if (!changed) return;
     try {
