@@ -51,6 +51,14 @@ function copying(s: MapSettings): string {
   return `write a new copy of the map in ${dirname(s.path)} for`;
 }
 
+function missing(s: MapSettings): PoprelayError {
+  return new PoprelayError(
+    'ERR_MAP_MISSING',
+    `map ${s.path} does not exist. It is created by the first recorded login or by "poprelay add"; ` +
+      `check dbfile in poprelay.ini.`,
+  );
+}
+
 function tmpPath(path: string): string {
   return `${path}.poprelay-tmp`;
 }
@@ -155,13 +163,7 @@ export function readRecords(s: MapSettings): Array<[string, string]> {
   try {
     db = openMapFile(s, s.path, true);
   } catch (e) {
-    if (errnoCode(e) === 'ENOENT') {
-      throw new PoprelayError(
-        'ERR_MAP_MISSING',
-        `map ${s.path} does not exist. It is created by the first recorded login or by "poprelay add"; ` +
-          `check dbfile in poprelay.ini.`,
-      );
-    }
+    if (errnoCode(e) === 'ENOENT') throw missing(s);
     throw mapError(e, s.path, 'read map');
   }
   const records: Array<[string, string]> = [];
@@ -228,11 +230,6 @@ export function ensureMap(s: MapSettings): boolean {
   return true;
 }
 
-/**
- * Opens the live map for writing and takes flock(LOCK_EX) on it, the lock
- * makemap and postmap also take. Because writers replace the file, the lock
- * is only good if the path still names the locked file; otherwise retry.
- */
 function lockTimeout(s: MapSettings): PoprelayError {
   return new PoprelayError(
     'ERR_MAP_LOCK_TIMEOUT',
@@ -270,6 +267,11 @@ function lockWriters(s: MapSettings, deadline: number): number {
   return fd;
 }
 
+/**
+ * Opens the live map for writing and takes flock(LOCK_EX) on it, the lock
+ * makemap and postmap also take. Because writers replace the file, the lock
+ * is only good if the path still names the locked file; otherwise retry.
+ */
 function lockLive(s: MapSettings, createIfMissing: boolean, deadline: number): { fd: number; st: Stats } {
   for (;;) {
     let fd: number;
@@ -280,9 +282,7 @@ function lockLive(s: MapSettings, createIfMissing: boolean, deadline: number): {
         createMap(s);
         continue;
       }
-      if (errnoCode(e) === 'ENOENT') {
-        throw new PoprelayError('ERR_MAP_MISSING', `map ${s.path} does not exist; check dbfile in poprelay.ini.`);
-      }
+      if (errnoCode(e) === 'ENOENT') throw missing(s);
       throw mapError(e, s.path, 'open map');
     }
     try {
