@@ -73,10 +73,10 @@ export function recordLogin(s: MapSettings, addr: ClientAddress, now: number): R
   let result: RecordResult = 'permanent';
   updateMap(s, (db) => {
     const value = enc(String(now));
-    for (const key of addr.keys) {
-      const old = db.get(enc(key));
+    for (const key of addr.keys.map(enc)) {
+      const old = db.get(key);
       if (old !== null && isPermanentValue(old.toString('latin1'))) continue;
-      db.put(enc(key), value);
+      db.put(key, value);
       result = 'recorded';
     }
     return result === 'recorded';
