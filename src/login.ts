@@ -125,14 +125,11 @@ function waitFor(child: ChildProcess): Promise<number> {
       resolve(1);
     });
     child.once('exit', (code, signal) => {
-      resolve(code ?? 128 + (signal === null ? 0 : signalNumber(signal)));
+      if (signal === null) resolve(code ?? 1);
+      // The shell's convention, 128 + the signal's number; node:os only loads if it comes to that.
+      else void import('node:os').then((os) => resolve(128 + (os.constants.signals[signal] ?? 0)));
     });
   });
-}
-
-function signalNumber(signal: NodeJS.Signals): number {
-  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 };
-  return numbers[signal] ?? 1;
 }
 
 /** A login name shown in the log, quoted when it holds anything unusual. */

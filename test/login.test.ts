@@ -153,6 +153,14 @@ describe('continuing a login (with a command)', () => {
     expect((await dumpMap(map)).map(([k]) => k)).toEqual(['192.0.2.11']);
   });
 
+  it('exits 128 + the signal number when the continued login is killed by a signal', async () => {
+    const { ini } = setup();
+    for (const [sig, status] of [['TERM', 143], ['ABRT', 134]] as const) {
+      const r = await hook({ IP: '192.0.2.16' }, ['--config', ini, '/bin/sh', '-c', `kill -${sig} $$`]);
+      expect(r.exitCode, sig).toBe(status);
+    }
+  });
+
   it('continues the login even when recording fails', async () => {
     const { ini } = setup('dbtype = gdbm\n');
     const r = await hook({ IP: '192.0.2.12' }, ['--config', ini, '/bin/sh', '-c', 'echo continued']);
