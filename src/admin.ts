@@ -207,7 +207,7 @@ shows the map's size and its oldest and newest dated entry.
     options: JSON_OPTION,
     run: (ctx) => {
       const timeout = ctx.config().timeoutMinutes * 60;
-      const entries = sortedEntries(ctx.config());
+      const entries = readEntries(mapSettings(ctx.config())); // counted, not listed: no address sort
       const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
       const edge = (e: (RelayEntry & { time: number }) | undefined) => (e === undefined ? null : { address: e.address, lastLogin: e.time });
       const stats = {
