@@ -94,7 +94,7 @@ export function compressIPv6(groups: readonly number[]): string {
 }
 
 /** sendmail's ${client_addr} for IPv6: "IPv6:" and eight %x groups; lowercased as map keys are. */
-export function sendmailIPv6Key(groups: readonly number[]): string {
+function sendmailIPv6Key(groups: readonly number[]): string {
   return `ipv6:${groups.map((g) => g.toString(16)).join(':')}`;
 }
 

@@ -39,7 +39,7 @@ export function isPermanentValue(value: string): boolean {
 }
 
 /** Groups records into entries: an IPv6 address's two keys become one entry. */
-export function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
+function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
   const byAddress = new Map<string, RelayEntry>();
   for (const [key, value] of records) {
     // An IPv4 key is its own display text; only IPv6 keys (with ':') pair up.

@@ -11,7 +11,6 @@ import type { MapSettings } from '../src/map.js';
 import { appCopy } from './app.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
-export const DIST = join(ROOT, 'dist');
 
 const made: string[] = [];
 afterAll(() => {
