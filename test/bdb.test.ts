@@ -1,13 +1,12 @@
 // The native binding against real files, checked with the db5.3 utilities.
 
-import { spawn } from 'node:child_process';
 import { statSync, writeFileSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { flock, libdbVersion, openDatabase, unpackRecords, type NativeError } from '../src/bdb.js';
-import { dumpHeader, dumpMap, expectVerified, tempDir } from './helpers.js';
+import { dumpHeader, dumpMap, expectVerified, holdLock, tempDir } from './helpers.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 
@@ -133,18 +132,6 @@ describe('flock', () => {
   const file = join(dir, 'lockme');
   writeFileSync(file, '');
 
-  /** Holds a lock on `file` from another process (util-linux flock) until killed. */
-  async function holder(mode: '-s' | '-x'): Promise<() => void> {
-    const child = spawn('flock', ['-o', mode, file, 'sleep', '30'], { stdio: 'ignore' });
-    // Wait until the lock is really held.
-    for (let i = 0; i < 200; i++) {
-      const r = await execa('flock', ['-n', mode === '-x' ? '-s' : '-x', file, 'true'], { reject: false });
-      if (r.exitCode !== 0) break;
-      await new Promise((r2) => setTimeout(r2, 10));
-    }
-    return () => child.kill('SIGKILL');
-  }
-
   it('takes and releases shared and exclusive locks', () => {
     const fd = openSync(file, 'r');
     expect(flock(fd, 'sh')).toBe(true);
@@ -154,7 +141,7 @@ describe('flock', () => {
   });
 
   it('shares with shared holders and waits out exclusive ones', async () => {
-    const release = await holder('-s');
+    const release = await holdLock(file, '-s');
     const fd = openSync(file, 'r');
     try {
       expect(flock(fd, 'sh', 0)).toBe(true);
@@ -167,13 +154,9 @@ describe('flock', () => {
       closeSync(fd); // after a timed-out wait, as the contract says
     }
     release();
-    // A waiter is woken when the holder goes (here by itself after 0.5 s),
+    // A waiter is woken when the holder goes (here by itself after 1 s),
     // long before its bound; the wait blocks this thread, as it does in use.
-    const brief = spawn('flock', ['-o', '-s', file, 'sleep', '0.5'], { stdio: 'ignore' });
-    for (let i = 0; i < 200; i++) {
-      if ((await execa('flock', ['-n', '-x', file, 'true'], { reject: false })).exitCode !== 0) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const brief = await holdLock(file, '-s', 1);
     const fd2 = openSync(file, 'r');
     try {
       const t0 = Date.now();
@@ -181,12 +164,12 @@ describe('flock', () => {
       expect(Date.now() - t0).toBeLessThan(10_000);
     } finally {
       closeSync(fd2);
-      brief.kill('SIGKILL');
+      brief();
     }
   });
 
   it('leaves no lock behind after a wait that timed out', async () => {
-    const release = await holder('-x');
+    const release = await holdLock(file, '-x');
     const fd = openSync(file, 'r');
     expect(flock(fd, 'ex', 50)).toBe(false);
     closeSync(fd);
@@ -201,7 +184,7 @@ describe('flock', () => {
   });
 
   it('is released by the kernel when the holder is killed', async () => {
-    const release = await holder('-x');
+    const release = await holdLock(file, '-x');
     const fd = openSync(file, 'r');
     expect(flock(fd, 'sh', 0)).toBe(false);
     release();

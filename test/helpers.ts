@@ -1,7 +1,8 @@
 // Shared test tools: temporary map directories and the real Berkeley DB
 // utilities that check every map a test writes.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -110,4 +111,48 @@ export async function run(bin: string, args: string[], opts: { input?: string; e
     extendEnv: true,
     stripFinalNewline: false,
   }).then((r) => ({ code: r.exitCode, stdout: r.stdout, stderr: r.stderr }));
+}
+
+/**
+ * The flock(2) locks on `path` as /proc/locks shows them: the pid of each
+ * holder, and of each process blocked waiting ("->" lines). Matching by
+ * inode, so a file renamed over `path` since does not count.
+ */
+function flocksOn(path: string): { holders: number[]; waiters: number[] } {
+  const ino = statSync(path).ino;
+  const holders: number[] = [];
+  const waiters: number[] = [];
+  for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF"; a waiter has "->" after "1:".
+    const m = /^\d+: (-> )?FLOCK\s+\S+\s+\S+\s+(\d+) [0-9a-f]+:[0-9a-f]+:(\d+) /.exec(line);
+    if (m === null || Number(m[3]) !== ino) continue;
+    (m[1] === undefined ? holders : waiters).push(Number(m[2]));
+  }
+  return { holders, waiters };
+}
+
+async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * Holds flock on `path` from another process (util-linux flock) for at
+ * most `seconds`; resolves once the kernel shows the lock held, with a
+ * function that releases it (by killing the holder).
+ */
+export async function holdLock(path: string, mode: '-x' | '-s' = '-x', seconds = 60): Promise<() => void> {
+  const child = spawn('flock', ['-o', mode, path, 'sleep', String(seconds)], { stdio: 'ignore' });
+  const pid = child.pid ?? -1;
+  // A short-lived holder may be gone before a busy machine lets us look.
+  await until(`flock ${mode} ${path}`, () => child.exitCode !== null || flocksOn(path).holders.includes(pid));
+  return () => child.kill('SIGKILL');
+}
+
+/** Resolves once some process is blocked waiting for a lock on the file now at `path`. */
+export async function lockWaiter(path: string): Promise<void> {
+  await until(`a process waiting for the lock on ${path}`, () => flocksOn(path).waiters.length > 0);
 }

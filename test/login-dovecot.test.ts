@@ -2,13 +2,12 @@
 // many source addresses, configured through the shipped dovecot-conf/
 // snippet (test/dovecot.ts).
 
-import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries, type RelayEntry } from '../src/map.js';
 import { eventually, makeIPv6Link, PASSWORD, startDovecot, type Dovecot } from './dovecot.js';
-import { expectVerified, settings } from './helpers.js';
+import { expectVerified, holdLock, settings } from './helpers.js';
 import { imapLogin, imapSelect, pop3, pop3Login } from './mailclient.js';
 
 const now = (): number => Math.floor(Date.now() / 1000);
@@ -167,9 +166,8 @@ describe('when recording fails, logins still succeed and the log says why', () =
   });
 
   it('with the map locked by another process for longer than lock_timeout_ms', async () => {
-    const holder = spawn('flock', ['-o', '-x', dc.mapPath, 'sleep', '60'], { stdio: 'ignore' });
+    const release = await holdLock(dc.mapPath);
     try {
-      await new Promise((r) => setTimeout(r, 200));
       const p = await pop3Login({ ...dc.pop3, localAddress: '127.3.3.1' }, 'user0', PASSWORD, [pop3.stat]);
       expect(p.ok).toBe(true);
       // The session ended (QUIT answered, connection closed) while the hook
@@ -179,7 +177,7 @@ describe('when recording fails, logins still succeed and the log says why', () =
       expect(dc.log()).toContain('rip=127.3.3.1');
       await eventually(() => /Error: poprelay: not recorded 127\.3\.3\.1 .*stayed locked by another process for more than lock_timeout_ms = 3000 ms/.test(dc.log()), 10_000);
     } finally {
-      holder.kill('SIGKILL');
+      release();
     }
   });
 

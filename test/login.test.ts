@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 import { parseHookArgs } from '../src/login.js';
 import { readEntries } from '../src/map.js';
-import { dumpMap, expectVerified, ROOT, settings, tempDir } from './helpers.js';
+import { dumpMap, expectVerified, holdLock, ROOT, settings, tempDir } from './helpers.js';
 import { HOSTILE_ADDRESSES } from './hostile.js';
 
 const HOOK = join(ROOT, 'bin/poprelay-login');
@@ -186,9 +186,8 @@ describe('continuing a login (with a command)', () => {
   it('lets go of fds 0, 1 and 3 once the login is handed on, even while it still waits to record', async () => {
     const { ini, map } = setup('lock_timeout_ms = 3000\n');
     await hook({ IP: '192.0.2.14' }, ['--config', ini]); // create the map
-    const holder = spawn('flock', ['-o', '-x', map, 'sleep', '30'], { stdio: 'ignore' });
+    const release = await holdLock(map, '-x', 30);
     try {
-      await new Promise((res) => setTimeout(res, 200));
       const child = spawn(HOOK, ['--config', ini, '/bin/true'], { env: { IP: '192.0.2.15' }, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
       let err = '';
       child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
@@ -214,7 +213,7 @@ describe('continuing a login (with a command)', () => {
       expect(code).toBe(0);
       expect(err).toContain('stayed locked by another process for more than lock_timeout_ms = 3000 ms');
     } finally {
-      holder.kill('SIGKILL');
+      release();
     }
   });
 });

@@ -1,7 +1,6 @@
 // The map module against real files: every map a test writes is checked
 // with db5.3_verify and read back with db5.3_dump or sendmail's makemap.
 
-import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -19,7 +18,7 @@ import {
   sweepMap,
   type MapSettings,
 } from '../src/map.js';
-import { dumpMap, expectVerified, makemap, mapop, settings, tempDir } from './helpers.js';
+import { dumpMap, expectVerified, holdLock, lockWaiter, makemap, mapop, settings, tempDir } from './helpers.js';
 
 const ip = parseClientAddress;
 const T = 1_800_000_000;
@@ -32,17 +31,6 @@ function failure(f: () => unknown): PoprelayError {
     throw e;
   }
   throw new Error('did not throw');
-}
-
-/** Holds flock on a file from another process until the returned function is called. */
-async function holdLock(path: string, mode: '-x' | '-s' = '-x'): Promise<() => void> {
-  const child = spawn('flock', ['-o', mode, path, 'sleep', '60'], { stdio: 'ignore' });
-  for (let i = 0; i < 500; i++) {
-    const r = await execa('flock', ['-n', '-x', path, 'true'], { reject: false });
-    if (r.exitCode !== 0) break;
-    await new Promise((res) => setTimeout(res, 10));
-  }
-  return () => child.kill('SIGKILL');
 }
 
 describe('recording', () => {
@@ -247,7 +235,7 @@ describe('locking and concurrency', () => {
     recordLogin(s, ip('192.0.2.1'), T);
     const release = await holdLock(s.path);
     const writer = mapop(['record', s.path, String(T), '192.0.2.3']);
-    await new Promise((res) => setTimeout(res, 200));
+    await lockWaiter(s.path);
     // Another writer's result takes the live name while ours waits on the old file.
     const other = settings(dir, 'other.db');
     recordLogin(other, ip('198.51.100.1'), T);
@@ -359,7 +347,7 @@ describe('sweeping', () => {
     const release = await holdLock(s.path);
     // The sweeper scans the old file (no lock needed), then waits for the lock.
     const sweeper = mapop(['sweep', s.path, String(T), String(TIMEOUT)]);
-    await new Promise((res) => setTimeout(res, 300));
+    await lockWaiter(s.path);
     // Meanwhile a login refreshes 192.0.2.2 in the file that becomes live.
     const next = settings(dir, 'race-next.db');
     putEntry(next, ip('192.0.2.1'), String(T - 5000));
