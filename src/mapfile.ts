@@ -303,6 +303,16 @@ function lockLive(s: MapSettings, createIfMissing: boolean, deadline: number): {
   }
 }
 
+/** Only ENOENT: a path we may not look at is for the later open to report. */
+function absent(path: string): boolean {
+  try {
+    statSync(path);
+    return false;
+  } catch (e) {
+    return errnoCode(e) === 'ENOENT';
+  }
+}
+
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -318,6 +328,9 @@ function fsyncDir(dir: string): void {
  * All of it, waits included, within lock_timeout_ms.
  */
 export function updateMap(s: MapSettings, change: (db: Database) => boolean, createIfMissing = true): void {
+  // Checked before the lock file is made, so that a mistyped dbfile leaves
+  // no stray file; lockLive checks again under the lock.
+  if (!createIfMissing && absent(s.path)) throw missing(s);
   const deadline = Date.now() + s.lockTimeoutMs;
   const queue = lockWriters(s, deadline);
   try {

@@ -1,7 +1,7 @@
 // The map module against real files: every map a test writes is checked
 // with db5.3_verify and read back with db5.3_dump or sendmail's makemap.
 
-import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -366,10 +366,15 @@ describe('sweeping', () => {
     await expectVerified(s.path);
   });
 
-  it('a missing map is an error for the sweeper', () => {
-    const e = failure(() => sweepMap(settings(dir, 'nothere.db'), { now: T, timeoutSeconds: TIMEOUT }));
-    expect(e.code).toBe('ERR_MAP_MISSING');
-    expect(e.message).toMatch(/does not exist/);
+  it('a missing map is an error for the sweeper and for removal, which leave no file behind', () => {
+    const d = tempDir();
+    const s = settings(d, 'nothere.db');
+    for (const op of [() => sweepMap(s, { now: T, timeoutSeconds: TIMEOUT }), () => removeAddress(s, ip('192.0.2.1'))]) {
+      const e = failure(op);
+      expect(e.code).toBe('ERR_MAP_MISSING');
+      expect(e.message).toMatch(/does not exist/);
+    }
+    expect(readdirSync(d)).toEqual([]);
   });
 
   it('sweeps 100,000 entries in batches, losing no fresh entry recorded meanwhile', async () => {
