@@ -6,7 +6,10 @@
 # are unpacked (apt-get download, dpkg -x) into $PEERS rather than installed,
 # because Postfix conflicts with sendmail-bin; and the system users
 # "poprelay" (the shipped Dovecot config runs the hook as it) and
-# "Debian-exim" (Exim refuses to run without its user).
+# "Debian-exim" (Exim refuses to run without its user); and Node.js 22 and
+# 24 from the npm registry's node-linux-<arch> packages, unpacked into
+# $PEERS/node/<major>, in which the tests load the addon built for this
+# Node (one Node-API build must serve them all).
 # Idempotent: installs only what is missing. Needs root when anything is.
 set -euo pipefail
 
@@ -44,10 +47,27 @@ ensure_peers() {
   for deb in "$PEERS"/debs/*.deb; do dpkg -x "$deb" "$PEERS/root"; done
 }
 
+# Other Node.js majors, for the addon's ABI test; not put on any PATH.
+ensure_nodes() {
+  local arch major
+  case $(uname -m) in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) echo "install-deps: no Node.js package for $(uname -m); the Node 22/24 tests will fail" >&2; return ;; esac
+  for major in 22 24; do
+    if [[ -x $PEERS/node/$major/bin/node ]]; then continue; fi
+    need_root "the tests need Node.js $major unpacked in $PEERS/node/$major"
+    echo "install-deps: unpacking node-linux-$arch@$major into $PEERS/node/$major"
+    rm -rf "$PEERS/node/$major" && mkdir -p "$PEERS/node/$major"
+    local tgz
+    tgz=$(cd "$PEERS/node" && npm pack --silent "node-linux-$arch@$major")
+    tar -xzf "$PEERS/node/$tgz" -C "$PEERS/node/$major" --strip-components=1
+    rm -f "$PEERS/node/$tgz"
+  done
+}
+
 test_extras() {
   ensure_user poprelay
   ensure_user Debian-exim
   ensure_peers
+  ensure_nodes
 }
 
 missing=()

@@ -24,11 +24,11 @@ export function appCopy(): string {
 }
 
 /** An installed-style hook: an absolute interpreter path, since Dovecot gives no PATH. */
-export function installHook(dir: string): string {
+export function installHook(dir: string, node = process.execPath): string {
   const hook = join(dir, 'poprelay-login');
   writeFileSync(
     hook,
-    `#!${process.execPath}\nimport('${appCopy()}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`,
+    `#!${node}\nimport('${appCopy()}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`,
   );
   chmodSync(hook, 0o755);
   return hook;

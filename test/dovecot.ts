@@ -29,6 +29,8 @@ export interface DovecotOptions {
   /** Rewrites the shipped snippet before use (to show what a setting is for). */
   editConf?: (conf: string) => string;
   users?: number;
+  /** The Node.js that runs poprelay-login (default: the one running the tests). */
+  node?: string;
 }
 
 export interface Dovecot {
@@ -63,12 +65,12 @@ async function uidOf(user: string): Promise<{ uid: number; gid: number }> {
   return { uid: Number(stdout), gid: Number(g) };
 }
 
-function hookScript(dir: string, kind: HookKind, iniPath: string): string | null {
+function hookScript(dir: string, kind: HookKind, iniPath: string, node?: string): string | null {
   switch (kind) {
     case 'none':
       return null;
     case 'poprelay':
-      return `${installHook(dir)} --config ${iniPath}`;
+      return `${installHook(dir, node)} --config ${iniPath}`;
     case 'sh-exec': {
       const f = join(dir, 'sh-exec');
       writeFileSync(f, '#!/bin/sh\nexec "$@"\n');
@@ -128,7 +130,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
 
   const [pop3Port, imapPort] = [await freePort(), await freePort()];
-  const script = hookScript(dir, o.hook ?? 'poprelay', iniPath);
+  const script = hookScript(dir, o.hook ?? 'poprelay', iniPath, o.node);
   const conf = [
     `base_dir = ${dir}/run`,
     `state_dir = ${dir}/state`,
