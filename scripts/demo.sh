@@ -30,7 +30,7 @@ echo "poprelay demo: a real Dovecot login makes sendmail allow relaying, and the
 [[ $(id -u) -eq 0 ]] || { echo "run the demo as root (it installs packages and starts Dovecot)" >&2; exit 1; }
 
 step 1/8 "Installing Debian packages (Dovecot, sendmail, libdb) and building poprelay (npm ci)"
-quietly bash scripts/install-deps.sh --test
+quietly bash scripts/install-deps.sh --demo
 quietly npm ci --no-audit --no-fund
 echo "      done (details in $log)"
 

@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# Installs the Debian packages poprelay needs: to build (libdb-dev, a C++
-# toolchain) and, with --test, the real peers the test suite drives:
-# Berkeley DB utilities, sendmail (makemap, sendmail -bt with a .cf built
-# by m4), Dovecot, flock/setpriv, strace; Postfix's postmap and Exim, which
-# are unpacked (apt-get download, dpkg -x) into $PEERS rather than installed,
-# because Postfix conflicts with sendmail-bin; and the system users
-# "poprelay" (the shipped Dovecot config runs the hook as it) and
-# "Debian-exim" (Exim refuses to run without its user); and Node.js 22 and
-# 24 from the npm registry's node-linux-<arch> packages, unpacked into
-# $PEERS/node/<major>, in which the tests load the addon built for this
-# Node (one Node-API build must serve them all).
-# Idempotent: installs only what is missing. Needs root when anything is.
+# Installs what poprelay needs. Idempotent: installs only what is missing;
+# needs root when anything is.
+#
+#   (no option)  to build: libdb-dev and a C++ toolchain
+#   --demo       also what scripts/demo.sh runs: Berkeley DB utilities,
+#                sendmail (makemap, sendmail -bt with a .cf built by m4),
+#                Dovecot, and the system user "poprelay" (the shipped Dovecot
+#                config runs the hook as it)
+#   --test       also the rest of the real peers the test suite drives:
+#                flock/setpriv, iproute2, strace; Postfix's postmap and Exim,
+#                unpacked (apt-get download, dpkg -x) into $PEERS rather than
+#                installed, because Postfix conflicts with sendmail-bin; the
+#                user "Debian-exim" (Exim refuses to run without it); Node.js
+#                22 and 24 from the npm registry's node-linux-<arch> packages,
+#                unpacked into $PEERS/node/<major>, in which the tests load the
+#                addon built for this Node (one Node-API build must serve them
+#                all); and a Debian 13 tree with Dovecot 2.4 in $PEERS/trixie
+#                (debootstrap), in which the tests run Dovecot 2.4 chrooted,
+#                since Debian 12 ships only 2.3.
 set -euo pipefail
 
 build_pkgs=(libdb-dev g++ make python3)
-test_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd util-linux iproute2 strace
-  libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
+demo_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd)
+test_pkgs=(util-linux iproute2 strace debootstrap libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
 PEERS=/var/cache/poprelay-test-peers
 
+mode=${1:-}
 pkgs=("${build_pkgs[@]}")
-if [[ "${1:-}" == "--test" ]]; then pkgs+=("${test_pkgs[@]}"); fi
+case "$mode" in
+  '') ;;
+  --demo) pkgs+=("${demo_pkgs[@]}") ;;
+  --test) pkgs+=("${demo_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: install-deps.sh [--demo | --test]" >&2; exit 2 ;;
+esac
 
 need_root() {
   if [[ $(id -u) -ne 0 ]]; then
@@ -63,11 +76,34 @@ ensure_nodes() {
   done
 }
 
-test_extras() {
-  ensure_user poprelay
-  ensure_user Debian-exim
-  ensure_peers
-  ensure_nodes
+# Dovecot 2.4, with the user poprelay under the same uid and gid as here.
+ensure_trixie() {
+  local t=$PEERS/trixie
+  if [[ ! -x $t/usr/sbin/dovecot ]]; then
+    need_root "the tests need Dovecot 2.4 in a Debian 13 tree in $t"
+    echo "install-deps: debootstrap of Debian 13 with Dovecot 2.4 into $t"
+    rm -rf "$t"
+    debootstrap --variant=minbase --include=dovecot-core,dovecot-pop3d,dovecot-imapd trixie "$t" http://deb.debian.org/debian >"$PEERS/trixie.log" 2>&1 ||
+      { tail -20 "$PEERS/trixie.log" >&2; echo "install-deps: debootstrap failed; its log: $PEERS/trixie.log" >&2; exit 1; }
+  fi
+  if ! chroot "$t" id -u poprelay >/dev/null 2>&1; then
+    need_root "the tests need the user poprelay in $t"
+    chroot "$t" groupadd --system -g "$(id -g poprelay)" poprelay
+    chroot "$t" useradd --system -u "$(id -u poprelay)" -g poprelay --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin poprelay
+  fi
+}
+
+extras() {
+  case "$mode" in
+    --demo) ensure_user poprelay ;;
+    --test)
+      ensure_user poprelay
+      ensure_user Debian-exim
+      ensure_peers
+      ensure_nodes
+      ensure_trixie
+      ;;
+  esac
 }
 
 missing=()
@@ -78,7 +114,7 @@ for p in "${pkgs[@]}"; do
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#pkgs[@]} Debian packages present"
-  if [[ "${1:-}" == "--test" ]]; then test_extras; fi
+  extras
   exit 0
 fi
 need_root "missing Debian packages: ${missing[*]}"
@@ -87,4 +123,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # Service starts are not wanted here; a policy-rc.d that denies them may or may not exist.
 apt-get install -y -q --no-install-recommends "${missing[@]}"
-if [[ "${1:-}" == "--test" ]]; then test_extras; fi
+extras

@@ -87,6 +87,20 @@ export function parseDoveconfServices(text: string): Map<string, DovecotService>
   return services;
 }
 
+/**
+ * The enabled protocols in doveconf -n output. 2.3 prints a list, maybe
+ * quoted (protocols = " imap pop3"); 2.4 prints the list, or a block of
+ * "name = yes|no" lines when the configuration used one. Left out when it
+ * is the default, which includes imap and pop3 once they are installed.
+ */
+export function parseDoveconfProtocols(text: string): string[] {
+  const list = /^protocols = (.*)$/m.exec(text);
+  if (list) return (list[1] ?? '').replace(/"/g, ' ').split(/\s+/).filter((p) => p !== '');
+  const block = /^protocols \{\n((?:[ \t]+.*\n)*)\}/m.exec(text);
+  if (block) return [...(block[1] ?? '').matchAll(/^\s+(\S+) = yes$/gm)].map((m) => m[1] ?? '');
+  return ['imap', 'pop3'];
+}
+
 /** Whether a vsz_limit lets Node start: unlimited, or at least about 1 GB. */
 function vszAllowsNode(v: string | undefined): boolean {
   if (v === undefined) return false;
@@ -107,8 +121,7 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string[]; 
     return { checks: [bad('FAIL', 'dovecot', why, 'install Dovecot, or fix the configuration doveconf -n complains about')] };
   }
   const services = parseDoveconfServices(text);
-  // doveconf -n may quote the list: protocols = " imap pop3"
-  const protocols = (/^protocols = (.*)$/m.exec(text)?.[1] ?? 'imap pop3').replace(/"/g, ' ').split(/\s+/).filter((p) => p !== '');
+  const protocols = parseDoveconfProtocols(text);
   const checks: Check[] = [];
   let hook: string[] | undefined;
   let user: string | undefined;

@@ -23,13 +23,14 @@ export function appCopy(): string {
   return app;
 }
 
-/** An installed-style hook: an absolute interpreter path, since Dovecot gives no PATH. */
-export function installHook(dir: string, node = process.execPath): string {
+/**
+ * An installed-style hook: an absolute interpreter path, since Dovecot
+ * gives no PATH. `node` and `app` as the hook will see them (a chrooted
+ * Dovecot sees other paths than this process).
+ */
+export function installHook(dir: string, node = process.execPath, app = appCopy()): string {
   const hook = join(dir, 'poprelay-login');
-  writeFileSync(
-    hook,
-    `#!${node}\nimport('${appCopy()}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`,
-  );
+  writeFileSync(hook, `#!${node}\nimport('${app}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`);
   chmodSync(hook, 0o755);
   return hook;
 }

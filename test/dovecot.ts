@@ -1,15 +1,17 @@
 // A private Dovecot for tests and benchmarks: loopback ports, its own
 // base_dir, passwd-file users and log, and poprelay-login installed into its
 // directory and configured through the shipped dovecot-conf/ snippet.
+// Debian 12's Dovecot 2.3 runs as installed; Dovecot 2.4 runs chrooted in a
+// Debian 13 tree that scripts/install-deps.sh --test makes with debootstrap.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
-import { installHook } from './app.js';
+import { appCopy, installHook } from './app.js';
 import { converse, type Endpoint } from './mailclient.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -31,7 +33,14 @@ export interface DovecotOptions {
   users?: number;
   /** The Node.js that runs poprelay-login (default: the one running the tests). */
   node?: string;
+  /** Debian 12's Dovecot 2.3 (default), or 2.4 chrooted in TRIXIE; each with its own shipped snippet. */
+  version?: DovecotVersion;
 }
+
+export type DovecotVersion = '2.3' | '2.4';
+
+/** Debian 13 (Dovecot 2.4), made by scripts/install-deps.sh --test. */
+export const TRIXIE = '/var/cache/poprelay-test-peers/trixie';
 
 export interface Dovecot {
   dir: string;
@@ -65,24 +74,42 @@ async function uidOf(user: string): Promise<{ uid: number; gid: number }> {
   return { uid: Number(stdout), gid: Number(g) };
 }
 
-function hookScript(dir: string, kind: HookKind, iniPath: string, node?: string): string | null {
+/**
+ * Where an instance's files are, seen from this process and from Dovecot
+ * (which may run chrooted in `root`).
+ */
+interface Place {
+  dir: string;
+  root: string;
+  /** The path as Dovecot and the hook see it. */
+  inside(path: string): string;
+}
+
+function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.execPath): string | null {
   switch (kind) {
     case 'none':
       return null;
-    case 'poprelay':
-      return `${installHook(dir, node)} --config ${iniPath}`;
+    case 'poprelay': {
+      if (at.root === '') return `${installHook(at.dir, node)} --config ${iniPath}`;
+      // Chrooted: the interpreter and the app must be inside the tree too.
+      cpSync(node, join(at.dir, 'node'));
+      cpSync(appCopy(), join(at.dir, 'app'), { recursive: true });
+      const hook = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')));
+      return `${at.inside(hook)} --config ${at.inside(iniPath)}`;
+    }
     case 'sh-exec': {
-      const f = join(dir, 'sh-exec');
+      const f = join(at.dir, 'sh-exec');
       writeFileSync(f, '#!/bin/sh\nexec "$@"\n');
       chmodSync(f, 0o755);
-      return f;
+      return at.inside(f);
     }
     case 'node-noop': {
+      if (at.root !== '') throw new Error('node-noop runs with the host\'s Dovecot only');
       // A Node script that does nothing but continue the login the same way.
-      const f = join(dir, 'node-noop.mjs');
+      const f = join(at.dir, 'node-noop.mjs');
       writeFileSync(
         f,
-        `#!${process.execPath}\nimport { spawn } from 'node:child_process';\n` +
+        `#!${node}\nimport { spawn } from 'node:child_process';\n` +
           `const c = spawn(process.argv[2], process.argv.slice(3), { stdio: [0, 1, 2, 3] });\n` +
           `c.on('exit', (code) => process.exit(code ?? 1));\n`,
       );
@@ -97,15 +124,39 @@ function hookScript(dir: string, kind: HookKind, iniPath: string, node?: string)
  * shipped. The baseline scripts get no poprelay options: "$@" must be
  * script-login alone.
  */
-function poprelayConf(script: string, kind: HookKind): string {
-  const shipped = readFileSync(join(ROOT, 'dovecot-conf/2.3/95-poprelay.conf'), 'utf8');
+function poprelayConf(script: string, kind: HookKind, version: DovecotVersion): string {
+  const shipped = readFileSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), 'utf8');
   const withOptions = kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
   return withOptions.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
 }
 
+/** The lines that differ between the versions: 2.4 renamed most of them. */
+function versionConf(version: DovecotVersion, dir: string, nobody: { uid: number; gid: number }): string[] {
+  if (version === '2.3') {
+    return [
+      'disable_plaintext_auth = no',
+      'mail_location = maildir:~/Maildir',
+      'pop3_uidl_format = %08Xu%08Xv',
+      `passdb {\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u ${dir}/passwd\n}`,
+      `userdb {\n  driver = static\n  args = uid=${nobody.uid} gid=${nobody.gid} home=${dir}/home/%u\n}`,
+    ];
+  }
+  return [
+    'auth_allow_cleartext = yes',
+    'mail_driver = maildir',
+    'mail_path = ~/Maildir',
+    `passdb passwd-file {\n  passwd_file_path = ${dir}/passwd\n}`,
+    `userdb static {\n  fields {\n    uid = ${nobody.uid}\n    gid = ${nobody.gid}\n    home = ${dir}/home/%{user}\n  }\n}`,
+  ];
+}
+
 export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
-  const dir = mkdtempSync(join(tmpdir(), 'poprelay-dovecot-'));
+  const version = o.version ?? '2.3';
+  const root = version === '2.4' ? TRIXIE : '';
+  if (root !== '' && !existsSync(join(root, 'usr/sbin/dovecot'))) throw new Error(`${root} has no Dovecot 2.4: run scripts/install-deps.sh --test as root`);
+  const dir = mkdtempSync(join(root + tmpdir(), 'poprelay-dovecot-'));
   chmodSync(dir, 0o755);
+  const at: Place = { dir, root, inside: (p) => p.slice(root.length) };
   const hookUser = await uidOf(HOOK_USER);
   const nobody = await uidOf('nobody');
   for (const d of ['run', 'state', 'home']) mkdirSync(join(dir, d));
@@ -114,7 +165,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   chownSync(mapDir, hookUser.uid, hookUser.gid);
   const mapPath = join(mapDir, 'popip.db');
   const iniPath = join(dir, 'poprelay.ini');
-  writeFileSync(iniPath, `dbfile = ${mapPath}\n${o.ini ?? 'ignore =\n'}`);
+  writeFileSync(iniPath, `dbfile = ${at.inside(mapPath)}\n${o.ini ?? 'ignore =\n'}`);
 
   const users = o.users ?? 3;
   const passwd: string[] = [];
@@ -130,32 +181,35 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
 
   const [pop3Port, imapPort] = [await freePort(), await freePort()];
-  const script = hookScript(dir, o.hook ?? 'poprelay', iniPath, o.node);
+  const script = hookScript(at, o.hook ?? 'poprelay', iniPath, o.node);
+  const base = at.inside(dir);
   const conf = [
-    `base_dir = ${dir}/run`,
-    `state_dir = ${dir}/state`,
-    `log_path = ${dir}/dovecot.log`,
+    // Dovecot 2.4 requires these first.
+    ...(version === '2.4' ? ['dovecot_config_version = 2.4.1', 'dovecot_storage_version = 2.4.1'] : []),
+    `base_dir = ${base}/run`,
+    `state_dir = ${base}/state`,
+    `log_path = ${base}/dovecot.log`,
     `listen = ${o.listen ?? '127.0.0.1'}`,
     'protocols = pop3 imap',
     'ssl = no',
-    'disable_plaintext_auth = no',
     'auth_mechanisms = plain',
-    'mail_location = maildir:~/Maildir',
     'mail_max_userip_connections = 1000',
-    'pop3_uidl_format = %08Xu%08Xv',
-    `passdb {\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u ${dir}/passwd\n}`,
-    `userdb {\n  driver = static\n  args = uid=${nobody.uid} gid=${nobody.gid} home=${dir}/home/%u\n}`,
+    ...versionConf(version, base, nobody),
     `service pop3-login {\n  inet_listener pop3 {\n    port = ${pop3Port}\n  }\n  inet_listener pop3s {\n    port = 0\n  }\n}`,
     `service imap-login {\n  inet_listener imap {\n    port = ${imapPort}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
     // No anti-brute-force penalty between the many test logins from one address.
     'auth_failure_delay = 0',
-    `!include ${dir}/95-poprelay.conf`,
+    `!include ${base}/95-poprelay.conf`,
   ];
-  const snippet = script === null ? '' : poprelayConf(script, o.hook ?? 'poprelay');
+  const snippet = script === null ? '' : poprelayConf(script, o.hook ?? 'poprelay', version);
   writeFileSync(join(dir, '95-poprelay.conf'), o.editConf ? o.editConf(snippet) : snippet);
   writeFileSync(join(dir, 'dovecot.conf'), conf.join('\n') + '\n');
 
-  const cmd = o.netns === undefined ? ['dovecot', '-F', '-c', `${dir}/dovecot.conf`] : ['ip', 'netns', 'exec', o.netns, 'dovecot', '-F', '-c', `${dir}/dovecot.conf`];
+  const cmd = [
+    ...(o.netns === undefined ? [] : ['ip', 'netns', 'exec', o.netns]),
+    ...(root === '' ? [] : ['chroot', root]),
+    'dovecot', '-F', '-c', `${base}/dovecot.conf`,
+  ];
   const proc: ChildProcess = spawn(cmd[0] ?? 'dovecot', cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -1,12 +1,13 @@
 // scripts/install.sh into a temporary tree (every path an option), and
 // poprelay doctor against that install and against each way of breaking it.
 
-import { chmodSync, chownSync, existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { parseDoveconfServices } from '../src/doctor.js';
+import { parseDoveconfProtocols, parseDoveconfServices } from '../src/doctor.js';
+import { TRIXIE } from './dovecot.js';
 import { dumpMap, expectVerified, ROOT } from './helpers.js';
 import { safeDir } from './peers.js';
 
@@ -131,6 +132,19 @@ describe('scripts/install.sh', () => {
   });
 });
 
+const ALL_OK = {
+  config: 'OK',
+  'dovecot pop3': 'OK',
+  'dovecot imap': 'OK',
+  map: 'OK',
+  'map access': 'OK',
+  'map readers': 'OK',
+  'map directory': 'OK',
+  sweep: 'OK',
+  mta: 'OK',
+  hook: 'OK',
+};
+
 describe('poprelay doctor', () => {
   async function installed(): Promise<Tree> {
     const t = tree();
@@ -141,11 +155,12 @@ describe('poprelay doctor', () => {
     return t;
   }
 
-  async function doctor(t: Tree) {
+  /** `dovecot` says which doveconf to run (first on PATH) and on what. */
+  async function doctor(t: Tree, dovecot: { conf: string; path?: string } = { conf: t.dovecotConf }) {
     const r = await execa(
       join(t.sbin, 'poprelay'),
-      ['doctor', '--config', t.ini, '--doveconf-config', t.dovecotConf, '--sendmail-cf', t.sendmailCf, '--postfix-main-cf', join(t.dir, 'no-postfix'), '--cron-file', t.cron, '--systemd-timer', join(t.dir, 'no-timer')],
-      { reject: false },
+      ['doctor', '--config', t.ini, '--doveconf-config', dovecot.conf, '--sendmail-cf', t.sendmailCf, '--postfix-main-cf', join(t.dir, 'no-postfix'), '--cron-file', t.cron, '--systemd-timer', join(t.dir, 'no-timer')],
+      { reject: false, env: dovecot.path === undefined ? {} : { PATH: `${dovecot.path}:${process.env.PATH ?? ''}` } },
     );
     const lines = r.stdout.split('\n').filter((l) => /^(OK|WARN|FAIL)/.test(l));
     return { code: r.exitCode, stdout: r.stdout, statuses: Object.fromEntries(lines.map((l) => [l.slice(6, l.indexOf(':')), l.slice(0, 4).trim()])) };
@@ -155,18 +170,7 @@ describe('poprelay doctor', () => {
     const t = await installed();
     const before = await dumpMap(t.map);
     const r = await doctor(t);
-    expect(r.statuses).toEqual({
-      config: 'OK',
-      'dovecot pop3': 'OK',
-      'dovecot imap': 'OK',
-      map: 'OK',
-      'map access': 'OK',
-      'map readers': 'OK',
-      'map directory': 'OK',
-      sweep: 'OK',
-      mta: 'OK',
-      hook: 'OK',
-    });
+    expect(r.statuses).toEqual(ALL_OK);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay recorded 192.0.2.254 in ${t.map} (removed again)`);
     expect(await dumpMap(t.map)).toEqual(before);
@@ -200,10 +204,68 @@ describe('poprelay doctor', () => {
     expect(r.stdout).toMatch(why);
     expect(r.code).toBe(1);
   });
+
+  it('accepts the 2.4 snippet the installer chose, and fails it without its vsz_limit', async () => {
+    const t = tree();
+    const r = await install([...t.args, '--dovecot-version', '2.4']);
+    expect(r.stdout).toContain('installing the Dovecot 2.4 snippet');
+    writeFileSync(t.sendmailCf, `Kdrac hash -o ${t.map.slice(0, -3)}\n`);
+    // Dovecot 2.4's doveconf, first on the doctor's PATH, reads a copy of
+    // Debian 13's stock /etc/dovecot with the installed snippet in conf.d.
+    const etc = mkdtempSync(join(TRIXIE, 'tmp/poprelay-etc-dovecot-'));
+    const bin = join(t.dir, 'dovecot-2.4-bin');
+    try {
+      cpSync(join(TRIXIE, 'etc/dovecot'), etc, { recursive: true });
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'doveconf'), `#!/bin/sh\nexec chroot ${TRIXIE} doveconf "$@"\n`, { mode: 0o755 });
+      const dovecot = { conf: join(etc.slice(TRIXIE.length), 'dovecot.conf'), path: bin };
+      const snippet = readFileSync(t.conf, 'utf8');
+      expect(snippet).toContain('vsz_limit = unlimited');
+
+      writeFileSync(join(etc, 'conf.d/95-poprelay.conf'), snippet);
+      const good = await doctor(t, dovecot);
+      expect(good.statuses, good.stdout).toEqual(ALL_OK);
+      expect(good.stdout).toContain(`dovecot pop3: post-login service poprelay-pop3 runs ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3 as poprelay, vsz_limit = unlimited`);
+      expect(good.code).toBe(0);
+
+      writeFileSync(join(etc, 'conf.d/95-poprelay.conf'), snippet.replace(/^\s*vsz_limit = unlimited\n/gm, ''));
+      const bad = await doctor(t, dovecot);
+      expect(bad.statuses['dovecot pop3'], bad.stdout).toBe('FAIL');
+      expect(bad.stdout).toMatch(/service poprelay-pop3 has vsz_limit = 256M: Node cannot start and logins are refused/);
+      expect(bad.code).toBe(1);
+    } finally {
+      rmSync(etc, { recursive: true, force: true });
+    }
+  });
 });
 
 it('parseDoveconfServices reads service blocks, ignoring nested ones', () => {
   const s = parseDoveconfServices('service pop3 {\n  executable = pop3 pr\n}\nservice pr {\n  executable = script-login /x/poprelay-login\n  unix_listener pr {\n    user = nobody\n  }\n  user = poprelay\n  vsz_limit = 0\n}\n');
   expect(s.get('pop3')).toEqual({ executable: 'pop3 pr' });
   expect(s.get('pr')).toEqual({ executable: 'script-login /x/poprelay-login', user: 'poprelay', vsz_limit: '0' });
+});
+
+// What doveconf -n of each Dovecot really prints for protocol settings.
+describe.each([
+  ['2.3', ''],
+  ['2.4', TRIXIE],
+])('parseDoveconfProtocols on the output of Dovecot %s', (version, root) => {
+  const head = version === '2.4' ? 'dovecot_config_version = 2.4.1\ndovecot_storage_version = 2.4.1\n' : '';
+  const installed = '!include_try /usr/share/dovecot/protocols.d/*.protocol\n';
+  const cases: Array<[string, string, string[]]> = [
+    ['a list', 'protocols = imap\n', ['imap']],
+    ['the installed protocols', installed, ['imap', 'pop3']],
+    ['the installed protocols but pop3', version === '2.4' ? `${installed}protocols {\n  pop3 = no\n}\n` : `${installed}protocols = imap\n`, ['imap']],
+  ];
+  it.each(cases)('%s', async (_, conf, expected) => {
+    const dir = mkdtempSync(join(root, '/tmp/poprelay-doveconf-'));
+    try {
+      writeFileSync(join(dir, 'dovecot.conf'), head + conf);
+      const inside = join(dir.slice(root.length), 'dovecot.conf');
+      const r = root === '' ? await execa('doveconf', ['-n', '-c', inside]) : await execa('chroot', [root, 'doveconf', '-n', '-c', inside]);
+      expect(parseDoveconfProtocols(r.stdout).sort(), r.stdout).toEqual(expected);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
