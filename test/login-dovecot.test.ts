@@ -193,17 +193,19 @@ describe.each(VERSIONS)('Dovecot %s: when recording fails, logins still succeed 
   });
 });
 
-describe('IPv6 clients', () => {
-  const ns = `prt${process.pid % 100000}`;
+describe.each(VERSIONS)('Dovecot %s, IPv6 clients', (version) => {
+  const ns = `prt${version.replace('.', '')}${process.pid % 100000}`;
+  // A subnet of each version's own, should their namespaces ever overlap.
+  const net = `2001:db8:${version === '2.3' ? '7' : '8'}`;
   let link: { remove(): Promise<void> } | string = 'not set up';
   let dc: Dovecot | undefined;
   beforeAll(async () => {
-    link = await makeIPv6Link(ns, ['2001:db8:7::10', '2001:db8:7::11'], '2001:db8:7::2');
+    link = await makeIPv6Link(ns, [`${net}::10`, `${net}::11`], `${net}::2`);
     if (typeof link === 'string') {
       console.log(`IPv6 login test skipped: ${link}`);
       return;
     }
-    dc = await startDovecot({ users: 1, netns: ns, listen: '::', host: '2001:db8:7::2' });
+    dc = await startDovecot({ users: 1, netns: ns, listen: '::', host: `${net}::2`, version });
   });
   afterAll(async () => {
     await dc?.stop();
@@ -212,12 +214,12 @@ describe('IPv6 clients', () => {
 
   it('records both keys of an IPv6 login', async (ctx) => {
     if (dc === undefined) return ctx.skip();
-    expect((await pop3Login({ ...dc.pop3, localAddress: '2001:db8:7::10' }, 'user0', PASSWORD)).ok).toBe(true);
-    expect((await imapLogin({ ...dc.imap, localAddress: '2001:db8:7::11' }, 'user0', PASSWORD)).ok).toBe(true);
-    const a = await recorded(dc, '2001:db8:7::10');
-    const b = await recorded(dc, '2001:db8:7::11');
-    expect(a.keys.sort()).toEqual(['2001:db8:7::10', 'ipv6:2001:db8:7:0:0:0:0:10']);
-    expect(b.keys.sort()).toEqual(['2001:db8:7::11', 'ipv6:2001:db8:7:0:0:0:0:11']);
+    expect((await pop3Login({ ...dc.pop3, localAddress: `${net}::10` }, 'user0', PASSWORD)).ok).toBe(true);
+    expect((await imapLogin({ ...dc.imap, localAddress: `${net}::11` }, 'user0', PASSWORD)).ok).toBe(true);
+    const a = await recorded(dc, `${net}::10`);
+    const b = await recorded(dc, `${net}::11`);
+    expect(a.keys.sort()).toEqual([`${net}::10`, `ipv6:${net}:0:0:0:0:10`]);
+    expect(b.keys.sort()).toEqual([`${net}::11`, `ipv6:${net}:0:0:0:0:11`]);
     expect(a.time).toBeGreaterThan(0);
     await expectVerified(dc.mapPath);
   });
