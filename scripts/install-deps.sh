@@ -22,7 +22,7 @@ set -euo pipefail
 
 build_pkgs=(libdb-dev g++ make python3)
 demo_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd)
-test_pkgs=(util-linux iproute2 strace debootstrap libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
+test_pkgs=(util-linux iproute2 strace debootstrap man-db libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
 PEERS=/var/cache/poprelay-test-peers
 
 mode=${1:-}

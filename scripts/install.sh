@@ -84,6 +84,8 @@ config_arg=
 [[ "$ini" == /etc/mail/poprelay.ini ]] || config_arg=" --config $ini"
 lib=$prefix/lib/poprelay
 sbin=$prefix/sbin
+man=$prefix/share/man
+manpages=(man5/poprelay.ini.5 man8/poprelay.8 man8/poprelay-login.8 man8/poprelay-sweep.8)
 map=$map_dir/popip.db
 programs=(poprelay-login poprelay-sweep poprelay)
 
@@ -103,10 +105,11 @@ say() { echo "install.sh: $*"; }
 
 if [[ $uninstall -eq 1 ]]; then
   for p in "${programs[@]}"; do run rm -f "$root$sbin/$p"; done
+  for m in "${manpages[@]}"; do run rm -f "$root$man/$m"; done
   run rm -rf "$root$lib"
   run rm -f "$root$dovecot_confdir/95-poprelay.conf" "$root$cron_dir/poprelay" \
     "$root$systemd_dir/poprelay-sweep.service" "$root$systemd_dir/poprelay-sweep.timer"
-  say "removed the programs, the Dovecot snippet and the sweep schedule"
+  say "removed the programs, the manual pages, the Dovecot snippet and the sweep schedule"
   say "kept the map $root$map and $root$ini; remove them yourself if you want"
   say "now reload Dovecot (systemctl reload dovecot) so that logins no longer run the hook"
   exit 0
@@ -142,6 +145,11 @@ for p in "${programs[@]}"; do
   fi
   run ln -sfn "$lib/bin/$p" "$root$sbin/$p"
 done
+
+# 3b. The manual pages: poprelay(8), poprelay-login(8), poprelay-sweep(8), poprelay.ini(5).
+say "installing the manual pages into $root$man"
+run mkdir -p "$root$man/man5" "$root$man/man8"
+for m in "${manpages[@]}"; do run install -m 644 "$src/man/$m" "$root$man/$m"; done
 
 # 4. poprelay.ini, if absent.
 if [[ -e "$root$ini" ]]; then

@@ -69,6 +69,11 @@ describe('scripts/install.sh', () => {
       expect(readlinkSync(join(t.sbin, p))).toBe(join(t.dir, 'usr/lib/poprelay/bin', p));
       expect(readFileSync(join(t.sbin, p), 'utf8').split('\n')[0]).toBe(`#!${process.execPath}`);
     }
+    // The manual pages, where man finds them under the prefix.
+    for (const [page, section] of [['poprelay', '8'], ['poprelay-login', '8'], ['poprelay-sweep', '8'], ['poprelay.ini', '5']] as const) {
+      const w = await execa('man', ['-w', section, page], { env: { MANPATH: join(t.dir, 'usr/share/man') } });
+      expect(w.stdout).toBe(join(t.dir, `usr/share/man/man${section}/${page}.${section}`));
+    }
     // The map: owned by poprelay in a poprelay-owned 0755 directory, mode 0644, valid.
     const { stdout: uid } = await execa('id', ['-u', 'poprelay']);
     expect(statSync(t.map).uid).toBe(Number(uid));
@@ -117,7 +122,8 @@ describe('scripts/install.sh', () => {
     expect((await install(t.args)).exitCode).toBe(0);
     const r = await install([...t.args, '--uninstall']);
     expect(r.exitCode).toBe(0);
-    for (const p of [join(t.sbin, 'poprelay-login'), join(t.dir, 'usr/lib/poprelay'), t.conf, t.cron]) expect(existsSync(p), p).toBe(false);
+    const man8 = join(t.dir, 'usr/share/man/man8');
+    for (const p of [join(t.sbin, 'poprelay-login'), join(t.dir, 'usr/lib/poprelay'), t.conf, t.cron, join(man8, 'poprelay-sweep.8')]) expect(existsSync(p), p).toBe(false);
     expect(existsSync(t.map)).toBe(true);
     expect(existsSync(t.ini)).toBe(true);
     expect(r.stdout).toContain(`kept the map ${t.map}`);

@@ -1,6 +1,7 @@
 // poprelay-sweep as cron runs it, with the clock set by --now.
 
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
@@ -171,7 +172,11 @@ describe('scheduling files', () => {
   });
 
   it('the systemd service and timer pass systemd-analyze verify', async () => {
-    const r = await execa('systemd-analyze', ['verify', `${ROOT}/scripts/poprelay-sweep.service`, `${ROOT}/scripts/poprelay-sweep.timer`], { reject: false });
+    // MANPATH: verify also looks up the Documentation= pages, which the installer installs.
+    const r = await execa('systemd-analyze', ['verify', `${ROOT}/scripts/poprelay-sweep.service`, `${ROOT}/scripts/poprelay-sweep.timer`], {
+      reject: false,
+      env: { MANPATH: join(ROOT, 'man') },
+    });
     // verify checks that ExecStart exists; the binary is installed by the installer, not here.
     const notInstalled = 'poprelay-sweep.service: Command /usr/local/sbin/poprelay-sweep is not executable: No such file or directory';
     expect(r.stderr.split('\n').filter((l) => l !== '' && l !== notInstalled)).toEqual([]);
