@@ -7,15 +7,12 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { eventually, PASSWORD, startDovecot, TRIXIE, type DovecotVersion } from './dovecot.js';
+import { dovecotVersions, eventually, PASSWORD, startDovecot, TRIXIE, type DovecotVersion } from './dovecot.js';
 import { ROOT } from './helpers.js';
 import { pop3Login } from './mailclient.js';
 
 // Each version with the tree it runs in and how its snippet spells "no limit".
-const VERSIONS: Array<[DovecotVersion, string, string]> = [
-  ['2.3', '', '0'],
-  ['2.4', TRIXIE, 'unlimited'],
-];
+const VERSIONS = dovecotVersions().map((v): [DovecotVersion, string, string] => (v === '2.3' ? [v, '', '0'] : [v, TRIXIE, 'unlimited']));
 
 describe.each(VERSIONS)('dovecot-conf/%s/95-poprelay.conf', (version, root, unlimited) => {
   it('passes doveconf -n installed into a copy of the stock /etc/dovecot', async () => {

@@ -42,6 +42,24 @@ export type DovecotVersion = '2.3' | '2.4';
 /** Debian 13 (Dovecot 2.4), made by scripts/install-deps.sh --test. */
 export const TRIXIE = '/var/cache/poprelay-test-peers/trixie';
 
+/**
+ * The Dovecot versions this machine can run: 2.4 too, unless
+ * install-deps.sh could not make its tree and left the reason beside it
+ * (printed here; the tests of 2.4 are then left out). Without either, the
+ * setup was not run: an error.
+ */
+export function dovecotVersions(): DovecotVersion[] {
+  if (existsSync(join(TRIXIE, 'usr/sbin/dovecot'))) return ['2.3', '2.4'];
+  let why: string;
+  try {
+    why = readFileSync(`${TRIXIE}.unavailable`, 'utf8').trim();
+  } catch {
+    throw new Error(`${TRIXIE} has no Dovecot 2.4: run scripts/install-deps.sh --test as root`);
+  }
+  console.log(`Dovecot 2.4 tests skipped: ${why}`);
+  return ['2.3'];
+}
+
 export interface Dovecot {
   dir: string;
   pop3: Endpoint;
@@ -153,7 +171,6 @@ function versionConf(version: DovecotVersion, dir: string, nobody: { uid: number
 export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   const version = o.version ?? '2.3';
   const root = version === '2.4' ? TRIXIE : '';
-  if (root !== '' && !existsSync(join(root, 'usr/sbin/dovecot'))) throw new Error(`${root} has no Dovecot 2.4: run scripts/install-deps.sh --test as root`);
   const dir = mkdtempSync(join(root + tmpdir(), 'poprelay-dovecot-'));
   chmodSync(dir, 0o755);
   const at: Place = { dir, root, inside: (p) => p.slice(root.length) };

@@ -6,7 +6,7 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries, type RelayEntry } from '../src/map.js';
-import { eventually, makeIPv6Link, PASSWORD, startDovecot, type Dovecot, type DovecotVersion } from './dovecot.js';
+import { dovecotVersions, eventually, makeIPv6Link, PASSWORD, startDovecot, type Dovecot } from './dovecot.js';
 import { expectVerified, holdLock, settings } from './helpers.js';
 import { imapLogin, imapSelect, pop3, pop3Login } from './mailclient.js';
 
@@ -32,7 +32,7 @@ async function recorded(dc: Dovecot, address: string): Promise<RelayEntry> {
   return e;
 }
 
-const VERSIONS: DovecotVersion[] = ['2.3', '2.4'];
+const VERSIONS = dovecotVersions();
 
 describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
   let dc: Dovecot;
