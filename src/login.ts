@@ -67,7 +67,7 @@ export type Level = 'info' | 'warning' | 'error';
 /**
  * Dovecot logs every plain stderr line of a service as an Error. Its log
  * pipe also takes "\x01", the log type + 1 as a byte, and "PID " before the
- * text (verified with Dovecot 2.3: "\x01\x02PID text" is logged as Info), so
+ * text (verified with Dovecot 2.3 and 2.4: "\x01\x02PID text" is logged as Info), so
  * a recorded login is not reported as an error. Used only when continuing a
  * login, which is when Dovecot reads fd 2; run by hand, lines are plain.
  */
