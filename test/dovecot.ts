@@ -75,7 +75,7 @@ export interface Dovecot {
 export const PASSWORD = 'secret-pw';
 export const HOOK_USER = 'poprelay';
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

@@ -156,3 +156,23 @@ export async function holdLock(path: string, mode: '-x' | '-s' = '-x', seconds =
 export async function lockWaiter(path: string): Promise<void> {
   await until(`a process waiting for the lock on ${path}`, () => flocksOn(path).waiters.length > 0);
 }
+
+/** poprelay doctor's verdict per check, from its output: { config: 'OK', ... }. */
+export function doctorStatuses(stdout: string): Record<string, string> {
+  const lines = stdout.split('\n').filter((l) => /^(OK|WARN|FAIL)/.test(l));
+  return Object.fromEntries(lines.map((l) => [l.slice(6, l.indexOf(':')), l.slice(0, 4).trim()]));
+}
+
+/** What poprelay doctor says of a correct installation. */
+export const DOCTOR_ALL_OK: Record<string, string> = {
+  config: 'OK',
+  'dovecot pop3': 'OK',
+  'dovecot imap': 'OK',
+  map: 'OK',
+  'map access': 'OK',
+  'map readers': 'OK',
+  'map directory': 'OK',
+  sweep: 'OK',
+  mta: 'OK',
+  hook: 'OK',
+};

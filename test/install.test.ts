@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { parseDoveconfProtocols, parseDoveconfServices } from '../src/doctor.js';
 import { dovecotVersions, TRIXIE } from './dovecot.js';
-import { dumpMap, expectVerified, ROOT } from './helpers.js';
+import { DOCTOR_ALL_OK, doctorStatuses, dumpMap, expectVerified, ROOT } from './helpers.js';
 import { safeDir } from './peers.js';
 
 interface Tree {
@@ -138,18 +138,6 @@ describe('scripts/install.sh', () => {
   });
 });
 
-const ALL_OK = {
-  config: 'OK',
-  'dovecot pop3': 'OK',
-  'dovecot imap': 'OK',
-  map: 'OK',
-  'map access': 'OK',
-  'map readers': 'OK',
-  'map directory': 'OK',
-  sweep: 'OK',
-  mta: 'OK',
-  hook: 'OK',
-};
 
 describe('poprelay doctor', () => {
   async function installed(): Promise<Tree> {
@@ -168,15 +156,14 @@ describe('poprelay doctor', () => {
       ['doctor', '--config', t.ini, '--doveconf-config', dovecot.conf, '--sendmail-cf', t.sendmailCf, '--postfix-main-cf', join(t.dir, 'no-postfix'), '--cron-file', t.cron, '--systemd-timer', join(t.dir, 'no-timer')],
       { reject: false, env: dovecot.path === undefined ? {} : { PATH: `${dovecot.path}:${process.env.PATH ?? ''}` } },
     );
-    const lines = r.stdout.split('\n').filter((l) => /^(OK|WARN|FAIL)/.test(l));
-    return { code: r.exitCode, stdout: r.stdout, statuses: Object.fromEntries(lines.map((l) => [l.slice(6, l.indexOf(':')), l.slice(0, 4).trim()])) };
+    return { code: r.exitCode, stdout: r.stdout, statuses: doctorStatuses(r.stdout) };
   }
 
   it('finds nothing wrong with a correct install, and leaves the map as it was', async () => {
     const t = await installed();
     const before = await dumpMap(t.map);
     const r = await doctor(t);
-    expect(r.statuses).toEqual(ALL_OK);
+    expect(r.statuses).toEqual(DOCTOR_ALL_OK);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay recorded 192.0.2.254 in ${t.map} (removed again)`);
     expect(await dumpMap(t.map)).toEqual(before);
@@ -230,7 +217,7 @@ describe('poprelay doctor', () => {
 
       writeFileSync(join(etc, 'conf.d/95-poprelay.conf'), snippet);
       const good = await doctor(t, dovecot);
-      expect(good.statuses, good.stdout).toEqual(ALL_OK);
+      expect(good.statuses, good.stdout).toEqual(DOCTOR_ALL_OK);
       expect(good.stdout).toContain(`dovecot pop3: post-login service poprelay-pop3 runs ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3 as poprelay, vsz_limit = unlimited`);
       expect(good.code).toBe(0);
 

@@ -1,0 +1,78 @@
+// The whole path an administrator takes on Debian 13, whose Dovecot is 2.4:
+// scripts/install.sh picks the 2.4 snippet and doveconf -n accepts it among
+// the stock configuration, poprelay doctor finds nothing wrong, and the
+// stock Dovecot (PAM login, mbox) records a POP3 login in the map.
+// test/fixtures/debian13-install.sh does the work inside an overlay of the
+// Debian 13 tree, so the shared tree stays as it is.
+
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { readEntries } from '../src/map.js';
+import { dovecotVersions, eventually, freePort } from './dovecot.js';
+import { DOCTOR_ALL_OK, doctorStatuses, expectVerified, ROOT, settings, tempDir } from './helpers.js';
+import { converse, pop3, pop3Login, type Endpoint } from './mailclient.js';
+
+describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 13 (Dovecot 2.4)', () => {
+  const work = tempDir('poprelay-debian13-');
+  const upper = (path: string): string => join(work, 'upper', path);
+  let ep: Endpoint;
+  let stop = async (): Promise<void> => {};
+  let output = '';
+
+  beforeAll(async () => {
+    ep = { host: '127.0.0.1', port: await freePort() };
+    const run = spawn('unshare', ['-m', 'bash', join(ROOT, 'test/fixtures/debian13-install.sh'), work, ROOT, process.execPath, String(ep.port)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    run.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    run.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const exited = new Promise((r) => run.once('exit', r));
+    stop = async () => {
+      if (run.exitCode === null && run.signalCode === null) {
+        run.kill('SIGTERM');
+        await exited;
+      }
+    };
+    // Ready when Dovecot greets; the script ends early only on a failure.
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (run.exitCode !== null) throw new Error(`debian13-install.sh exited ${run.exitCode}: ${output}`);
+      if (Date.now() > deadline) throw new Error(`Dovecot 2.4 did not start: ${output}`);
+      const greeted = await converse(ep, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000).then(
+        () => true,
+        () => false,
+      );
+      if (greeted) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }, 150_000);
+  afterAll(async () => stop());
+
+  it('the installer picks the 2.4 snippet, and doveconf -n accepts it with the stock configuration', () => {
+    const out = readFileSync(join(work, 'install.out'), 'utf8');
+    expect(out).toContain('install.sh: installing the Dovecot 2.4 snippet as /etc/dovecot/conf.d/95-poprelay.conf');
+    expect(out).toContain('install.sh: doveconf -n accepts it');
+    expect(readFileSync(upper('etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).toContain('vsz_limit = unlimited');
+  });
+
+  it('poprelay doctor finds nothing wrong (no MTA is installed there: a warning)', () => {
+    expect(doctorStatuses(readFileSync(join(work, 'doctor.out'), 'utf8'))).toEqual({ ...DOCTOR_ALL_OK, mta: 'WARN' });
+  });
+
+  it('the stock Dovecot records a POP3 login, and the session works', async () => {
+    const t0 = Math.floor(Date.now() / 1000);
+    const login = await pop3Login({ ...ep, localAddress: '127.7.0.1' }, 'demo', 'demo-pw', [pop3.stat]);
+    expect(login.ok).toBe(true);
+    expect(login.replies[3]).toMatch(/^\+OK 0 0\r\n$/);
+    const log = (): string => readFileSync(upper('var/log/dovecot-test.log'), 'utf8');
+    await eventually(() => log().includes('poprelay-pop3: Info: poprelay: recorded 127.7.0.1 (user=demo, service=pop3)'));
+    expect(log()).toMatch(/master: Info: Dovecot v2\.4\.\d/);
+    const map = upper('var/lib/poprelay/popip.db');
+    const entry = readEntries(settings(join(work, 'upper/var/lib/poprelay'))).find((e) => e.address === '127.7.0.1');
+    expect(entry?.time).toBeGreaterThanOrEqual(t0);
+    await expectVerified(map);
+  });
+});
