@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { BIN, configured, dumpMap, expectVerified, makemap, run } from './helpers.js';
-import { HOSTILE_ADDRESSES } from './hostile.js';
+import { hostileCases } from './hostile.js';
 
 const T = 1_800_000_000; // 2027-01-15 08:00:00 UTC
 const now = ['--now', String(T)];
@@ -222,9 +222,9 @@ describe('bad input', () => {
     expect(r.stderr).toMatch(/^poprelay: config .*poprelay\.ini: key "dbtype": value "ndbm" is not allowed; expected "hash" or "btree"\n$/);
   });
 
-  it.each(HOSTILE_ADDRESSES.filter((a) => !a.includes('\u0000')).map((a) => [a]))(
-    'the hostile address %j: add, del and check exit 2 and the map is untouched',
-    async (addr) => {
+  it.each(hostileCases((a) => !a.includes('\u0000')))(
+    'the hostile address %s: add, del and check exit 2 and the map is untouched',
+    async (_, addr) => {
       const { ini, map } = await populated();
       const before = readFileSync(map);
       for (const cmd of ['add', 'del', 'check']) {

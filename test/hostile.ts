@@ -56,3 +56,14 @@ export const HOSTILE_ADDRESSES: readonly string[] = [
   'x'.repeat(10_000),
   '1'.repeat(100),
 ];
+
+/**
+ * [label, value] rows for it.each: the value as JSON, shortened for the
+ * test's title (a 10,000-character value would fill a screen of CI log).
+ */
+export function hostileCases(keep: (a: string) => boolean = () => true): Array<[string, string]> {
+  return HOSTILE_ADDRESSES.filter(keep).map((a) => {
+    const j = JSON.stringify(a);
+    return [j.length > 40 ? `${j.slice(0, 30)}..." (${a.length} characters)` : j, a];
+  });
+}

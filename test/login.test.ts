@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { parseHookArgs } from '../src/login.js';
 import { readEntries } from '../src/map.js';
 import { dumpMap, expectVerified, holdLock, ROOT, settings, tempDir } from './helpers.js';
-import { HOSTILE_ADDRESSES } from './hostile.js';
+import { HOSTILE_ADDRESSES, hostileCases } from './hostile.js';
 
 const HOOK = join(ROOT, 'bin/poprelay-login');
 
@@ -109,7 +109,7 @@ describe('run by hand (no command)', () => {
   });
 
   // An environment cannot hold a NUL byte; the parser tests cover those values.
-  it.each(HOSTILE_ADDRESSES.filter((a) => !a.includes('\u0000')).map((a) => [a]))('records nothing for the hostile $IP %j, and logs one bounded line', async (ip) => {
+  it.each(hostileCases((a) => !a.includes('\u0000')))('records nothing for the hostile $IP %s, and logs one bounded line', async (_, ip) => {
     const { ini, map } = setup();
     const r = await hook({ IP: ip, USER: 'mallory' }, ['--config', ini]);
     expect(r.exitCode).toBe(1);
