@@ -5,7 +5,7 @@
 // Debian 13 tree that scripts/install-deps.sh --test makes with debootstrap.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,7 +110,12 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
     case 'poprelay': {
       if (at.root === '') return `${installHook(at.dir, node)} --config ${iniPath}`;
       // Chrooted: the interpreter and the app must be inside the tree too.
-      cpSync(node, join(at.dir, 'node'));
+      // A hard link where it can be: Node is 100 MB, and there are several instances.
+      try {
+        linkSync(node, join(at.dir, 'node'));
+      } catch {
+        cpSync(node, join(at.dir, 'node'));
+      }
       cpSync(appCopy(), join(at.dir, 'app'), { recursive: true });
       const hook = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')));
       return `${at.inside(hook)} --config ${at.inside(iniPath)}`;
