@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries } from '../src/map.js';
-import { dovecotVersions, eventually, freePort } from './dovecot.js';
-import { DOCTOR_ALL_OK, doctorStatuses, expectVerified, ROOT, settings, tempDir } from './helpers.js';
+import { dovecotVersions, freePort } from './dovecot.js';
+import { DOCTOR_ALL_OK, doctorStatuses, eventually, expectVerified, ROOT, settings, tempDir } from './helpers.js';
 import { converse, pop3, pop3Login, type Endpoint } from './mailclient.js';
 
 describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 13 (Dovecot 2.4)', () => {

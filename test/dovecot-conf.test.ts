@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { dovecotVersions, eventually, PASSWORD, startDovecot, TRIXIE, type DovecotVersion } from './dovecot.js';
-import { ROOT } from './helpers.js';
+import { dovecotVersions, PASSWORD, startDovecot, TRIXIE, type DovecotVersion } from './dovecot.js';
+import { eventually, ROOT } from './helpers.js';
 import { pop3Login } from './mailclient.js';
 
 // Each version with the tree it runs in and how its snippet spells "no limit".

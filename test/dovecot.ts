@@ -279,17 +279,6 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   return dc;
 }
 
-/** Polls `check` until it returns a value, or fails after `ms`. */
-export async function eventually<T>(check: () => T | undefined | false, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 /**
  * A network namespace joined to this one by a veth pair, so that this
  * process can connect from real IPv6 addresses (other than ::1) to a

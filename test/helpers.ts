@@ -131,11 +131,17 @@ function flocksOn(path: string): { holders: number[]; waiters: number[] } {
   return { holders, waiters };
 }
 
-async function until(what: string, check: () => boolean, ms = 20_000): Promise<void> {
+/**
+ * Polls `check` until it returns a value (not undefined or false), or fails
+ * after `ms`, naming `what` was awaited.
+ */
+export async function eventually<T>(check: () => T | undefined | false, ms = 10_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
+  for (;;) {
+    const v = check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
   }
 }
 
@@ -148,13 +154,13 @@ export async function holdLock(path: string, mode: '-x' | '-s' = '-x', seconds =
   const child = spawn('flock', ['-o', mode, path, 'sleep', String(seconds)], { stdio: 'ignore' });
   const pid = child.pid ?? -1;
   // A short-lived holder may be gone before a busy machine lets us look.
-  await until(`flock ${mode} ${path}`, () => child.exitCode !== null || flocksOn(path).holders.includes(pid));
+  await eventually(() => child.exitCode !== null || flocksOn(path).holders.includes(pid), 20_000, `flock ${mode} ${path}`);
   return () => child.kill('SIGKILL');
 }
 
 /** Resolves once some process is blocked waiting for a lock on the file now at `path`. */
 export async function lockWaiter(path: string): Promise<void> {
-  await until(`a process waiting for the lock on ${path}`, () => flocksOn(path).waiters.length > 0);
+  await eventually(() => flocksOn(path).waiters.length > 0, 20_000, `a process waiting for the lock on ${path}`);
 }
 
 /** poprelay doctor's verdict per check, from its output: { config: 'OK', ... }. */

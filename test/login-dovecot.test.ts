@@ -6,8 +6,8 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries, type RelayEntry } from '../src/map.js';
-import { dovecotVersions, eventually, makeIPv6Link, PASSWORD, startDovecot, type Dovecot } from './dovecot.js';
-import { expectVerified, holdLock, settings } from './helpers.js';
+import { dovecotVersions, makeIPv6Link, PASSWORD, startDovecot, type Dovecot } from './dovecot.js';
+import { eventually, expectVerified, holdLock, settings } from './helpers.js';
 import { imapLogin, imapSelect, pop3, pop3Login } from './mailclient.js';
 
 const now = (): number => Math.floor(Date.now() / 1000);

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { eventually, PASSWORD, startDovecot } from './dovecot.js';
-import { BIN, dumpMap, expectVerified } from './helpers.js';
+import { PASSWORD, startDovecot } from './dovecot.js';
+import { BIN, dumpMap, eventually, expectVerified } from './helpers.js';
 import { pop3Login } from './mailclient.js';
 
 const NODES = '/var/cache/poprelay-test-peers/node';
