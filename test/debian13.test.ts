@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries } from '../src/map.js';
-import { dovecotVersions, freePort } from './dovecot.js';
+import { dovecotVersions, freePort, pop3Greets, terminate, untilServing } from './dovecot.js';
 import { DOCTOR_ALL_OK, doctorStatuses, eventually, expectVerified, ROOT, settings, tempDir } from './helpers.js';
-import { converse, pop3, pop3Login, type Endpoint } from './mailclient.js';
+import { pop3, pop3Login, type Endpoint } from './mailclient.js';
 
 describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 13 (Dovecot 2.4)', () => {
   const work = tempDir('poprelay-debian13-');
@@ -29,25 +29,9 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
     });
     run.stdout.on('data', (d: Buffer) => (output += d.toString()));
     run.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const exited = new Promise((r) => run.once('exit', r));
-    stop = async () => {
-      if (run.exitCode === null && run.signalCode === null) {
-        run.kill('SIGTERM');
-        await exited;
-      }
-    };
+    stop = () => terminate(run);
     // Ready when Dovecot greets; the script ends early only on a failure.
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      if (run.exitCode !== null) throw new Error(`debian13-install.sh exited ${run.exitCode}: ${output}`);
-      if (Date.now() > deadline) throw new Error(`Dovecot 2.4 did not start: ${output}`);
-      const greeted = await converse(ep, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000).then(
-        () => true,
-        () => false,
-      );
-      if (greeted) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await untilServing('debian13-install.sh and its Dovecot', run, () => pop3Greets(ep), 120_000, () => output);
   }, 150_000);
   afterAll(async () => stop());
 

@@ -42,6 +42,55 @@ export type DovecotVersion = '2.3' | '2.4';
 /** Debian 13 (Dovecot 2.4), made by scripts/install-deps.sh --test. */
 export const TRIXIE = '/var/cache/poprelay-test-peers/trixie';
 
+/** The tree a version runs in: this machine ('') for 2.3, the Debian 13 tree for 2.4. */
+export function treeOf(version: DovecotVersion): string {
+  return version === '2.4' ? TRIXIE : '';
+}
+
+/** The lines a Dovecot configuration of that version must begin with. */
+export function configHead(version: DovecotVersion): string[] {
+  return version === '2.4' ? ['dovecot_config_version = 2.4.1', 'dovecot_storage_version = 2.4.1'] : [];
+}
+
+/** That version's doveconf, run in its tree: paths in `args` are as seen there. */
+export function doveconf(version: DovecotVersion, args: string[]) {
+  const root = treeOf(version);
+  return root === '' ? execa('doveconf', args, { reject: false }) : execa('chroot', [root, 'doveconf', ...args], { reject: false });
+}
+
+/** A POP3 server answers on `ep`: it greets and takes QUIT. */
+export function pop3Greets(ep: Endpoint): Promise<unknown> {
+  return converse(ep, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000);
+}
+
+/**
+ * Polls `serving` until it succeeds. Fails at once when `proc` (what starts
+ * the server) has ended, or after `ms`, with `output()` and the last error.
+ */
+export async function untilServing(name: string, proc: ChildProcess, serving: () => Promise<unknown>, ms: number, output: () => string): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      await serving();
+      return;
+    } catch (e) {
+      const ended = proc.exitCode ?? proc.signalCode;
+      if (ended !== null || Date.now() > deadline) {
+        throw new Error(`${name} did not start${ended === null ? '' : ` (it ended: ${ended})`}: ${output()}\n${String(e)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** Ends `proc` with SIGTERM and waits for it; nothing to do if it has ended. */
+export async function terminate(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  await exited;
+}
+
 /**
  * The Dovecot versions this machine can run: 2.4 too, unless
  * install-deps.sh could not make its tree and left the reason beside it
@@ -175,7 +224,7 @@ function versionConf(version: DovecotVersion, dir: string, nobody: { uid: number
 
 export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   const version = o.version ?? '2.3';
-  const root = version === '2.4' ? TRIXIE : '';
+  const root = treeOf(version);
   const dir = mkdtempSync(join(root + tmpdir(), 'poprelay-dovecot-'));
   chmodSync(dir, 0o755);
   const at: Place = { dir, root, inside: (p) => p.slice(root.length) };
@@ -207,7 +256,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   const base = at.inside(dir);
   const conf = [
     // Dovecot 2.4 requires these first.
-    ...(version === '2.4' ? ['dovecot_config_version = 2.4.1', 'dovecot_storage_version = 2.4.1'] : []),
+    ...configHead(version),
     `base_dir = ${base}/run`,
     `state_dir = ${base}/state`,
     `log_path = ${base}/dovecot.log`,
@@ -251,30 +300,25 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
       }
     },
     stop: async () => {
-      if (proc.exitCode === null) {
-        const exited = new Promise((r) => proc.once('exit', r));
-        proc.kill('SIGTERM');
-        await exited;
-      }
+      await terminate(proc);
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  {
-    // Ready when it greets on both ports.
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      try {
-        await converse(dc.pop3, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000);
+  // Ready when it greets on both ports.
+  try {
+    await untilServing(
+      'dovecot',
+      proc,
+      async () => {
+        await pop3Greets(dc.pop3);
         await converse(dc.imap, [{ until: /^\* OK/m }, { send: 'z LOGOUT', until: /^z OK/m }], 2000);
-        break;
-      } catch (e) {
-        if (proc.exitCode !== null || Date.now() > deadline) {
-          await dc.stop();
-          throw new Error(`dovecot did not start: ${stderr}\n${String(e)}`);
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+      },
+      20_000,
+      () => stderr,
+    );
+  } catch (e) {
+    await dc.stop();
+    throw e;
   }
   return dc;
 }
