@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 import { parseClientAddress, sortByAddress } from './address.js';
-import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError, type OptionSpec, type OptionValues } from './cli.js';
+import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, stringOption, UsageError, type OptionSpec, type OptionValues } from './cli.js';
 import type { Config } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
 import { ensureMap, mapSettings, putEntry, readEntries, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
@@ -266,8 +266,6 @@ they log in again. Asks for confirmation on the terminal unless --yes.`,
   },
 };
 
-const str = (v: string | boolean | undefined, fallback: string): string => (typeof v === 'string' ? v : fallback);
-
 COMMANDS.doctor = {
   usage: `Usage: poprelay doctor [--config FILE] [PATH OPTIONS]
 
@@ -300,12 +298,12 @@ Exit 0 when nothing FAILed, 1 otherwise.
   run: (ctx) => {
     const v = ctx.values;
     const checks = runDoctor(ctx.config, {
-      doveconfConfig: typeof v['doveconf-config'] === 'string' ? v['doveconf-config'] : undefined,
-      hookUser: typeof v['hook-user'] === 'string' ? v['hook-user'] : undefined,
-      sendmailCf: str(v['sendmail-cf'], DEFAULT_DOCTOR_PATHS.sendmailCf),
-      postfixMainCf: str(v['postfix-main-cf'], DEFAULT_DOCTOR_PATHS.postfixMainCf),
-      cronFile: str(v['cron-file'], DEFAULT_DOCTOR_PATHS.cronFile),
-      systemdTimer: str(v['systemd-timer'], DEFAULT_DOCTOR_PATHS.systemdTimer),
+      doveconfConfig: stringOption(v['doveconf-config']),
+      hookUser: stringOption(v['hook-user']),
+      sendmailCf: stringOption(v['sendmail-cf']) ?? DEFAULT_DOCTOR_PATHS.sendmailCf,
+      postfixMainCf: stringOption(v['postfix-main-cf']) ?? DEFAULT_DOCTOR_PATHS.postfixMainCf,
+      cronFile: stringOption(v['cron-file']) ?? DEFAULT_DOCTOR_PATHS.cronFile,
+      systemdTimer: stringOption(v['systemd-timer']) ?? DEFAULT_DOCTOR_PATHS.systemdTimer,
     });
     for (const line of formatChecks(checks)) out(line);
     return checks.some((c) => c.status === 'FAIL') ? 1 : 0;

@@ -42,8 +42,13 @@ export function nowFrom(values: OptionValues): number {
   return Number(v);
 }
 
+/** A string option's value; undefined when it was not given. */
+export function stringOption(v: string | boolean | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
 export function configFrom(values: OptionValues): Config {
-  return loadConfig(typeof values.config === 'string' ? values.config : undefined);
+  return loadConfig(stringOption(values.config));
 }
 
 export function out(line: string): void {

@@ -49,14 +49,14 @@ export function sweepMain(argv: readonly string[]): number {
   const dryRun = values['dry-run'] === true;
   const report = sweepMap(mapSettings(cfg), { now, timeoutSeconds: cfg.timeoutMinutes * 60, dryRun });
   const ago = (e: RelayEntry): string => formatAgo(e.time ?? now, now);
+  const verb = dryRun ? 'would remove' : 'removed';
   if (dryRun || values.verbose === true) {
-    for (const e of byAddress(report.removed)) out(`${dryRun ? 'would remove' : 'removed'} ${e.address} (last login ${ago(e)})`);
+    for (const e of byAddress(report.removed)) out(`${verb} ${e.address} (last login ${ago(e)})`);
   }
   if (values.verbose === true) {
     for (const e of byAddress(report.future)) out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
   }
   if (values.quiet !== true) {
-    const verb = dryRun ? 'would remove' : 'removed';
     out(`${dryRun ? 'dry run, ' : ''}${cfg.dbfile}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}`);
   }
   return 0;
