@@ -193,7 +193,7 @@ it('benchmarks', async () => {
     const dir = safeDir();
     const map = join(dir, 'popip.db');
     await makemapSized(map, n, 0, now);
-    const s = { path: map, type: 'hash' as const, lockTimeoutMs: 5000, mode: 0o644 };
+    const s = { path: map, type: 'hash' as const, lockTimeoutMs: 5000, mode: 0o644, timeoutSeconds: 900 };
     const inproc: number[] = [];
     for (let i = 0; i < 30; i++) {
       const t0 = performance.now();

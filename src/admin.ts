@@ -4,10 +4,11 @@ import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 import { parseClientAddress, sortByAddress } from './address.js';
-import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, stringOption, UsageError, type OptionSpec, type OptionValues } from './cli.js';
+import { COMMON_OPTIONS, configFrom, nowFrom, out, outJson, parseCommandLine, stringOption, UsageError, type OptionSpec, type OptionValues } from './cli.js';
 import type { Config } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
-import { ensureMap, mapSettings, putEntry, readEntries, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
+import { ensureMap, mapSettings, putEntry, readEntries, readQueued, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
+import { actAsMapOwner } from './privilege.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
 
 const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
@@ -65,7 +66,10 @@ function describe(e: RelayEntry, now: number, timeoutSeconds: number) {
     lastLogin: e.time,
     ageSeconds: age,
     leftSeconds: left,
-    expired: age !== null && age > timeoutSeconds,
+    expired: e.invalid === true || (age !== null && age > timeoutSeconds),
+    invalid: e.invalid === true,
+    /** A login in the queue beside the map, not yet in it. */
+    queued: false,
   };
 }
 
@@ -106,20 +110,28 @@ Lists every entry of the relay map, sorted by address: the address (an IPv6
 address once, though the map holds two keys for it), the last login, its
 age, and the time left before the sweep removes it; "expired" when it is
 older than timeout_minutes but not yet swept; "permanent" for entries whose
-value is not a number.
-  --json   one JSON array instead of the table`,
+value is not a number; "invalid value" for all-digit values past the year
+2286 (the sweep removes them). Then the logins still queued beside the map
+("queued: not yet in the map"), which the next writer or the sweep applies.
+  --json   one JSON array instead of the table (queued logins have "queued": true)`,
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
       const timeout = ctx.config().timeoutMinutes * 60;
-      const items = sortedEntries(ctx.config()).map((e) => describe(e, ctx.now, timeout));
+      const s = mapSettings(ctx.config());
+      const items = [
+        ...sortedEntries(ctx.config()).map((e) => describe(e, ctx.now, timeout)),
+        ...sortByAddress(readQueued(s), (q) => q.address.text).map((q) => ({ ...describe({ address: q.address.text, keys: q.address.keys, time: q.time }, ctx.now, timeout), queued: true })),
+      ];
       if (ctx.values.json === true) {
-        out(JSON.stringify(items, null, 2));
+        outJson(items);
         return 0;
       }
       const rows = [['ADDRESS', 'LAST LOGIN', 'AGE', 'LEFT']];
       for (const i of items) {
         if (i.lastLogin === null) rows.push([i.address, '-', '-', 'permanent']);
+        else if (i.invalid) rows.push([i.address, '-', '-', 'invalid value: removed by the next sweep']);
+        else if (i.queued) rows.push([i.address, formatTime(i.lastLogin), formatDuration(Math.max(0, i.ageSeconds ?? 0)), 'queued: not yet in the map']);
         else {
           const age = (i.ageSeconds ?? 0) < 0 ? 'future' : formatDuration(i.ageSeconds ?? 0);
           rows.push([i.address, formatTime(i.lastLogin), age, i.expired ? 'expired' : formatDuration(i.leftSeconds ?? 0)]);
@@ -180,14 +192,20 @@ still counts until the sweep removes it, and the answer says so.`,
     args: ['ADDR'],
     run: (ctx) => {
       const addr = addressArg(ctx);
-      const entry = readEntries(mapSettings(ctx.config())).find((e) => e.address === addr.text);
+      const s = mapSettings(ctx.config());
+      const entry = readEntries(s).find((e) => e.address === addr.text);
       if (entry === undefined) {
-        out(`${addr.text} may not relay: not in the map`);
+        const queued = readQueued(s).filter((q) => q.address.text === addr.text);
+        if (queued.length > 0) {
+          const last = Math.max(...queued.map((q) => q.time));
+          out(`${addr.text} may not relay yet: its login ${formatAgo(last, ctx.now)} is queued, not yet in the map (the next writer or the sweep applies it)`);
+        } else out(`${addr.text} may not relay: not in the map`);
         return 1;
       }
       const d = describe(entry, ctx.now, ctx.config().timeoutMinutes * 60);
       const partial = addr.keys.length > entry.keys.length ? ` (only the key ${entry.keys.join(', ')} is present)` : '';
       if (d.permanent) out(`${addr.text} may relay: permanent entry${partial}`);
+      else if (d.invalid) out(`${addr.text} may relay until the next sweep: its value is no possible time (invalid), so the sweep removes it${partial}`);
       else if (d.expired) {
         out(`${addr.text} may relay until the next sweep: last login ${formatAgo(entry.time ?? 0, ctx.now)}, expired${partial}`);
       } else {
@@ -201,13 +219,16 @@ still counts until the sweep removes it, and the answer says so.`,
     usage: `Usage: poprelay stats [--json] [--config FILE]
 
 Counts the entries (dated, permanent, and expired but not yet swept), and
-shows the map's size and its oldest and newest dated entry.
+shows the map's size, its oldest and newest dated entry, and the logins
+queued beside the map and not yet in it.
   --json   one JSON object instead of text`,
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
       const timeout = ctx.config().timeoutMinutes * 60;
-      const entries = readEntries(mapSettings(ctx.config())); // counted, not listed: no address sort
+      const s = mapSettings(ctx.config());
+      const entries = readEntries(s); // counted, not listed: no address sort
+      const queued = readQueued(s).sort((a, b) => a.time - b.time);
       const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
       const edge = (e: (RelayEntry & { time: number }) | undefined) => (e === undefined ? null : { address: e.address, lastLogin: e.time });
       const stats = {
@@ -221,9 +242,11 @@ shows the map's size and its oldest and newest dated entry.
         expired: dated.filter((e) => ctx.now - e.time > timeout).length,
         oldest: edge(dated[0]),
         newest: edge(dated[dated.length - 1]),
+        queued: queued.length,
+        oldestQueued: queued[0] === undefined ? null : { address: queued[0].address.text, lastLogin: queued[0].time },
       };
       if (ctx.values.json === true) {
-        out(JSON.stringify(stats, null, 2));
+        outJson(stats);
         return 0;
       }
       const when = (e: { address: string; lastLogin: number } | null): string =>
@@ -233,6 +256,7 @@ shows the map's size and its oldest and newest dated entry.
       out(`expired:    ${stats.expired} (older than ${ctx.config().timeoutMinutes} minutes, removed by the next sweep)`);
       out(`oldest:     ${when(stats.oldest)}`);
       out(`newest:     ${when(stats.newest)}`);
+      out(`queued:     ${stats.queued} login${stats.queued === 1 ? '' : 's'} not yet in the map${stats.oldestQueued === null ? '' : `; oldest ${when(stats.oldestQueued)}`}`);
       return 0;
     },
   },
@@ -345,6 +369,15 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
   }
   const now = nowFrom(values);
   let cfg: Config | undefined;
-  const config = (): Config => (cfg ??= configFrom(values));
+  // Loaded on first use; root then becomes the map's owner before anything
+  // touches the map (doctor stays root to run its checks, and writes
+  // nothing itself).
+  const config = (): Config => {
+    if (cfg === undefined) {
+      cfg = configFrom(values);
+      if (name !== 'doctor') actAsMapOwner(cfg.dbfile);
+    }
+    return cfg;
+  };
   return cmd.run({ config, now, values, args: positionals });
 }

@@ -4,7 +4,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { loadConfig, type Config } from './config.js';
-import { PoprelayError } from './errors.js';
+import { escapeControls, PoprelayError } from './errors.js';
 import { unixNow } from './timefmt.js';
 
 /** Bad usage or bad input: the program says what and exits 2. */
@@ -51,8 +51,19 @@ export function configFrom(values: OptionValues): Config {
   return loadConfig(stringOption(values.config));
 }
 
+/**
+ * One line of data on stdout. Map keys are anyone's bytes: control
+ * characters (terminal escapes, newlines) are shown escaped, never sent
+ * to the administrator's terminal as such.
+ */
 export function out(line: string): void {
-  process.stdout.write(`${line}\n`);
+  process.stdout.write(`${escapeControls(line)}\n`);
+}
+
+/** A value as JSON on stdout; JSON.stringify escapes C0 controls, and C1 ones are escaped too. */
+export function outJson(value: unknown): void {
+  const text = JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+  process.stdout.write(`${text}\n`);
 }
 
 /**

@@ -2,9 +2,9 @@
 // Every key has a default, so a missing default file means "defaults";
 // a file the administrator named explicitly must exist.
 
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { BlockList } from 'node:net';
-import { isAbsolute } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
 import { parse as parseIni } from 'ini';
 
 import { parseNetwork, type Network } from './address.js';
@@ -20,6 +20,8 @@ export interface Config {
   dbtype: DbType;
   timeoutMinutes: number;
   lockTimeoutMs: number;
+  /** A login whose entry is younger than this writes nothing; 0: every login writes. */
+  refreshSeconds: number;
   /** The ignore list as written, for display. */
   ignore: readonly Network[];
   /** The same networks, for matching. */
@@ -97,6 +99,11 @@ const KEYS = {
     allowed: 'a whole number of milliseconds from 10 to 30000',
     parse: wholeNumber(10, 30000),
   },
+  refresh_seconds: {
+    default: '60',
+    allowed: 'a whole number of seconds from 0 to 3600, less than half of timeout_minutes',
+    parse: wholeNumber(0, 3600),
+  },
   ignore: {
     default: '127.0.0.0/8, ::1/128',
     allowed: 'a list of addresses or CIDR networks (host bits clear), separated by commas or spaces; empty for none',
@@ -132,6 +139,28 @@ function buildBlockList(nets: readonly Network[]): BlockList {
   return list;
 }
 
+function unknownName(where: string, what: string): PoprelayError {
+  return configError(where, `unknown ${what}; allowed keys (no sections): ${Object.keys(KEYS).join(', ')}`);
+}
+
+/**
+ * What the ini package accepts silently: a key given twice (the last one
+ * wins) and names it drops (__proto__, as a key or a section). Read off
+ * the lines themselves, so that no line of the file goes unexplained.
+ */
+function checkNames(text: string, where: string): void {
+  const seen = new Set<string>();
+  for (const line of text.split(/\r?\n/).map((l) => l.trim())) {
+    if (line === '' || line.startsWith(';') || line.startsWith('#')) continue;
+    const section = /^\[(.*)\]$/.exec(line);
+    if (section !== null) throw unknownName(where, `section [${quoteUntrusted(section[1] ?? '').slice(1, -1)}]`);
+    const key = (line.split('=')[0] ?? '').trim();
+    if (!isKeyName(key)) throw unknownName(where, `key ${quoteUntrusted(key)}`);
+    if (seen.has(key)) throw configError(where, `key "${key}" is given twice; give it once`);
+    seen.add(key);
+  }
+}
+
 /** Parses and validates the text of a poprelay.ini. `source` names it in errors. */
 export function parseConfig(text: string, source: string | null): Config {
   const where = source ?? '(defaults)';
@@ -141,12 +170,10 @@ export function parseConfig(text: string, source: string | null): Config {
   } catch (e) {
     throw configError(where, `cannot parse: ${(e as Error).message}`);
   }
+  checkNames(text, where);
   const values = new Map<KeyName, string>();
   for (const [k, v] of Object.entries(raw)) {
-    if (!isKeyName(k)) {
-      const what = typeof v === 'object' && v !== null ? `section [${k}]` : `key ${quoteUntrusted(k)}`;
-      throw configError(where, `unknown ${what}; allowed keys (no sections): ${Object.keys(KEYS).join(', ')}`);
-    }
+    if (!isKeyName(k)) throw unknownName(where, typeof v === 'object' && v !== null ? `section [${k}]` : `key ${quoteUntrusted(k)}`);
     if (typeof v === 'object') throw configError(where, `key "${k}" is given as a list; give it once`);
     values.set(k, String(v).trim());
   }
@@ -162,12 +189,22 @@ export function parseConfig(text: string, source: string | null): Config {
     parsed[name] = value;
   }
   const p = parsed as Parsed;
+  // A login skipped as fresh must leave its entry time to be refreshed
+  // again before it expires.
+  if (p.refresh_seconds * 2 > p.timeout_minutes * 60) {
+    throw configError(
+      where,
+      `key "refresh_seconds": ${p.refresh_seconds} is more than half of timeout_minutes = ${p.timeout_minutes} (${p.timeout_minutes * 60} s); ` +
+        `a user who keeps logging in could then lose the right to relay`,
+    );
+  }
   return {
     source,
     dbfile: p.dbfile,
     dbtype: p.dbtype,
     timeoutMinutes: p.timeout_minutes,
     lockTimeoutMs: p.lock_timeout_ms,
+    refreshSeconds: p.refresh_seconds,
     ignore: p.ignore,
     ignoreList: buildBlockList(p.ignore),
     mapMode: p.map_mode,
@@ -184,12 +221,41 @@ export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.e
   const path = named ?? DEFAULT_CONFIG_PATH;
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    const fd = openSync(path, 'r');
+    try {
+      if (process.geteuid?.() === 0) checkRootMayObey(path, fstatSync(fd));
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (e) {
+    if (e instanceof PoprelayError) throw e;
     const code = errnoCode(e);
     if (code === 'ENOENT' && named === undefined) return parseConfig('', null);
     const how = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable by this user' : `cannot be read (${code ?? String(e)})`;
     throw configError(path, `${how}${named !== undefined && code === 'ENOENT' ? '; it was named by --config or POPRELAY_CONFIG' : ''}`);
   }
   return parseConfig(text, path);
+}
+
+/**
+ * The config names the map that root's commands write, so root obeys only
+ * a file that no one but root can change, in a directory likewise (as sshd
+ * treats its keys): otherwise the hook's user could point root elsewhere.
+ */
+function checkRootMayObey(path: string, st: Stats): void {
+  const dir = dirname(path);
+  const dirSt = statSync(dir);
+  const fix = `chown root:root ${path} && chmod 0644 ${path} (and the directory ${dir}: owned by root, chmod go-w)`;
+  const problem =
+    st.uid !== 0
+      ? `it belongs to uid ${st.uid}, not root`
+      : (st.mode & 0o022) !== 0
+        ? `it is writable by ${(st.mode & 0o002) !== 0 ? 'everyone' : 'its group'}`
+        : dirSt.uid !== 0 || (dirSt.mode & 0o022) !== 0
+          ? `its directory ${dir} can be changed by another user than root`
+          : null;
+  if (problem !== null) {
+    throw configError(path, `${problem}; run as root, poprelay obeys only a config that only root can change. Fix: ${fix}`);
+  }
 }

@@ -1,15 +1,15 @@
 // poprelay doctor: checks a live installation, one line per check, each
 // problem with its fix. It changes nothing except for the last check, which
 // records a documentation address (192.0.2.254) through the real hook and
-// removes it again.
+// removes it again, both as the hook's user.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-import { parseClientAddress } from './address.js';
 import type { Config } from './config.js';
-import { readEntries, removeAddress, mapSettings, readRecords } from './map.js';
+import { readEntries, mapSettings, readRecords } from './map.js';
 
 export interface DoctorPaths {
   /** Passed to doveconf -c; undefined = Dovecot's default. */
@@ -38,6 +38,8 @@ export interface Check {
 }
 
 const TEST_ADDRESS = '192.0.2.254'; // TEST-NET-1 (RFC 5737): never a real client
+/** bin/poprelay beside dist/, in a checkout and as installed. */
+const ADMIN_PROGRAM = fileURLToPath(new URL('../bin/poprelay', import.meta.url));
 
 function ok(name: string, detail: string): Check {
   return { status: 'OK', name, detail };
@@ -236,7 +238,8 @@ function liveHookCheck(cfg: Config, hook: string[], user: string): Check {
   const r = asUser(user, hook, env);
   if (r === null) return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
   const recorded = readEntries(s).some((e) => e.address === TEST_ADDRESS);
-  if (!had && recorded) removeAddress(s, parseClientAddress(TEST_ADDRESS));
+  // Removed as the hook's user too: root writes nothing in its directory.
+  if (!had && recorded) asUser(user, [process.execPath, ADMIN_PROGRAM, 'del', TEST_ADDRESS, ...(cfg.source === null ? [] : ['--config', cfg.source])]);
   if (r.status !== 0 || !recorded) {
     const said = r.stderr.trim() || `exit ${r.status}`;
     return bad('FAIL', 'hook', `${hook.join(' ')} run as ${user} with IP=${TEST_ADDRESS} did not record it in ${s.path}: ${said}`, 'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config needs --config on its executable line');

@@ -11,7 +11,9 @@ export type ErrorCode =
   | 'ERR_MAP_NUL_KEYS'
   | 'ERR_MAP_LOCK_TIMEOUT'
   | 'ERR_MAP_PERMISSION'
-  | 'ERR_MAP_IO';
+  | 'ERR_MAP_IO'
+  | 'ERR_MAP_UNSAFE'
+  | 'ERR_PRIVILEGE';
 
 export class PoprelayError extends Error {
   readonly code: ErrorCode;
@@ -44,4 +46,12 @@ export function quoteUntrusted(text: string, max = 64): string {
   const shown = text.length > max ? text.slice(0, max) : text;
   const quoted = JSON.stringify(shown).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return text.length > max ? `${quoted}... (${text.length} chars)` : quoted;
+}
+
+/**
+ * Control characters (newlines, terminal escapes) shown as \xHH: for text
+ * that may hold anyone's bytes (map keys) on its way to a terminal or log.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

@@ -74,10 +74,21 @@ export type Level = 'info' | 'warning' | 'error';
 const DOVECOT_TYPE: Record<Level, string> = { info: '\x02', warning: '\x03', error: '\x04' };
 let dovecotLog = false;
 
+/**
+ * Control characters (newlines, \x01, terminal escapes) from $USER, $IP or
+ * an error message never reach the log as such: they could forge lines.
+ * Done here, for every line, so that no path (a module that failed to load
+ * included) can forget it; and here rather than with errors.ts's twin, since
+ * this must work when no other module of ours loads.
+ */
+function escapeControls(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 function log(level: Level, line: string): void {
   const prefix = dovecotLog ? `\x01${DOVECOT_TYPE[level]}${process.pid} ` : '';
   try {
-    writeSync(2, `${prefix}poprelay: ${line}\n`);
+    writeSync(2, `${prefix}poprelay: ${escapeControls(line)}\n`);
   } catch {
     // Dovecot's log pipe is gone; there is no one left to tell.
   }
@@ -142,11 +153,12 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
   try {
-    const [{ loadConfig }, { parseClientAddress }, { mapSettings, recordLogin }, { quoteUntrusted }] = await Promise.all([
+    const [{ loadConfig }, { parseClientAddress }, { mapSettings, queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
       import('./config.js'),
       import('./address.js'),
       import('./map.js'),
       import('./errors.js'),
+      import('./privilege.js'),
     ]);
     who = describeUser(env.USER, args.tag, quoteUntrusted);
     const ipText = env.IP;
@@ -166,9 +178,10 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
       return true;
     }
-    const result = recordLogin(mapSettings(cfg), addr, Math.floor(Date.now() / 1000));
+    actAsMapOwner(cfg.dbfile);
+    const outcome = queueLogin(mapSettings(cfg), addr, Math.floor(Date.now() / 1000), cfg.refreshSeconds);
     if (cfg.logRecorded) {
-      log('info', result === 'recorded' ? `recorded ${addr.text} (${who})` : `${addr.text} has a permanent entry, left as it is (${who})`);
+      log('info', outcome === 'permanent' ? `${addr.text} has a permanent entry, left as it is (${who})` : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`);
     }
     return true;
   } catch (e) {
@@ -177,6 +190,13 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     return false;
   }
 }
+
+/** What a login's log line says after "recorded ADDRESS (user=...)". */
+const OUTCOME_TEXT: Record<'recorded' | 'queued' | 'fresh', string> = {
+  recorded: '',
+  queued: ': queued; the writer holding the lock applies it',
+  fresh: ': already in the map, younger than refresh_seconds; nothing written',
+};
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseHookArgs(argv);
@@ -189,14 +209,6 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Pro
     dovecotLog = true;
     // Listen before anything can yield: a failed spawn is reported on the next tick.
     exited = waitFor(continueLogin(args.command));
-    // What is left is background work: let the logins that are still
-    // starting have the CPU first (measured: at 16 concurrent logins on 2
-    // cores, recording at normal priority slowed the others).
-    try {
-      (await import('node:os')).setPriority(10);
-    } catch {
-      // not allowed here; recording at normal priority is fine
-    }
   }
   for (const p of args.problems) log('warning', p);
   const recorded = await recordFromEnv(args, env);

@@ -1,17 +1,22 @@
 // The relay map's meaning (README, "Design"): keys are lowercase without a
-// trailing NUL (as `makemap hash` writes); a dated value is the decimal Unix
-// time of the last login; any other value (such as "OK" written by hand)
-// marks a permanent entry. An IPv6 login writes two keys, one entry. How the
-// file is locked, copied and published is mapfile.ts's job.
+// trailing NUL (as `makemap hash` writes); values are as values.ts says. An
+// IPv6 login writes two keys, one entry. How the file is locked, copied and
+// published, and how logins are queued for it, is mapfile.ts's and
+// queue.ts's job.
 
 import { addressOfKey, type ClientAddress } from './address.js';
 import type { Config } from './config.js';
-import { readRecords, updateMap, type MapSettings } from './mapfile.js';
+import { applyQueue, lookupKeys, readRecords, updateMap, type MapSettings } from './mapfile.js';
+import { PoprelayError } from './errors.js';
+import { mapError, translated } from './map-errors.js';
+import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
+import { classifyValue } from './values.js';
 
 export { ensureMap, readRecords, updateMap, type MapSettings } from './mapfile.js';
+export { isPermanentValue } from './values.js';
 
 export function mapSettings(cfg: Config): MapSettings {
-  return { path: cfg.dbfile, type: cfg.dbtype, lockTimeoutMs: cfg.lockTimeoutMs, mode: cfg.mapMode };
+  return { path: cfg.dbfile, type: cfg.dbtype, lockTimeoutMs: cfg.lockTimeoutMs, mode: cfg.mapMode, timeoutSeconds: cfg.timeoutMinutes * 60 };
 }
 
 /** One address (or other key) in the map; an IPv6 login's two keys form one entry. */
@@ -19,11 +24,12 @@ export interface RelayEntry {
   /** IPv4, compressed IPv6, or the raw key when it is not an address. */
   address: string;
   keys: string[];
-  /** Last login as Unix seconds; null for a permanent entry. */
+  /** Last login as Unix seconds; null for a permanent entry; 0 for an invalid value (values.ts). */
   time: number | null;
+  /** The value is all digits but no possible time: swept as expired. */
+  invalid?: true;
 }
 
-const DATED = /^[0-9]+$/;
 /** Time for a writer woken at the end of a batch to take the lock. */
 const BATCH_PAUSE_MS = 3;
 /** How long one sweep batch should hold the lock. */
@@ -34,24 +40,22 @@ function sleepMs(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-export function isPermanentValue(value: string): boolean {
-  return !DATED.test(value);
-}
-
 /** Groups records into entries: an IPv6 address's two keys become one entry. */
 function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
   const byAddress = new Map<string, RelayEntry>();
   for (const [key, value] of records) {
     // An IPv4 key is its own display text; only IPv6 keys (with ':') pair up.
     const address = key.includes(':') ? (addressOfKey(key)?.text ?? key) : key;
-    const time = isPermanentValue(value) ? null : Number(value);
+    const v = classifyValue(value);
+    const time = v.kind === 'permanent' ? null : v.kind === 'dated' ? v.time : 0;
     const e = byAddress.get(address);
     if (e === undefined) {
-      byAddress.set(address, { address, keys: [key], time });
+      byAddress.set(address, v.kind === 'invalid' ? { address, keys: [key], time, invalid: true } : { address, keys: [key], time });
     } else {
       e.keys.push(key);
       // Permanent wins; otherwise the newer time counts.
       e.time = e.time === null || time === null ? null : Math.max(e.time, time);
+      if (v.kind !== 'invalid' && e.time !== 0) delete e.invalid;
     }
   }
   return [...byAddress.values()];
@@ -59,6 +63,11 @@ function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
 
 export function readEntries(s: MapSettings): RelayEntry[] {
   return groupEntries(readRecords(s));
+}
+
+/** Logins queued beside the map and not yet applied to it. */
+export function readQueued(s: MapSettings): QueuedLogin[] {
+  return readQueue(s.path).logins;
 }
 
 const enc = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -75,13 +84,53 @@ export function recordLogin(s: MapSettings, addr: ClientAddress, now: number): R
     const value = enc(String(now));
     for (const key of addr.keys.map(enc)) {
       const old = db.get(key);
-      if (old !== null && isPermanentValue(old.toString('latin1'))) continue;
+      if (old !== null && classifyValue(old.toString('latin1')).kind === 'permanent') continue;
       db.put(key, value);
       result = 'recorded';
     }
     return result === 'recorded';
   });
   return result;
+}
+
+/** What became of a login: see queueLogin. */
+export type LoginOutcome =
+  /** in the map, applied by this process */
+  | 'recorded'
+  /** queued; the writer holding the lock applies it */
+  | 'queued'
+  /** the map already had it within refresh_seconds: nothing written */
+  | 'fresh'
+  /** a permanent entry: nothing written */
+  | 'permanent';
+
+/**
+ * The hook's recording: never waits for the lock. A login whose entry is
+ * already permanent, or younger than `refreshSeconds`, costs one read-only
+ * lookup (a reconnect storm writes nothing). Otherwise the login is queued
+ * durably first, then applied by whoever holds the lock (README, "Design").
+ * A failure to apply (a corrupt map, say) throws, and the login stays
+ * queued until the map can take it.
+ */
+export function queueLogin(s: MapSettings, addr: ClientAddress, now: number, refreshSeconds: number): LoginOutcome {
+  let values: Array<string | null> | null = null;
+  try {
+    values = lookupKeys(s, addr.keys);
+  } catch {
+    // Unreadable now: queue the login anyway; applying it reports why.
+  }
+  if (values !== null && values.every((v) => v !== null)) {
+    const kinds = values.map((v) => classifyValue(v ?? ''));
+    if (kinds.every((k) => k.kind === 'permanent')) return 'permanent';
+    if (kinds.every((k) => k.kind === 'permanent' || (k.kind === 'dated' && now - k.time < refreshSeconds))) return 'fresh';
+  }
+  translated(s.path, 'queue a login for', () => enqueueLogin(s.path, addr, now), 'io');
+  try {
+    return applyQueue(s) === 'applied' ? 'recorded' : 'queued';
+  } catch (e) {
+    const err = mapError(e, s.path, 'apply the login queue to');
+    throw new PoprelayError(err.code, `${err.message} The login is queued and goes in once the map can take it.`, { cause: e });
+  }
 }
 
 /** Adds or replaces an entry with a fixed value (a time, or "OK" for permanent). */
@@ -138,6 +187,9 @@ export interface SweepOptions {
  */
 export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
   const cutoff = o.now - o.timeoutSeconds;
+  // Logins left queued (a writer killed mid-way, a burst that outlasted
+  // lock_timeout_ms) go in first: nothing stays queued past a sweep.
+  if (!o.dryRun && readQueued(s).length > 0) updateMap(s, () => false, false);
   const entries = readEntries(s);
   const report: SweepReport = { removed: [], kept: 0, permanent: 0, future: [] };
   const expired: RelayEntry[] = [];
@@ -172,7 +224,10 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
           const encoded = keys.map(enc);
           const current = encoded.map((k) => db.get(k)?.toString('latin1'));
           if (current.every((v) => v === undefined)) continue; // removed meanwhile
-          const stillExpired = current.every((v) => v === undefined || (!isPermanentValue(v) && Number(v) < cutoff));
+          const stillExpired = current.every((v) => {
+            const c = v === undefined ? undefined : classifyValue(v);
+            return c === undefined || c.kind === 'invalid' || (c.kind === 'dated' && c.time < cutoff);
+          });
           if (!stillExpired) {
             report.kept++;
             continue;

@@ -1,31 +1,25 @@
 // The map as a file: how poprelay opens, checks, locks, copies and
 // publishes it (README, "Design"). A published map file is never modified.
 // A writer queues on a lock file beside the map, takes flock(LOCK_EX) on the
-// live file (as makemap and postmap do), copies it, changes the copy, fsyncs
-// it and renames it over the live name. A writer killed at any point leaves
-// the old file intact, and a reader (sendmail, Postfix, Exim, which takes no
-// lock at all) only ever opens a complete file; readers need no lock.
+// live file (as makemap and postmap do), copies it, applies every queued
+// login and its own change to the copy, fsyncs it and renames it over the
+// live name. A writer killed at any point leaves the old file intact and
+// the queue as it was; a reader (sendmail, Postfix, Exim, which takes no
+// lock at all) only ever opens a complete file, and needs no lock.
+//
+// The map's directory belongs to the hook's user, so every open here goes
+// through safefs.ts: no links followed, no FIFO waited on, libdb pointed at
+// the descriptor and not at the name (docs/security.md).
 
-import {
-  closeSync,
-  constants as fsConstants,
-  copyFileSync,
-  fchmodSync,
-  fchownSync,
-  fstatSync,
-  fsyncSync,
-  linkSync,
-  openSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  type Stats,
-} from 'node:fs';
-import { userInfo } from 'node:os';
+import { closeSync, fchownSync, linkSync, lstatSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-import { flock, openDatabase, unpackRecords, type Database, type DbType, type NativeError } from './bdb.js';
-import { errnoCode, PoprelayError } from './errors.js';
+import { flock, openDatabase, unpackRecords, type Database, type DbType } from './bdb.js';
+import { errnoCode, isPoprelayError } from './errors.js';
+import { lockTimeoutError, mapError, mapMissingError, nulKeysError, translated, typeMismatchError } from './map-errors.js';
+import { readQueue, removeQueued, type QueuedLogin } from './queue.js';
+import { closeQuietly, createExclusive, fdPath, openRegular, syncDirectory } from './safefs.js';
+import { applyLogin } from './values.js';
 
 export interface MapSettings {
   path: string;
@@ -33,108 +27,35 @@ export interface MapSettings {
   lockTimeoutMs: number;
   /** Mode of a map created by poprelay. */
   mode: number;
+  /** timeout_minutes in seconds: a queued login older than this is dropped, not applied. */
+  timeoutSeconds: number;
 }
 
 const SCAN_BATCH = 4096;
+const COPY_CHUNK = 1 << 20;
+/** What a writer was doing when building its copy failed: "cannot <this> <map>: ...". */
+const writingCopyOf = (path: string): string => `write a new copy of the map in ${dirname(path)} for`;
 
-function currentUser(): string {
+const tmpPath = (path: string): string => `${path}.poprelay-tmp`;
+const lockPath = (path: string): string => `${path}.lock`;
+
+function unlinkQuietly(path: string): void {
   try {
-    const u = userInfo();
-    return `${u.username} (uid ${u.uid})`;
+    unlinkSync(path);
   } catch {
-    return `uid ${process.getuid?.() ?? '?'}`;
+    // never created, or already gone
   }
-}
-
-/** What a writer was doing when it failed, for messages: "cannot <this> <map>: ...". */
-function copying(s: MapSettings): string {
-  return `write a new copy of the map in ${dirname(s.path)} for`;
-}
-
-function missing(s: MapSettings): PoprelayError {
-  return new PoprelayError(
-    'ERR_MAP_MISSING',
-    `map ${s.path} does not exist. It is created by the first recorded login or by "poprelay add"; ` +
-      `check dbfile in poprelay.ini.`,
-  );
-}
-
-function tmpPath(path: string): string {
-  return `${path}.poprelay-tmp`;
 }
 
 /**
- * Translates an OS or libdb failure on `path` into the error an
- * administrator can act on. A failure libdb does not give an errno for
- * means a damaged map when reading one, and an I/O problem when writing the
- * copy (the live map is then untouched).
+ * libdb on an open descriptor: the configured type and, for writers,
+ * NUL-free keys. Writers look at the first record only (a map made with
+ * `makemap -N` has a NUL on every key); readers check every key as they go.
  */
-function mapError(e: unknown, path: string, doing: string, unknown: 'corrupt' | 'io' = 'corrupt'): PoprelayError {
-  if (e instanceof PoprelayError) return e;
-  const code = errnoCode(e);
-  const detail = (e as NativeError).detail ?? (e instanceof Error ? e.message : String(e));
-  const dir = dirname(path);
-  switch (code) {
-    case 'EACCES':
-    case 'EPERM':
-      return new PoprelayError(
-        'ERR_MAP_PERMISSION',
-        `cannot ${doing} ${path} as user ${currentUser()}: permission denied. ` +
-          `Writers need read access to the map and write access to its directory ${dir} ` +
-          `(poprelay renames a new copy into place); readers need read access to the map.`,
-        { cause: e },
-      );
-    case 'ENOSPC':
-    case 'EDQUOT':
-    case 'EROFS':
-    case 'EIO':
-    case 'EMFILE':
-    case 'ENFILE':
-      return ioError(e, path, doing, `${detail} (${code})`);
-    case 'ENOENT':
-      return new PoprelayError('ERR_MAP_MISSING', `cannot ${doing} ${path}: it does not exist`, { cause: e });
-    default:
-      if (unknown === 'io') return ioError(e, path, doing, code === undefined ? detail : `${detail} (${code})`);
-      return new PoprelayError(
-        'ERR_MAP_CORRUPT',
-        `cannot ${doing} ${path}: it is not a readable Berkeley DB file (libdb: ${detail}). ` +
-          `poprelay left it untouched; check it with db5.3_verify ${path} and see "Recovering a damaged map" in the README.`,
-        { cause: e },
-      );
-  }
-}
-
-function ioError(e: unknown, path: string, doing: string, what: string): PoprelayError {
-  return new PoprelayError('ERR_MAP_IO', `cannot ${doing} ${path}: ${what}. The map was left as it was.`, { cause: e });
-}
-
-function checkType(db: Database, s: MapSettings): void {
-  if (db.type !== s.type) {
-    throw new PoprelayError(
-      'ERR_MAP_TYPE',
-      `map ${s.path} is a Berkeley DB ${db.type} database, but poprelay is configured for dbtype = ${s.type}. ` +
-        `Set dbtype = ${db.type} in poprelay.ini, or rebuild the map as ${s.type}; poprelay left it untouched.`,
-    );
-  }
-}
-
-function nulKeysError(path: string): PoprelayError {
-  return new PoprelayError(
-    'ERR_MAP_NUL_KEYS',
-    `map ${path} has keys ending in a NUL byte (made by makemap -N?). sendmail and Postfix stick to the first ` +
-      `key form that matches, so poprelay will not mix its NUL-free keys into it; rebuild it without -N ` +
-      `(db5.3_dump, strip the NULs, makemap hash). poprelay left it untouched.`,
-  );
-}
-
-/**
- * Opens a map file and checks that it is one poprelay may use: the
- * configured type, and (for writers, cheaply) keys without a NUL.
- */
-function openMapFile(s: MapSettings, file: string, readonly: boolean): Database {
-  const db = openDatabase(file, { type: 'unknown', readonly });
+function openDb(s: MapSettings, fd: number, readonly: boolean): Database {
+  const db = openDatabase(fdPath(fd), { type: 'unknown', readonly });
   try {
-    checkType(db, s);
+    if (db.type !== s.type) throw typeMismatchError(s.path, db.type, s.type);
     if (!readonly) {
       const first = db.scan(1);
       for (const [key] of first === null ? [] : unpackRecords(first)) {
@@ -143,13 +64,13 @@ function openMapFile(s: MapSettings, file: string, readonly: boolean): Database 
     }
     return db;
   } catch (e) {
-    closeQuietly(db);
+    closeDb(db);
     throw e;
   }
 }
 
 /** For handles whose contents no longer matter (read-only, or a copy being discarded). */
-function closeQuietly(db: Database): void {
+function closeDb(db: Database): void {
   try {
     db.close();
   } catch {
@@ -157,61 +78,286 @@ function closeQuietly(db: Database): void {
   }
 }
 
+/** Opens the published map read-only and runs `read` on it. */
+function withPublished<T>(s: MapSettings, read: (db: Database) => T): T {
+  let fd: number;
+  try {
+    fd = openRegular(s.path).fd;
+  } catch (e) {
+    throw errnoCode(e) === 'ENOENT' ? mapMissingError(s.path) : mapError(e, s.path, 'read map');
+  }
+  try {
+    const db = translated(s.path, 'read map', () => openDb(s, fd, true));
+    try {
+      return translated(s.path, 'read map', () => read(db));
+    } finally {
+      closeDb(db);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** All records of the map as [key, value] text, in hash order. */
 export function readRecords(s: MapSettings): Array<[string, string]> {
-  let db: Database;
-  try {
-    db = openMapFile(s, s.path, true);
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') throw missing(s);
-    throw mapError(e, s.path, 'read map');
-  }
-  const records: Array<[string, string]> = [];
-  try {
+  return withPublished(s, (db) => {
+    const records: Array<[string, string]> = [];
     for (let batch = db.scan(SCAN_BATCH); batch !== null; batch = db.scan(SCAN_BATCH)) {
       for (const [k, v] of unpackRecords(batch)) {
         if (k[k.length - 1] === 0) throw nulKeysError(s.path);
         records.push([k.toString('latin1'), v.toString('latin1')]);
       }
     }
+    return records;
+  });
+}
+
+/** The values of `keys` in the published map (null where absent); null when there is no map. */
+export function lookupKeys(s: MapSettings, keys: readonly string[]): Array<string | null> | null {
+  try {
+    return withPublished(s, (db) => keys.map((k) => db.get(Buffer.from(k, 'latin1'))?.toString('latin1') ?? null));
   } catch (e) {
-    throw mapError(e, s.path, 'read map');
-  } finally {
-    closeQuietly(db);
+    if (isPoprelayError(e, 'ERR_MAP_MISSING')) return null;
+    throw e;
   }
-  return records;
 }
 
 /**
- * Creates an empty map without a moment where a partial file stands at the
- * live path: built under a private name, then hard-linked into place (link
- * fails if another process created the map first, and theirs is kept).
+ * Opens the writers' lock file beside the map, creating it if needed. It is
+ * never replaced, so a waiter blocks in flock() until the kernel wakes it;
+ * a waiter on the map itself would find it renamed away after every write
+ * (measured: a record waited 1.5 s behind a sweep of a 1,000,000-entry map).
+ * Read-only, so that root and the hook's user can share it whoever made it.
+ */
+function openLockFile(s: MapSettings): number {
+  const path = lockPath(s.path);
+  return translated(s.path, `lock (${path})`, () => {
+    try {
+      return openRegular(path).fd;
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+    }
+    try {
+      return createExclusive(path, 0o644); // not the hook's umask 0077: root's writers share it
+    } catch (e) {
+      if (errnoCode(e) !== 'EEXIST') throw e;
+      return openRegular(path).fd; // another writer made it first
+    }
+  });
+}
+
+/** Takes the writers' lock, waiting until `deadline` (no wait when it has passed); null when still held elsewhere. */
+function takeWriterLock(s: MapSettings, deadline: number): number | null {
+  const fd = openLockFile(s);
+  let held: boolean;
+  try {
+    held = flock(fd, 'ex', Math.max(0, deadline - Date.now()));
+  } catch (e) {
+    closeSync(fd);
+    throw mapError(e, s.path, 'lock');
+  }
+  if (held) return fd;
+  closeSync(fd); // see flock(): an abandoned wait must not share this fd
+  return null;
+}
+
+/**
+ * Creates an empty map while holding the writers' lock: under the private
+ * name first, made with O_EXCL and filled by libdb through its descriptor,
+ * then hard-linked into place, so that the live path never holds a partial
+ * file (link fails if makemap created the map meanwhile; theirs is kept).
  */
 function createMap(s: MapSettings): void {
-  const tmp = `${s.path}.poprelay-new-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    const db = openDatabase(tmp, { type: s.type, readonly: false, create: true, mode: s.mode });
-    db.close();
-    const fd = openSync(tmp, 'r');
+  const tmp = tmpPath(s.path);
+  translated(
+    s.path,
+    'create map',
+    () => {
+      unlinkQuietly(tmp); // left by a killed writer; only a lock holder uses this name
+      const fd = createExclusive(tmp, s.mode);
+      try {
+        openDatabase(fdPath(fd), { type: s.type, readonly: false, create: true, mode: s.mode }).close(); // close fsyncs
+        try {
+          linkSync(tmp, s.path);
+        } catch (e) {
+          if (errnoCode(e) !== 'EEXIST') throw e;
+        }
+      } finally {
+        closeSync(fd);
+        unlinkQuietly(tmp);
+      }
+    },
+    'io',
+  );
+}
+
+interface LiveMap {
+  fd: number;
+  st: ReturnType<typeof openRegular>['st'];
+}
+
+/**
+ * Opens the live map and takes flock(LOCK_EX) on it, the lock makemap and
+ * postmap also take. The lock is only good if the path still names the
+ * locked file (another program may have replaced it): otherwise retry,
+ * until `deadline`.
+ */
+function lockLive(s: MapSettings, createIfMissing: boolean, deadline: number): LiveMap {
+  for (;;) {
+    let live: LiveMap;
     try {
-      fchmodSync(fd, s.mode); // Dovecot runs the hook with umask 0077
-      fsyncSync(fd);
+      live = openRegular(s.path);
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw mapError(e, s.path, 'open map');
+      if (!createIfMissing) throw mapMissingError(s.path);
+      if (Date.now() > deadline) throw lockTimeoutError(s.path, s.lockTimeoutMs);
+      createMap(s);
+      continue;
+    }
+    try {
+      if (!flock(live.fd, 'ex', Math.max(0, deadline - Date.now()))) throw lockTimeoutError(s.path, s.lockTimeoutMs);
+      const now = lstatSync(s.path, { throwIfNoEntry: false });
+      if (now !== undefined && now.ino === live.st.ino && now.dev === live.st.dev) return live;
+    } catch (e) {
+      closeSync(live.fd);
+      throw mapError(e, s.path, 'lock map');
+    }
+    closeSync(live.fd);
+    if (Date.now() > deadline) throw lockTimeoutError(s.path, s.lockTimeoutMs);
+  }
+}
+
+/** Copies the locked live file, by descriptor, into a new private file with its mode (and, for root, owner). */
+function copyLive(s: MapSettings, live: LiveMap): number {
+  const tmp = tmpPath(s.path);
+  unlinkQuietly(tmp); // left by a killed writer; we hold the lock, so it is no one's
+  const fd = createExclusive(tmp, live.st.mode & 0o7777);
+  try {
+    if (process.geteuid?.() === 0) fchownSync(fd, live.st.uid, live.st.gid);
+    const buf = Buffer.allocUnsafe(COPY_CHUNK);
+    for (let pos = 0; ; ) {
+      const n = readSync(live.fd, buf, 0, COPY_CHUNK, pos);
+      if (n === 0) break;
+      for (let w = 0; w < n; ) w += writeSync(fd, buf, w, n - w, pos + w);
+      pos += n;
+    }
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    unlinkQuietly(tmp);
+    throw e;
+  }
+}
+
+/** Applies queued logins to the copy; those older than the timeout are dropped. */
+function applyQueued(db: Database, queued: readonly QueuedLogin[], cutoff: number): boolean {
+  let changed = false;
+  for (const q of queued) {
+    if (q.time >= cutoff) changed = applyLogin(db, q.address.keys, q.time) || changed;
+  }
+  return changed;
+}
+
+/**
+ * One copy-change-fsync-rename, with the writers' lock held: every queued
+ * login plus `change` (which edits the copy and says whether it changed
+ * anything). Returns how many queued logins it took off the queue; with no
+ * change and an empty queue it does nothing at all.
+ */
+function commit(s: MapSettings, change: ((db: Database) => boolean) | null, createIfMissing: boolean, deadline: number): number {
+  const queued = translated(s.path, 'read the login queue of', () => readQueue(s.path).logins);
+  if (change === null && queued.length === 0) return 0;
+  const live = lockLive(s, createIfMissing, deadline);
+  const tmp = tmpPath(s.path);
+  let published = false;
+  try {
+    const fd = translated(s.path, writingCopyOf(s.path), () => copyLive(s, live), 'io');
+    let changed: boolean;
+    try {
+      const db = translated(s.path, 'open map', () => openDb(s, fd, false));
+      try {
+        const cutoff = Math.floor(Date.now() / 1000) - s.timeoutSeconds;
+        changed = applyQueued(db, queued, cutoff);
+        if (change !== null) changed = change(db) || changed;
+      } catch (e) {
+        closeDb(db);
+        throw mapError(e, s.path, writingCopyOf(s.path), 'io');
+      }
+      // close() flushes and fsyncs the copy; one that did not reach the disk is never published.
+      translated(s.path, writingCopyOf(s.path), () => db.close(), 'io');
     } finally {
       closeSync(fd);
     }
-    try {
-      linkSync(tmp, s.path);
-    } catch (e) {
-      if (errnoCode(e) !== 'EEXIST') throw e;
+    if (changed) {
+      translated(s.path, 'replace', () => renameSync(tmp, s.path));
+      published = true;
+      try {
+        syncDirectory(dirname(s.path));
+      } catch {
+        // The rename happened; only its durability is in doubt, and the next write retries it.
+      }
     }
-  } catch (e) {
-    throw mapError(e, s.path, 'create map');
   } finally {
+    if (!published) unlinkQuietly(tmp);
+    closeSync(live.fd);
+  }
+  // Only now, with the logins in the published map (or older than what it holds).
+  translated(s.path, 'clear applied logins from the queue of', () => removeQueued(s.path, queued));
+  return queued.length;
+}
+
+/** Applies the queue, round after round, while logins keep arriving and time is left. */
+function drainLocked(s: MapSettings, deadline: number): void {
+  while (commit(s, null, true, deadline) > 0 && Date.now() < deadline);
+}
+
+/** What became of the queue: applied by this process, or left to the writer that holds the lock. */
+export type QueueOutcome = 'applied' | 'busy';
+
+/**
+ * Applies every queued login without waiting for the lock: a writer that
+ * holds it applies them, since every writer looks at the queue again after
+ * it lets go (here, at the top of the loop). That closes the race: a login
+ * queued before this process's try is seen by whoever held the lock then.
+ */
+export function applyQueue(s: MapSettings): QueueOutcome {
+  const deadline = Date.now() + s.lockTimeoutMs;
+  for (;;) {
+    if (translated(s.path, 'read the login queue of', () => readQueue(s.path).logins.length) === 0) return 'applied';
+    const lock = takeWriterLock(s, 0);
+    if (lock === null) return 'busy';
     try {
-      unlinkSync(tmp);
-    } catch {
-      // already gone
+      drainLocked(s, deadline);
+    } finally {
+      closeSync(lock);
     }
+    if (Date.now() >= deadline) return 'busy';
+  }
+}
+
+/**
+ * The one way poprelay changes a map. `change` edits a private copy and
+ * returns whether it changed anything; only then is the copy published.
+ * Queued logins are applied in the same copy. All of it, waits included,
+ * within lock_timeout_ms.
+ */
+export function updateMap(s: MapSettings, change: (db: Database) => boolean, createIfMissing = true): void {
+  // Checked before the lock file is made, so that a mistyped dbfile leaves
+  // no stray file; lockLive checks again under the lock.
+  if (!createIfMissing && lstatSync(s.path, { throwIfNoEntry: false }) === undefined) throw mapMissingError(s.path);
+  const deadline = Date.now() + s.lockTimeoutMs;
+  const lock = takeWriterLock(s, deadline);
+  if (lock === null) throw lockTimeoutError(s.path, s.lockTimeoutMs);
+  try {
+    commit(s, change, createIfMissing, deadline);
+    drainLocked(s, deadline);
+  } finally {
+    closeSync(lock);
+  }
+  try {
+    applyQueue(s); // logins queued while we held the lock
+  } catch {
+    // Our change is published; those logins stay queued for the next writer or the sweep.
   }
 }
 
@@ -220,183 +366,17 @@ function createMap(s: MapSettings): void {
  * can use it. Never changes an existing map. Returns whether it created one.
  */
 export function ensureMap(s: MapSettings): boolean {
+  const lock = takeWriterLock(s, Date.now() + s.lockTimeoutMs);
+  if (lock === null) throw lockTimeoutError(s.path, s.lockTimeoutMs);
   try {
-    readRecords(s);
-    return false;
-  } catch (e) {
-    if (!(e instanceof PoprelayError) || e.code !== 'ERR_MAP_MISSING') throw e;
-  }
-  createMap(s);
-  return true;
-}
-
-function lockTimeout(s: MapSettings): PoprelayError {
-  return new PoprelayError(
-    'ERR_MAP_LOCK_TIMEOUT',
-    `map ${s.path} stayed locked by another process for more than lock_timeout_ms = ${s.lockTimeoutMs} ms; ` +
-      `find the holder with: fuser -v ${s.path} ${s.path}.lock`,
-  );
-}
-
-/**
- * poprelay's writers queue on a lock file beside the map, which is never
- * replaced. A waiter on the map itself finds it renamed away after every
- * write and must reopen and race again (measured: a record waited 1.5 s
- * behind a sweep of a 1,000,000-entry map); on the lock file it simply
- * blocks until the kernel wakes it. Opened read-only, so that
- * root and the hook's user can share it whoever created it.
- */
-function lockWriters(s: MapSettings, deadline: number): number {
-  const path = `${s.path}.lock`;
-  let fd: number;
-  try {
-    try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      if (errnoCode(e) !== 'ENOENT') throw e;
-      fd = openSync(path, 'a');
-      fchmodSync(fd, 0o644); // not the hook's umask 0077: root's writers share it
+    if (lstatSync(s.path, { throwIfNoEntry: false }) !== undefined) {
+      readRecords(s);
+      return false;
     }
-  } catch (e) {
-    throw mapError(e, s.path, copying(s));
-  }
-  if (!flock(fd, 'ex', Math.max(0, deadline - Date.now()))) {
-    closeSync(fd);
-    throw lockTimeout(s);
-  }
-  return fd;
-}
-
-/**
- * Opens the live map for writing and takes flock(LOCK_EX) on it, the lock
- * makemap and postmap also take. Because writers replace the file, the lock
- * is only good if the path still names the locked file; otherwise retry.
- */
-function lockLive(s: MapSettings, createIfMissing: boolean, deadline: number): { fd: number; st: Stats } {
-  for (;;) {
-    let fd: number;
-    try {
-      fd = openSync(s.path, 'r');
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT' && createIfMissing) {
-        createMap(s);
-        continue;
-      }
-      if (errnoCode(e) === 'ENOENT') throw missing(s);
-      throw mapError(e, s.path, 'open map');
-    }
-    try {
-      if (!flock(fd, 'ex', Math.max(0, deadline - Date.now()))) throw lockTimeout(s);
-      const st = fstatSync(fd);
-      let live: Stats | undefined;
-      try {
-        live = statSync(s.path);
-      } catch {
-        live = undefined;
-      }
-      if (live !== undefined && live.ino === st.ino && live.dev === st.dev) return { fd, st };
-    } catch (e) {
-      closeSync(fd);
-      throw mapError(e, s.path, 'lock map');
-    }
-    closeSync(fd); // replaced while we waited: lock the new file
-  }
-}
-
-/** Only ENOENT: a path we may not look at is for the later open to report. */
-function absent(path: string): boolean {
-  try {
-    statSync(path);
-    return false;
-  } catch (e) {
-    return errnoCode(e) === 'ENOENT';
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
+    createMap(s);
+    readRecords(s); // what is there now is usable (or says why not)
+    return true;
   } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * The one way poprelay changes a map. `change` edits a private copy and
- * returns whether it changed anything; only then is the copy published.
- * All of it, waits included, within lock_timeout_ms.
- */
-export function updateMap(s: MapSettings, change: (db: Database) => boolean, createIfMissing = true): void {
-  // Checked before the lock file is made, so that a mistyped dbfile leaves
-  // no stray file; lockLive checks again under the lock.
-  if (!createIfMissing && absent(s.path)) throw missing(s);
-  const deadline = Date.now() + s.lockTimeoutMs;
-  const queue = lockWriters(s, deadline);
-  try {
-    updateLocked(s, change, createIfMissing, deadline);
-  } finally {
-    closeSync(queue);
-  }
-}
-
-function updateLocked(s: MapSettings, change: (db: Database) => boolean, createIfMissing: boolean, deadline: number): void {
-  const { fd, st } = lockLive(s, createIfMissing, deadline);
-  const tmp = tmpPath(s.path);
-  let published = false;
-  try {
-    try {
-      unlinkSync(tmp); // left by a writer that was killed; we hold the lock, so it is no one's
-    } catch (e) {
-      if (errnoCode(e) !== 'ENOENT') throw mapError(e, tmp, 'remove stale copy');
-    }
-    let db: Database;
-    try {
-      copyFileSync(s.path, tmp, fsConstants.COPYFILE_EXCL);
-      const tfd = openSync(tmp, 'r');
-      try {
-        fchmodSync(tfd, st.mode & 0o7777);
-        if (process.getuid?.() === 0) fchownSync(tfd, st.uid, st.gid);
-      } finally {
-        closeSync(tfd);
-      }
-    } catch (e) {
-      throw mapError(e, s.path, copying(s), 'io');
-    }
-    try {
-      db = openMapFile(s, tmp, false);
-    } catch (e) {
-      throw mapError(e, s.path, 'open map');
-    }
-    let changed: boolean;
-    try {
-      changed = change(db);
-    } catch (e) {
-      closeQuietly(db);
-      throw mapError(e, s.path, copying(s), 'io');
-    }
-    try {
-      db.close(); // flushes and fsyncs the copy; one that did not reach the disk is never published
-    } catch (e) {
-      throw mapError(e, s.path, copying(s), 'io');
-    }
-    if (!changed) return;
-    try {
-      renameSync(tmp, s.path);
-      published = true;
-      fsyncDir(dirname(s.path));
-    } catch (e) {
-      if (!published) throw mapError(e, s.path, 'replace');
-      // The rename happened; only its durability is in doubt, and the next write retries it.
-    }
-  } finally {
-    if (!published) {
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // never created
-      }
-    }
-    closeSync(fd); // releases the lock
+    closeSync(lock);
   }
 }

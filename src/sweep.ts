@@ -4,6 +4,7 @@
 import { sortByAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
 import { mapSettings, sweepMap, type RelayEntry } from './map.js';
+import { actAsMapOwner } from './privilege.js';
 import { formatAgo } from './timefmt.js';
 
 export const SWEEP_USAGE = `Usage: poprelay-sweep [--dry-run] [--verbose | --quiet] [--config FILE]
@@ -46,6 +47,7 @@ export function sweepMain(argv: readonly string[]): number {
   if (values.verbose === true && values.quiet === true) throw new UsageError('--verbose and --quiet exclude each other');
   const now = nowFrom(values);
   const cfg = configFrom(values);
+  actAsMapOwner(cfg.dbfile);
   const dryRun = values['dry-run'] === true;
   const report = sweepMap(mapSettings(cfg), { now, timeoutSeconds: cfg.timeoutMinutes * 60, dryRun });
   const ago = (e: RelayEntry): string => formatAgo(e.time ?? now, now);

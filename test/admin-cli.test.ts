@@ -47,9 +47,9 @@ describe('poprelay list', () => {
     const { ini } = await populated();
     const r = await run(BIN.admin, ['list', '--json', '--config', ini, ...now]);
     expect(JSON.parse(r.stdout)).toEqual([
-      { address: '10.0.0.1', keys: ['10.0.0.1'], permanent: false, lastLogin: T + 600, ageSeconds: -600, leftSeconds: 900, expired: false },
-      { address: '192.0.2.7', keys: ['192.0.2.7'], permanent: false, lastLogin: T - 185, ageSeconds: 185, leftSeconds: 715, expired: false },
-      { address: '192.0.2.100', keys: ['192.0.2.100'], permanent: true, lastLogin: null, ageSeconds: null, leftSeconds: null, expired: false },
+      { address: '10.0.0.1', keys: ['10.0.0.1'], permanent: false, lastLogin: T + 600, ageSeconds: -600, leftSeconds: 900, expired: false, invalid: false, queued: false },
+      { address: '192.0.2.7', keys: ['192.0.2.7'], permanent: false, lastLogin: T - 185, ageSeconds: 185, leftSeconds: 715, expired: false, invalid: false, queued: false },
+      { address: '192.0.2.100', keys: ['192.0.2.100'], permanent: true, lastLogin: null, ageSeconds: null, leftSeconds: null, expired: false, invalid: false, queued: false },
       {
         address: '2001:db8::1',
         keys: ['2001:db8::1', 'ipv6:2001:db8:0:0:0:0:0:1'],
@@ -58,6 +58,8 @@ describe('poprelay list', () => {
         ageSeconds: 1000,
         leftSeconds: 0,
         expired: true,
+        invalid: false,
+        queued: false,
       },
     ]);
   });
@@ -140,6 +142,7 @@ describe('poprelay stats', () => {
         'expired:    1 (older than 15 minutes, removed by the next sweep)',
         'oldest:     2001:db8::1, last login 2027-01-15 07:43:20 (16m40s ago)',
         'newest:     10.0.0.1, last login 2027-01-15 08:10:00 (10m00s in the future)',
+        'queued:     0 logins not yet in the map',
         '',
       ].join('\n'),
     );
@@ -154,6 +157,8 @@ describe('poprelay stats', () => {
       expired: 1,
       oldest: { address: '2001:db8::1', lastLogin: T - 1000 },
       newest: { address: '10.0.0.1', lastLogin: T + 600 },
+      queued: 0,
+      oldestQueued: null,
     });
   });
 });

@@ -278,7 +278,8 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
 
   const cmd = [
     ...(o.netns === undefined ? [] : ['ip', 'netns', 'exec', o.netns]),
-    ...(root === '' ? [] : ['chroot', root]),
+    // The hook needs /proc (it opens the map through /proc/self/fd); a bare chroot has none.
+    ...(root === '' ? [] : ['unshare', '-m', 'sh', '-c', 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', root]),
     'dovecot', '-F', '-c', `${base}/dovecot.conf`,
   ];
   const proc: ChildProcess = spawn(cmd[0] ?? 'dovecot', cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -26,7 +26,7 @@ export function tempDir(prefix = 'poprelay-test-'): string {
 }
 
 export function settings(dir: string, name = 'popip.db', over: Partial<MapSettings> = {}): MapSettings {
-  return { path: join(dir, name), type: 'hash', lockTimeoutMs: 1000, mode: 0o644, ...over };
+  return { path: join(dir, name), type: 'hash', lockTimeoutMs: 1000, mode: 0o644, timeoutSeconds: 900, ...over };
 }
 
 /** db5.3_verify must accept the file. */

@@ -2,7 +2,7 @@
 // chrooted): logins over POP3 and IMAP from many source addresses,
 // configured through the shipped dovecot-conf/ snippet (test/dovecot.ts).
 
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries, type RelayEntry } from '../src/map.js';
@@ -61,16 +61,27 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
     await expectVerified(dc.mapPath);
   });
 
-  it('refreshes the time on a second login', async () => {
+  it('writes nothing for a second login within refresh_seconds; with refresh_seconds = 0 it refreshes the time', async () => {
     expect((await pop3Login({ ...dc.pop3, localAddress: '127.1.2.1' }, 'user0', PASSWORD)).ok).toBe(true);
     const first = (await recorded(dc, '127.1.2.1')).time ?? 0;
+    const published = statSync(dc.mapPath).ino;
     await eventually(() => now() > first, 3000);
     expect((await imapLogin({ ...dc.imap, localAddress: '127.1.2.1' }, 'user1', PASSWORD)).ok).toBe(true);
-    const second = await eventually(() => {
-      const t = entryOf(dc, '127.1.2.1')?.time ?? 0;
-      return t > first ? t : undefined;
-    });
-    expect(second).toBeGreaterThan(first);
+    await eventually(() => dc.log().includes('poprelay: recorded 127.1.2.1 (user=user1, service=imap): already in the map, younger than refresh_seconds; nothing written'));
+    expect(entryOf(dc, '127.1.2.1')?.time).toBe(first);
+    expect(statSync(dc.mapPath).ino).toBe(published); // no copy was made
+    const ini = readFileSync(dc.iniPath, 'utf8');
+    writeFileSync(dc.iniPath, `${ini}refresh_seconds = 0\n`);
+    try {
+      expect((await imapLogin({ ...dc.imap, localAddress: '127.1.2.1' }, 'user1', PASSWORD)).ok).toBe(true);
+      const second = await eventually(() => {
+        const t = entryOf(dc, '127.1.2.1')?.time ?? 0;
+        return t > first ? t : undefined;
+      });
+      expect(second).toBeGreaterThan(first);
+    } finally {
+      writeFileSync(dc.iniPath, ini);
+    }
   });
 
   it('records nothing for a failed login', async () => {

@@ -19,7 +19,8 @@ function setup(extra = ''): { dir: string; ini: string; map: string } {
   const dir = tempDir();
   const map = join(dir, 'popip.db');
   const ini = join(dir, 'poprelay.ini');
-  writeFileSync(ini, `dbfile = ${map}\nignore = 10.9.0.0/16\nlock_timeout_ms = 2000\n${extra}`);
+  const lockTimeout = extra.includes('lock_timeout_ms') ? '' : 'lock_timeout_ms = 2000\n';
+  writeFileSync(ini, `dbfile = ${map}\nignore = 10.9.0.0/16\n${lockTimeout}${extra}`);
   return { dir, ini, map };
 }
 

@@ -155,7 +155,7 @@ describe('poprelay-sweep', () => {
     const during = logins.filter((l) => l.during);
     expect(during.length).toBeGreaterThanOrEqual(3);
     expect(logins.every((l) => l.code === 0)).toBe(true);
-    const entries = readEntries({ path: map, type: 'hash', lockTimeoutMs: 1000, mode: 0o644 });
+    const entries = readEntries({ path: map, type: 'hash', lockTimeoutMs: 1000, mode: 0o644, timeoutSeconds: 900 });
     for (const l of logins) expect(entries.find((e) => e.address === l.ip)?.time).toBeGreaterThanOrEqual(now);
     expect(entries.length).toBe(500_000 + logins.length);
     await expectVerified(map);

@@ -1,0 +1,108 @@
+// The login queue beside the map, <dbfile>.queue/ (README, "Design"). A
+// login is first made durable here, without waiting for anyone, and
+// whichever writer holds the map's lock applies every queued login in its
+// next copy of the map (group commit). A record is one empty file whose
+// name carries all of it, "<unix time>_<address>_<pid>_<random>": creating
+// it with O_EXCL is atomic, so a reader never sees half a record, and a
+// writer killed at any point leaves either a whole record or none.
+
+import { closeSync, fchmodSync, fsyncSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+
+import { parseClientAddress, type ClientAddress } from './address.js';
+import { errnoCode } from './errors.js';
+import { createExclusive, fdPath, openDirectory } from './safefs.js';
+
+export interface QueuedLogin {
+  /** The file name, to remove once applied. */
+  name: string;
+  /** Unix seconds of the login. */
+  time: number;
+  address: ClientAddress;
+}
+
+const RECORD = /^([0-9]{1,10})_([0-9a-f:.]{2,45})_[0-9]{1,10}_[0-9a-f]{1,32}$/;
+
+export function queueDir(mapPath: string): string {
+  return `${mapPath}.queue`;
+}
+
+/** Opens the queue directory, creating it (mode 0755 despite Dovecot's umask 0077) if `create`. Null when absent. */
+function openQueue(mapPath: string, create: boolean): number | null {
+  const dir = queueDir(mapPath);
+  try {
+    return openDirectory(dir);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT' || !create) {
+      if (errnoCode(e) === 'ENOENT') return null;
+      throw e;
+    }
+  }
+  let made = true;
+  try {
+    mkdirSync(dir, 0o755);
+  } catch (e) {
+    if (errnoCode(e) !== 'EEXIST') throw e;
+    made = false;
+  }
+  const fd = openDirectory(dir);
+  if (made) fchmodSync(fd, 0o755);
+  return fd;
+}
+
+/** Queues a login durably: when this returns, a crash cannot lose it. */
+export function enqueueLogin(mapPath: string, address: ClientAddress, time: number): void {
+  const dfd = openQueue(mapPath, true);
+  if (dfd === null) throw new Error('unreachable: queue directory not created');
+  try {
+    const name = `${time}_${address.text}_${process.pid}_${randomBytes(6).toString('hex')}`;
+    closeSync(createExclusive(`${queueDir(mapPath)}/${name}`, 0o644));
+    fsyncSync(dfd); // the name is the record: make the directory entry durable
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+export interface QueueContents {
+  logins: QueuedLogin[];
+  /** Names that are not records (left alone; doctor reports them). */
+  strays: string[];
+}
+
+/** Reads the queue without any lock; empty when there is no queue directory. */
+export function readQueue(mapPath: string): QueueContents {
+  const out: QueueContents = { logins: [], strays: [] };
+  const dfd = openQueue(mapPath, false);
+  if (dfd === null) return out;
+  let names: string[];
+  try {
+    names = readdirSync(fdPath(dfd));
+  } finally {
+    closeSync(dfd);
+  }
+  for (const name of names) {
+    const m = RECORD.exec(name);
+    let address: ClientAddress | undefined;
+    try {
+      address = m === null ? undefined : parseClientAddress(m[2] ?? '');
+    } catch {
+      address = undefined;
+    }
+    // Only the canonical form this program writes is a record.
+    if (m === null || address === undefined || address.text !== m[2]) out.strays.push(name);
+    else out.logins.push({ name, time: Number(m[1]), address });
+  }
+  return out;
+}
+
+/** Removes applied records; one already gone was removed by another writer. */
+export function removeQueued(mapPath: string, logins: readonly QueuedLogin[]): void {
+  const dir = queueDir(mapPath);
+  for (const q of logins) {
+    try {
+      unlinkSync(`${dir}/${q.name}`);
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+    }
+  }
+}
