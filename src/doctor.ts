@@ -4,12 +4,15 @@
 // removes it again, both as the hook's user.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Config } from './config.js';
-import { readEntries, mapSettings, readRecords } from './map.js';
+import { isPoprelayError, quoteUntrusted } from './errors.js';
+import { readEntries, mapSettings, readRecords, type MapSettings } from './map.js';
+import { queueDir, readQueue } from './queue.js';
+import { formatAgo, unixNow } from './timefmt.js';
 
 export interface DoctorPaths {
   /** Passed to doveconf -c; undefined = Dovecot's default. */
@@ -164,7 +167,7 @@ function mapChecks(cfg: Config, user: string): Check[] {
     const n = readRecords(s).length;
     checks.push(ok('map', `${s.path} is a ${s.type} map with ${n} keys`));
   } catch (e) {
-    const fix = /does not exist/.test((e as Error).message)
+    const fix = isPoprelayError(e, 'ERR_MAP_MISSING')
       ? `create it as ${user}: runuser -u ${user} -- poprelay init`
       : 'see "Recovering a damaged map" in the README';
     return [bad('FAIL', 'map', (e as Error).message, fix)];
@@ -176,11 +179,39 @@ function mapChecks(cfg: Config, user: string): Check[] {
   else if (canWrite.status !== 0 || canRead.status !== 0) {
     checks.push(bad('FAIL', 'map access', `${user} cannot ${canRead.status !== 0 ? `read ${s.path}` : `write the directory ${dir}`}`, `chown ${user} ${dir} && chmod 0755 ${dir}`));
   } else checks.push(ok('map access', `${user} can read the map and replace it in ${dir}`));
-  const mode = statSync(s.path).mode & 0o777;
+  checks.push(queueCheck(s, user));
+  const mode = lstatSync(s.path).mode & 0o777;
   if ((mode & 0o004) !== 0) checks.push(ok('map readers', `mode ${mode.toString(8)}: sendmail, Postfix and Exim can read it`));
   else if ((mode & 0o040) !== 0) checks.push(bad('WARN', 'map readers', `mode ${mode.toString(8)}: only the group can read it`, 'make sure the MTA users (smmta, postfix, Debian-exim) are in the map\'s group'));
   else checks.push(bad('FAIL', 'map readers', `mode ${mode.toString(8)}: the MTAs cannot read it`, `chmod 0644 ${s.path}`));
   return checks;
+}
+
+/** How long a login may wait in the queue before doctor calls it stuck: two sweeps. */
+const QUEUE_STUCK_SECONDS = 120;
+
+/** Logins wait in the queue only until the next writer; the sweep applies leftovers every minute. */
+function queueCheck(s: MapSettings, user: string): Check {
+  let q;
+  try {
+    q = readQueue(s.path);
+  } catch (e) {
+    return bad('FAIL', 'map queue', `cannot read ${queueDir(s.path)}: ${(e as Error).message}`, `remove it if it is not a directory; ${user} recreates it`);
+  }
+  if (q.strays.length > 0) {
+    return bad('WARN', 'map queue', `${queueDir(s.path)} holds ${q.strays.length} file(s) that are not queued logins, such as ${quoteUntrusted(q.strays[0] ?? '')}`, 'remove them; only poprelay writes there');
+  }
+  const now = unixNow();
+  const oldest = Math.min(...q.logins.map((l) => l.time));
+  if (q.logins.length > 0 && now - oldest > QUEUE_STUCK_SECONDS) {
+    return bad(
+      'FAIL',
+      'map queue',
+      `${q.logins.length} login(s) queued beside the map, the oldest ${formatAgo(oldest, now)}: the queue is not draining, so those users cannot relay`,
+      'run poprelay-sweep by hand and read its error (a damaged or unwritable map?); check that the sweep is scheduled',
+    );
+  }
+  return ok('map queue', `${q.logins.length} login(s) queued, none older than ${QUEUE_STUCK_SECONDS} s`);
 }
 
 /** sendmail refuses maps under group- or world-writable directories ("unsafe map file"). */

@@ -2,7 +2,7 @@
 // utilities that check every map a test writes.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -66,7 +66,41 @@ export async function makemap(dir: string, name: string, lines: string[], flags:
   return join(dir, `${name}.db`);
 }
 
+/** A map of `n` addresses 10.x.y.z with the value `now`, every `expiredEvery`th two hours older; mode 0644. */
+export async function makemapSized(path: string, n: number, now: number, expiredEvery = 0): Promise<void> {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) lines.push(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${expiredEvery > 0 && i % expiredEvery === 0 ? now - 7200 : now}`);
+  await execa('makemap', ['hash', path.slice(0, -3)], { input: lines.join('\n') + '\n' });
+  chmodSync(path, 0o644);
+}
+
 export const MAPOP = join(ROOT, 'test/fixtures/mapop.mjs');
+
+export interface CrowdLogin {
+  ip: string;
+  /** SIGKILL once the login is queued, or this many ms after the start. */
+  kill?: 'queued' | number;
+}
+
+export interface CrowdResult {
+  ip: string;
+  startMs: number;
+  exitMs: number;
+  /** When the address was first seen in the published map; null if never. */
+  visibleMs: number | null;
+  code: number | null;
+  signal: string | null;
+  killedAfterQueue: boolean;
+  stderr: string;
+}
+
+/** Starts `program` once per login, all at once, from a small launcher (test/fixtures/crowd.mjs). */
+export async function runCrowd(program: string[], logins: CrowdLogin[], map?: string): Promise<{ results: CrowdResult[]; copies: number; peakProcesses: number }> {
+  const plan = join(tempDir(), 'plan.json');
+  writeFileSync(plan, JSON.stringify({ program, map, logins }));
+  const r = await execa('node', [join(ROOT, 'test/fixtures/crowd.mjs'), plan]);
+  return JSON.parse(r.stdout) as { results: CrowdResult[]; copies: number; peakProcesses: number };
+}
 
 /** Runs a program as another user, from the world-readable copy of the app. */
 export function asUser(user: string, program: string, args: string[]): [string, string[]] {
@@ -176,6 +210,7 @@ export const DOCTOR_ALL_OK: Record<string, string> = {
   'dovecot imap': 'OK',
   map: 'OK',
   'map access': 'OK',
+  'map queue': 'OK',
   'map readers': 'OK',
   'map directory': 'OK',
   sweep: 'OK',

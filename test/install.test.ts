@@ -178,6 +178,16 @@ describe('poprelay doctor', () => {
     ['a group-writable directory above the map', (t) => chmodSync(join(t.dir, 'var/lib'), 0o775), 'map directory', /var\/lib is group- or world-writable: sendmail refuses the map as unsafe/],
     ['Dovecot without the snippet', (t) => writeFileSync(t.dovecotConf, '!include /etc/dovecot/dovecot.conf\n'), 'dovecot pop3', /pop3 logins do not run poprelay-login/],
     ['the snippet without vsz_limit', (t) => writeFileSync(t.conf, readFileSync(t.conf, 'utf8').replace(/^\s*vsz_limit = 0\n/gm, '')), 'dovecot imap', /vsz_limit = 256M: Node cannot start and logins are refused/],
+    [
+      'a queue that is not draining',
+      async (t) => {
+        const q = `${t.map}.queue`;
+        await execa('install', ['-d', '-o', 'poprelay', '-g', 'poprelay', '-m', '0755', q]);
+        writeFileSync(join(q, `${Math.floor(Date.now() / 1000) - 600}_192.0.2.77_1_ab`), '');
+      },
+      'map queue',
+      /1 login\(s\) queued beside the map, the oldest 10m0\ds ago: the queue is not draining[\s\S]*fix: run poprelay-sweep by hand/,
+    ],
     ['no sweep schedule', (t) => rmSync(t.cron), 'sweep', /entries never expire/],
     ['a sendmail.cf without the map', (t) => writeFileSync(t.sendmailCf, 'Kaliases implicit /etc/mail/aliases\n'), 'mta', /sendmail\.cf does not use the map/],
     ['a hook that cannot start', (t) => writeFileSync(join(t.dir, 'usr/lib/poprelay/bin/poprelay-login'), '#!/nonexistent/node\n'), 'hook', /did not record it/],

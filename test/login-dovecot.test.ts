@@ -125,8 +125,8 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
     }
   });
 
-  it('records 50 concurrent logins from 50 addresses', async () => {
-    const addrs = Array.from({ length: 50 }, (_, i) => `127.2.${i >> 4}.${(i & 15) + 1}`);
+  it('records 100 concurrent logins from 100 addresses', async () => {
+    const addrs = Array.from({ length: 100 }, (_, i) => `127.2.${i >> 4}.${(i & 15) + 1}`);
     const results = await Promise.all(
       addrs.map((a, i) =>
         i % 2 === 0
@@ -135,7 +135,9 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
       ),
     );
     expect(results.filter((r) => !r.ok).length).toBe(0);
-    await eventually(() => addrs.every((a) => entryOf(dc, a) !== undefined), 20_000);
+    // Each login is queued before its hook lets go, and applied by whichever
+    // hook holds the lock: all of them, however busy the machine.
+    await eventually(() => addrs.every((a) => entryOf(dc, a) !== undefined), 120_000, 'all 100 logins in the map');
     await expectVerified(dc.mapPath);
     expect(dc.log()).not.toMatch(/poprelay: not recorded 127\.2\./);
   });
