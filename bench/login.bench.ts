@@ -1,6 +1,7 @@
 // npm run bench: login latency with a real Dovecot, record cost against map
-// size, sweep cost against db5.3_dump, and the hook's start-up budget, all
-// measured side by side in one run. Writes docs/benchmarks.md.
+// size, sweep cost against db5.3_dump, bursts of hook processes, and the
+// hook's start-up budget, all measured side by side in one run. Writes
+// docs/benchmarks.md.
 // BENCH_LOGINS (default 200) sets the logins per variant and concurrency.
 
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -18,29 +19,10 @@ import { PASSWORD, startDovecot, type Dovecot, type HookKind } from '../test/dov
 import { BIN, makemapSized, mapop, ROOT } from '../test/helpers.js';
 import { pop3Login } from '../test/mailclient.js';
 import { safeDir } from '../test/peers.js';
+import { burstSection } from './burst.js';
+import { header, ms, row, stats, type Verdict } from './report.js';
 
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 200);
-
-interface Stats {
-  n: number;
-  median: number;
-  p90: number;
-  p99: number;
-}
-
-function stats(xs: number[]): Stats {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN;
-  return { n: s.length, median: q(0.5), p90: q(0.9), p99: q(0.99) };
-}
-
-const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : '-');
-const row = (cells: Array<string | number>): string => `| ${cells.join(' | ')} |`;
-
-/** A markdown table's head: the first `textColumns` columns left-aligned, numbers right-aligned. */
-function header(cols: string[], textColumns = 1): string[] {
-  return [row(cols), row(cols.map((_, i) => (i < textColumns ? '---' : '---:')))];
-}
 
 /** Milliseconds of wall time for each of `runs` runs of a command. */
 function timeRuns(runs: number, file: string, args: string[], env?: NodeJS.ProcessEnv): number[] {
@@ -133,7 +115,7 @@ it('benchmarks', async () => {
     });
   }
   const verdicts: string[] = [];
-  const verdict = (target: string, value: number, limit: number, why: string): void => {
+  const verdict: Verdict = (target, value, limit, why) => {
     verdicts.push(`- ${target}: ${value.toFixed(2)} (target ${limit}) ${value <= limit ? 'met.' : `**missed**. ${why}`}`);
   };
   md.push('', 'Added latency over "no post-login script" (medians), and poprelay-login\'s as a ratio to the do-nothing Node script\'s (target: at most 1.25):', '');
@@ -249,12 +231,15 @@ it('benchmarks', async () => {
       `sweep of ${n.toLocaleString('en')} entries against db5.3_dump`,
       sw / dump,
       3,
-      `poprelay-sweep pays Node's start-up (section 4: about ${ms(stats(timeRuns(10, process.execPath, ['-e', ''])).median)} ms) that the C tool does not, and removes in locked batches of about 200 ms, each copying the map.`,
+      `poprelay-sweep pays Node's start-up (section 5: about ${ms(stats(timeRuns(10, process.execPath, ['-e', ''])).median)} ms) that the C tool does not, and removes in locked batches of about 200 ms, each copying the map.`,
     );
   }
 
-  // 4. Start-up budget.
-  md.push('', '## 4. Start-up budget of the hook', '');
+  // 4. Bursts.
+  md.push('', ...(await burstSection(verdict)));
+
+  // 5. Start-up budget.
+  md.push('', '## 5. Start-up budget of the hook', '');
   const firstLine = join(safeDir(), 'first-line.mjs');
   writeFileSync(firstLine, 'process.stdout.write(String(performance.now()));\n');
   const firsts = Array.from({ length: 30 }, () => Number(execFileSync(process.execPath, [firstLine], { encoding: 'utf8' })));

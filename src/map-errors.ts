@@ -63,6 +63,9 @@ export function mapError(e: unknown, path: string, doing: string, unknown: Unkno
   const code = errnoCode(e);
   const detail = ((e as NativeError).detail ?? (e instanceof Error ? e.message : String(e))).replace(/\/proc\/self\/fd\/\d+/g, path);
   const dir = dirname(path);
+  /** The file that failed, when not the map itself (its lock file, its queue, a copy). */
+  const named = (e as NodeJS.ErrnoException).path;
+  const offender = named === undefined || named.startsWith('/proc/') ? path : named;
   const io = (what: string): PoprelayError =>
     new PoprelayError('ERR_MAP_IO', `cannot ${doing} ${path}: ${what}. The map was left as it was.`, { cause: e });
   switch (code) {
@@ -78,15 +81,16 @@ export function mapError(e: unknown, path: string, doing: string, unknown: Unkno
     case 'ELOOP':
       return new PoprelayError(
         'ERR_MAP_UNSAFE',
-        `cannot ${doing} ${path}: it is a symbolic link, and poprelay follows no link in the map's directory ` +
-          `(it replaces the map by renaming a new copy over its name, which would replace the link). ` +
-          `Set dbfile to the real file, or remove the link if you did not make it.`,
+        `cannot ${doing} ${path}: ${offender === path ? 'it' : offender} is a symbolic link, and poprelay follows no link in the map's directory` +
+          (offender === path
+            ? ` (it replaces the map by renaming a new copy over its name, which would replace the link). Set dbfile to the real file, or remove the link if you did not make it.`
+            : `. Remove it if you did not make it; poprelay creates what it needs.`),
         { cause: e },
       );
     case 'ENOTREG':
       return new PoprelayError(
         'ERR_MAP_UNSAFE',
-        `cannot ${doing} ${path}: it is not a regular file (a FIFO, device or directory stands there). ` +
+        `cannot ${doing} ${path}: ${offender === path ? 'it' : offender} is not a regular file (a FIFO, device or directory stands there). ` +
           `Remove it; poprelay creates what it needs.`,
         { cause: e },
       );

@@ -11,9 +11,10 @@ import { closeSync, constants as C, existsSync, fchmodSync, fstatSync, fsyncSync
 const SAFE = C.O_NOFOLLOW | C.O_NONBLOCK;
 
 /** An error with a Node-style errno code, for the callers' translation. */
-function codeError(code: string, message: string): NodeJS.ErrnoException {
+function codeError(code: string, message: string, path?: string): NodeJS.ErrnoException {
   const e: NodeJS.ErrnoException = new Error(message);
   e.code = code;
+  if (path !== undefined) e.path = path;
   return e;
 }
 
@@ -32,7 +33,7 @@ export function openRegular(path: string, flags = C.O_RDONLY): { fd: number; st:
   }
   if (!st.isFile()) {
     closeSync(fd);
-    throw codeError('ENOTREG', `${path} is not a regular file`);
+    throw codeError('ENOTREG', `${path} is not a regular file`, path);
   }
   return { fd, st };
 }
