@@ -124,7 +124,7 @@ it('benchmarks', async () => {
     const base = med(0, conc);
     const add = (vi: number): number => med(vi, conc) - base;
     md.push(row([conc, ms(add(1)), ms(add(2)), ms(add(3)), (add(3) / add(2)).toFixed(2), ms(add(4)), (add(4) / add(2)).toFixed(2)]));
-    const contention = 'On 2 cores the hooks of 16 simultaneous logins compete for CPU; the recording runs at lowered priority after the login is handed on, but still takes CPU and disk.';
+    const contention = 'On 2 cores the hooks of 16 simultaneous logins compete for CPU; the recording runs after the login is handed on, but still takes CPU and disk.';
     verdict(`login latency added, concurrency ${conc}, against the do-nothing Node script`, add(3) / add(2), 1.25, contention);
     verdict(`the same with a 100,000-entry map`, add(4) / add(2), 1.25, `${contention} With a big map each recording also copies and fsyncs 5 MB.`);
   }

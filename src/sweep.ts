@@ -12,7 +12,9 @@ export const SWEEP_USAGE = `Usage: poprelay-sweep [--dry-run] [--verbose | --qui
 Removes the relay map entries whose last login is older than timeout_minutes.
 Entries whose value is not a number (such as OK) are permanent and stay. The
 two keys of an IPv6 address are removed together. Entries dated in the future
-count as fresh. Run it every minute, as the map's owner (scripts/poprelay.cron,
+count as fresh; all-digit values past the year 2286 are invalid and removed.
+First it applies any logins still queued beside the map (dbfile.queue), so
+none waits longer than a minute. Run it every minute, as the map's owner (scripts/poprelay.cron,
 or the systemd timer scripts/poprelay-sweep.timer).
 
   --dry-run      change nothing; list each entry that would be removed, with its age
