@@ -13,7 +13,6 @@ import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
 import { classifyValue } from './values.js';
 
 export { ensureMap, readRecords, updateMap, type MapSettings } from './mapfile.js';
-export { isPermanentValue } from './values.js';
 
 export function mapSettings(cfg: Config): MapSettings {
   return { path: cfg.dbfile, type: cfg.dbtype, lockTimeoutMs: cfg.lockTimeoutMs, mode: cfg.mapMode, timeoutSeconds: cfg.timeoutMinutes * 60 };

@@ -11,7 +11,7 @@
 // through safefs.ts: no links followed, no FIFO waited on, libdb pointed at
 // the descriptor and not at the name (docs/security.md).
 
-import { closeSync, fchownSync, linkSync, lstatSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchownSync, linkSync, lstatSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 
 import { flock, openDatabase, unpackRecords, type Database, type DbType } from './bdb.js';
@@ -179,6 +179,7 @@ function createMap(s: MapSettings): void {
         openDatabase(fdPath(fd), { type: s.type, readonly: false, create: true, mode: s.mode }).close(); // close fsyncs
         try {
           linkSync(tmp, s.path);
+          syncDirectory(dirname(s.path));
         } catch (e) {
           if (errnoCode(e) !== 'EEXIST') throw e;
         }
@@ -193,7 +194,7 @@ function createMap(s: MapSettings): void {
 
 interface LiveMap {
   fd: number;
-  st: ReturnType<typeof openRegular>['st'];
+  st: Stats;
 }
 
 /**

@@ -19,10 +19,6 @@ export function classifyValue(value: string): EntryValue {
   return { kind: 'dated', time: Number(value) };
 }
 
-export function isPermanentValue(value: string): boolean {
-  return classifyValue(value).kind === 'permanent';
-}
-
 const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1');
 
 /**

@@ -57,7 +57,7 @@ describe('writers killed with SIGKILL', () => {
     let rnd = 42;
     // The high bits of the generator: its low bits cycle with a short period.
     const random = (n: number): number => ((rnd = (rnd * 1103515245 + 12345) % 2 ** 31), Math.floor((rnd / 2 ** 31) * n));
-    const syscalls = ['copy_file_range', 'pwrite64', 'fsync', 'rename'];
+    const syscalls = ['pread64', 'pwrite64', 'fsync', 'rename'];
     const kinds: Record<string, number> = {};
     for (let trial = 0; trial < 240; trial++) {
       replenishExpired();
