@@ -314,7 +314,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
         await pop3Greets(dc.pop3);
         await converse(dc.imap, [{ until: /^\* OK/m }, { send: 'z LOGOUT', until: /^z OK/m }], 2000);
       },
-      20_000,
+      60_000,
       () => stderr,
     );
   } catch (e) {

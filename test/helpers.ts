@@ -167,9 +167,11 @@ function flocksOn(path: string): { holders: number[]; waiters: number[] } {
 
 /**
  * Polls `check` until it returns a value (not undefined or false), or fails
- * after `ms`, naming `what` was awaited.
+ * after `ms`, naming `what` was awaited. The default bound is generous on
+ * purpose: a fresh 2-core machine with other load beside it is slow, and
+ * the bound only matters when the state never comes.
  */
-export async function eventually<T>(check: () => T | undefined | false, ms = 10_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(check: () => T | undefined | false, ms = 60_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = check();
@@ -188,13 +190,13 @@ export async function holdLock(path: string, mode: '-x' | '-s' = '-x', seconds =
   const child = spawn('flock', ['-o', mode, path, 'sleep', String(seconds)], { stdio: 'ignore' });
   const pid = child.pid ?? -1;
   // A short-lived holder may be gone before a busy machine lets us look.
-  await eventually(() => child.exitCode !== null || flocksOn(path).holders.includes(pid), 20_000, `flock ${mode} ${path}`);
+  await eventually(() => child.exitCode !== null || flocksOn(path).holders.includes(pid), 60_000, `flock ${mode} ${path}`);
   return () => child.kill('SIGKILL');
 }
 
 /** Resolves once some process is blocked waiting for a lock on the file now at `path`. */
 export async function lockWaiter(path: string): Promise<void> {
-  await eventually(() => flocksOn(path).waiters.length > 0, 20_000, `a process waiting for the lock on ${path}`);
+  await eventually(() => flocksOn(path).waiters.length > 0, 60_000, `a process waiting for the lock on ${path}`);
 }
 
 /** poprelay doctor's verdict per check, from its output: { config: 'OK', ... }. */

@@ -26,7 +26,7 @@ export interface Endpoint {
   localAddress?: string;
 }
 
-export function converse(ep: Endpoint, steps: Step[], timeoutMs = 20_000): Promise<Conversation> {
+export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000): Promise<Conversation> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const socket: Socket = connect({ host: ep.host, port: ep.port, localAddress: ep.localAddress });
