@@ -4,6 +4,7 @@
 
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 
 import { BIN, makemapSized, ROOT, runCrowd, type CrowdResult } from '../test/helpers.js';
 import { safeDir } from '../test/peers.js';
@@ -28,10 +29,14 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
     'found in the published map (looked up after each rename, and every 10 ms). The same N do-nothing Node processes',
     '(`node -e 0`) give the floor: the time the crowd takes just to start and exit. "poprelayd-style" is a Perl hook',
     'that ties the map with DB_File and writes in place under flock, one login at a time. Each run gets a fresh copy',
-    'of its map. Milliseconds from each process\'s start. Target: poprelay\'s p99 to visible within 1.25x of the',
-    'do-nothing crowd\'s p99 to exit.',
+    'of its map. Milliseconds from each process\'s start, to its exit and to its address being visible. Node\'s',
+    'spawn() returns only once a child has started, so a crowd is started as fast as the machine lets it, not in',
+    'one instant; every variant is started the same way. "recorded": visible by the time the crowd\'s last process',
+    'exited; a poprelay login still queued then (a lock holder stops applying others\' logins after lock_timeout_ms)',
+    'goes in with the next writer or the sweep, within a minute. "verifies": `db5.3_verify` on the map after the crowd.',
+    'Target: poprelay\'s p99 to visible within 1.25x of the do-nothing crowd\'s p99 to exit.',
     '',
-    ...header(['N', 'map entries', 'variant', 'recorded', 'copies', 'p50', 'p99'], 3),
+    ...header(['N', 'map entries', 'variant', 'recorded', 'copies', 'verifies', 'exit p50', 'exit p99', 'visible p50', 'visible p99'], 3),
   ];
   const dir = safeDir();
   const originals = new Map<number, string>();
@@ -52,7 +57,7 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
     const logins = Array.from({ length: crowd }, (_, i) => ({ ip: address(i) }));
     const floor = await runCrowd([process.execPath, '-e', '0'], logins);
     const floorExit = stats(floor.results.map((r) => r.exitMs - r.startMs));
-    md.push(row([crowd, '-', 'do-nothing Node (to exit)', '-', '-', ms(floorExit.median), ms(floorExit.p99)]));
+    md.push(row([crowd, '-', 'do-nothing Node', '-', '-', '-', ms(floorExit.median), ms(floorExit.p99), '-', '-']));
     for (const n of MAPS) {
       for (const [label, program] of [
         ['poprelay-login', [BIN.login, '--config', ini]],
@@ -61,14 +66,18 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
         fresh(n);
         const run = await runCrowd([...program], logins, map);
         const seen = stats(visibleAfterStart(run.results));
+        const exit = stats(run.results.map((r) => r.exitMs - r.startMs));
         const recorded = run.results.filter((r) => r.visibleMs !== null).length;
-        md.push(row([crowd, n.toLocaleString('en'), label, `${recorded}/${crowd}`, label.startsWith('poprelay-login') ? run.copies : 'in place', ms(seen.median), ms(seen.p99)]));
+        const verifies = (await execa('db5.3_verify', ['-q', map], { reject: false })).exitCode === 0 ? 'yes' : '**no**';
+        md.push(
+          row([crowd, n.toLocaleString('en'), label, `${recorded}/${crowd}`, label.startsWith('poprelay-login') ? run.copies : 'in place', verifies, ms(exit.median), ms(exit.p99), ms(seen.median), ms(seen.p99)]),
+        );
         if (label === 'poprelay-login') {
           verdict(
             `burst of ${crowd} on ${n.toLocaleString('en')} entries: p99 to visible against the do-nothing crowd's p99 to exit`,
             seen.p99 / floorExit.p99,
             1.25,
-            'each hook runs longer than `node -e 0` (it loads the config, libdb and the map code), and the last logins of a crowd wait for one more copy of the map.',
+            'the crowd queues for the CPU, not for the lock: a poprelay-login process costs about 1.5 times the CPU of `node -e 0` (it loads the config, libdb and the map code; sections 2 and 5), so on 2 cores the backlog grows through the crowd, and each login is visible about when its own process exits (compare the exit and visible columns). Fewer copies than logins, and map size matters only at 1,000,000 entries. The lever is the hook\'s CPU per login, not the queue.',
           );
         }
       }
