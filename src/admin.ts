@@ -1,6 +1,6 @@
 // poprelay: the administrator's command (list, add, del, check, stats, flush).
 
-import { statSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 import { parseClientAddress, sortByAddress } from './address.js';
@@ -230,18 +230,19 @@ queued beside the map and not yet in it.
       const entries = readEntries(s); // counted, not listed: no address sort
       const queued = readQueued(s).sort((a, b) => a.time - b.time);
       const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
+      const timed = dated.filter((e) => e.invalid !== true); // an invalid value has no time to show
       const edge = (e: (RelayEntry & { time: number }) | undefined) => (e === undefined ? null : { address: e.address, lastLogin: e.time });
       const stats = {
         map: ctx.config().dbfile,
         type: ctx.config().dbtype,
-        bytes: statSync(ctx.config().dbfile).size,
+        bytes: lstatSync(ctx.config().dbfile).size,
         entries: entries.length,
         keys: entries.reduce((n, e) => n + e.keys.length, 0),
         dated: dated.length,
         permanent: entries.length - dated.length,
         expired: dated.filter((e) => ctx.now - e.time > timeout).length,
-        oldest: edge(dated[0]),
-        newest: edge(dated[dated.length - 1]),
+        oldest: edge(timed[0]),
+        newest: edge(timed[timed.length - 1]),
         queued: queued.length,
         oldestQueued: queued[0] === undefined ? null : { address: queued[0].address.text, lastLogin: queued[0].time },
       };

@@ -296,6 +296,9 @@ describe('output hygiene', () => {
     const list = await run(BIN.admin, ['list', '--config', s.ini]);
     expect(list.stdout).toMatch(/^192\.0\.2\.40 +- +- +invalid value: removed by the next sweep$/m);
     expect(list.stdout).not.toMatch(/NaN/);
+    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', s.ini])).stdout) as { expired: number; oldest: unknown };
+    expect(stats.expired).toBe(2); // the invalid ones, due for the sweep
+    expect(stats.oldest).toBeNull(); // no time to show
     const check = await run(BIN.admin, ['check', '192.0.2.40', '--config', s.ini]);
     expect(check.stdout).toMatch(/may relay until the next sweep: its value is no possible time \(invalid\)/);
     const sweep = await run(BIN.sweep, ['--config', s.ini]);
