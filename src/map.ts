@@ -6,7 +6,7 @@
 
 import { addressOfKey, type ClientAddress } from './address.js';
 import type { Config } from './config.js';
-import { applyQueue, lookupKeys, readRecords, updateMap, type MapSettings } from './mapfile.js';
+import { applyQueue, HOLD_TARGET_MS, letWaitersIn, lookupKeys, readRecords, updateMap, type MapSettings } from './mapfile.js';
 import { PoprelayError } from './errors.js';
 import { mapError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
@@ -29,15 +29,9 @@ export interface RelayEntry {
   invalid?: true;
 }
 
-/** Time for a writer woken at the end of a batch to take the lock. */
-const BATCH_PAUSE_MS = 3;
 /** How long one sweep batch should hold the lock. */
-const BATCH_TARGET_MS = 200;
+const BATCH_TARGET_MS = HOLD_TARGET_MS;
 const FIRST_BATCH = 2000;
-
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
 
 /** Groups records into entries: an IPv6 address's two keys become one entry. */
 function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
@@ -206,9 +200,7 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
   }
   let size = o.batchSize ?? FIRST_BATCH;
   for (let i = 0; i < expired.length; ) {
-    // Let waiting writers in between batches: the kernel wakes them when a
-    // batch lets go, and a sweep that relocked at once could win every race.
-    if (i > 0) sleepMs(BATCH_PAUSE_MS);
+    if (i > 0) letWaitersIn();
     const batch = expired.slice(i, i + size);
     i += batch.length;
     const started = performance.now();

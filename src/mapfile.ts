@@ -307,9 +307,25 @@ function commit(s: MapSettings, change: ((db: Database) => boolean) | null, crea
   return queued.length;
 }
 
-/** Applies the queue, round after round, while logins keep arriving and time is left. */
+/** How long a writer holds the lock for others' work (queued logins, a sweep batch) before it lets waiters in. */
+export const HOLD_TARGET_MS = 200;
+
+/**
+ * Time for a writer the kernel woke when the lock was let go to take it: a
+ * writer that relocked at once could win every race, and an administrator's
+ * command waiting behind a storm of logins would time out.
+ */
+export function letWaitersIn(): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3);
+}
+
+/**
+ * Applies the queue, round after round, while logins keep arriving, for at
+ * most HOLD_TARGET_MS; `deadline` bounds the waits for the map's own lock.
+ */
 function drainLocked(s: MapSettings, deadline: number): void {
-  while (commit(s, null, true, deadline) > 0 && Date.now() < deadline);
+  const holdUntil = Math.min(deadline, Date.now() + HOLD_TARGET_MS);
+  while (commit(s, null, true, deadline) > 0 && Date.now() < holdUntil);
 }
 
 /** What became of the queue: applied by this process, or left to the writer that holds the lock. */
@@ -320,11 +336,15 @@ export type QueueOutcome = 'applied' | 'busy';
  * holds it applies them, since every writer looks at the queue again after
  * it lets go (here, at the top of the loop). That closes the race: a login
  * queued before this process's try is seen by whoever held the lock then.
+ * It holds the lock in turns of HOLD_TARGET_MS and goes on for at most
+ * lock_timeout_ms; what is still queued then goes in with the next writer
+ * or the sweep.
  */
 export function applyQueue(s: MapSettings): QueueOutcome {
   const deadline = Date.now() + s.lockTimeoutMs;
-  for (;;) {
+  for (let first = true; ; first = false) {
     if (translated(s.path, 'read the login queue of', () => readQueue(s.path).logins.length) === 0) return 'applied';
+    if (!first) letWaitersIn();
     const lock = takeWriterLock(s, 0);
     if (lock === null) return 'busy';
     try {
