@@ -55,7 +55,7 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
     await eventually(() => log().includes('poprelay-pop3: Info: poprelay: recorded 127.7.0.1 (user=demo, service=pop3)'));
     expect(log()).toMatch(/master: Info: Dovecot v2\.4\.\d/);
     const map = upper('var/lib/poprelay/popip.db');
-    const entry = readEntries(settings(join(work, 'upper/var/lib/poprelay'))).find((e) => e.address === '127.7.0.1');
+    const entry = await eventually(() => readEntries(settings(join(work, 'upper/var/lib/poprelay'))).find((e) => e.address === '127.7.0.1'));
     expect(entry?.time).toBeGreaterThanOrEqual(t0);
     await expectVerified(map);
   });
