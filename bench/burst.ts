@@ -2,7 +2,7 @@
 // sizes, side by side with the same crowd of do-nothing Node processes and
 // of a poprelayd-style in-place writer (bench/poprelayd-style.pl).
 
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
@@ -49,8 +49,11 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
   const map = join(dir, 'popip.db');
   const ini = join(dir, 'poprelay.ini');
   writeFileSync(ini, `dbfile = ${map}\nignore =\n`);
+  // A fresh map and an empty queue: a login a crowd left queued must not
+  // show up as visible in the next run (the addresses repeat).
   const fresh = (n: number): void => {
     copyFileSync(originals.get(n) ?? '', map);
+    rmSync(`${map}.queue`, { recursive: true, force: true });
   };
 
   for (const crowd of CROWDS) {

@@ -46,9 +46,9 @@ function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
       byAddress.set(address, v.kind === 'invalid' ? { address, keys: [key], time, invalid: true } : { address, keys: [key], time });
     } else {
       e.keys.push(key);
-      // Permanent wins; otherwise the newer time counts.
+      // Permanent wins; otherwise the newer time counts. Invalid only when every key is.
       e.time = e.time === null || time === null ? null : Math.max(e.time, time);
-      if (v.kind !== 'invalid' && e.time !== 0) delete e.invalid;
+      if (v.kind !== 'invalid') delete e.invalid;
     }
   }
   return [...byAddress.values()];

@@ -18,7 +18,7 @@ import { flock, openDatabase, unpackRecords, type Database, type DbType } from '
 import { errnoCode, isPoprelayError } from './errors.js';
 import { lockTimeoutError, mapError, mapMissingError, nulKeysError, translated, typeMismatchError } from './map-errors.js';
 import { readQueue, removeQueued, type QueuedLogin } from './queue.js';
-import { closeQuietly, createExclusive, fdPath, openRegular, syncDirectory } from './safefs.js';
+import { createExclusive, fdPath, openRegular, syncDirectory } from './safefs.js';
 import { applyLogin } from './values.js';
 
 export interface MapSettings {

@@ -27,17 +27,21 @@ export function queueDir(mapPath: string): string {
   return `${mapPath}.queue`;
 }
 
-/** Opens the queue directory, creating it (mode 0755 despite Dovecot's umask 0077) if `create`. Null when absent. */
-function openQueue(mapPath: string, create: boolean): number | null {
-  const dir = queueDir(mapPath);
+/** Opens the queue directory; null when there is none. */
+function openQueue(mapPath: string): number | null {
   try {
-    return openDirectory(dir);
+    return openDirectory(queueDir(mapPath));
   } catch (e) {
-    if (errnoCode(e) !== 'ENOENT' || !create) {
-      if (errnoCode(e) === 'ENOENT') return null;
-      throw e;
-    }
+    if (errnoCode(e) === 'ENOENT') return null;
+    throw e;
   }
+}
+
+/** Opens the queue directory, creating it (mode 0755 despite Dovecot's umask 0077) when there is none. */
+function openOrMakeQueue(mapPath: string): number {
+  const existing = openQueue(mapPath);
+  if (existing !== null) return existing;
+  const dir = queueDir(mapPath);
   let made = true;
   try {
     mkdirSync(dir, 0o755);
@@ -52,8 +56,7 @@ function openQueue(mapPath: string, create: boolean): number | null {
 
 /** Queues a login durably: when this returns, a crash cannot lose it. */
 export function enqueueLogin(mapPath: string, address: ClientAddress, time: number): void {
-  const dfd = openQueue(mapPath, true);
-  if (dfd === null) throw new Error('unreachable: queue directory not created');
+  const dfd = openOrMakeQueue(mapPath);
   try {
     const name = `${time}_${address.text}_${process.pid}_${randomBytes(6).toString('hex')}`;
     closeSync(createExclusive(`${queueDir(mapPath)}/${name}`, 0o644));
@@ -72,7 +75,7 @@ export interface QueueContents {
 /** Reads the queue without any lock; empty when there is no queue directory. */
 export function readQueue(mapPath: string): QueueContents {
   const out: QueueContents = { logins: [], strays: [] };
-  const dfd = openQueue(mapPath, false);
+  const dfd = openQueue(mapPath);
   if (dfd === null) return out;
   let names: string[];
   try {

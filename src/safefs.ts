@@ -82,12 +82,3 @@ export function syncDirectory(dir: string): void {
     closeSync(fd);
   }
 }
-
-/** Closes a descriptor whose state no longer matters. */
-export function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
-  }
-}
