@@ -116,7 +116,7 @@ if [[ $uninstall -eq 1 ]]; then
 fi
 
 # 1. Build, if this checkout is not built yet.
-if [[ ! -f $src/dist/login.js || ! -f $src/build/Release/poprelay_bdb.node ]]; then
+if [[ ! -f $src/dist/poprelay-login.cjs || ! -f $src/build/Release/poprelay_bdb.node ]]; then
   say "building (npm ci)"
   run bash -c "cd $(printf %q "$src") && npm ci --no-audit --no-fund"
 fi
@@ -127,8 +127,9 @@ if [[ $make_user -eq 1 ]] && ! id -u "$user" >/dev/null 2>&1; then
   run useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$user"
 fi
 
-# 3. The programs: a copy of what they load at run time, with the absolute
-#    interpreter path (Dovecot runs the hook with no PATH), linked into sbin.
+# 3. The programs: a copy of what they load at run time, with absolute paths
+#    written in (Dovecot runs the hook with no PATH), linked into sbin. The
+#    hook is a sh front: its node= and recorder= lines get the paths.
 say "installing programs into $root$lib, linked from $root$sbin"
 run mkdir -p "$root$lib/bin" "$root$lib/build/Release" "$root$lib/node_modules" "$root$sbin"
 run rm -rf "$root$lib/dist" "$root$lib/node_modules/ini"
@@ -136,11 +137,24 @@ run cp -R "$src/dist" "$root$lib/dist"
 run cp "$src/build/Release/poprelay_bdb.node" "$root$lib/build/Release/"
 run cp -R "$src/node_modules/ini" "$root$lib/node_modules/ini"
 run cp "$src/package.json" "$root$lib/package.json"
+# The hook's Node flags (bin/poprelay-login): Node 24 refuses --no-expose-wasm.
+hook_flags='--jitless --no-expose-wasm'
+"$node" $hook_flags -e 0 2>/dev/null || hook_flags='--jitless'
+# Whether that Node starts within Dovecot's default vsz_limit (256M): Node 20
+# and 22 do without the JIT; Node 24 reserves more, and its post-login
+# services get vsz_limit = 0 (2.4: unlimited).
+needs_vsz=0
+MALLOC_ARENA_MAX=1 prlimit --as=268435456 --data=268435456 "$node" $hook_flags -e 0 >/dev/null 2>&1 || needs_vsz=1
 for p in "${programs[@]}"; do
   if [[ $dry_run -eq 1 ]]; then
-    echo "would write $root$lib/bin/$p with #!$node"
+    echo "would write $root$lib/bin/$p running $node"
   else
-    { echo "#!$node"; tail -n +2 "$src/bin/$p"; } > "$root$lib/bin/$p"
+    if [[ $p == poprelay-login ]]; then
+      sed -e "s|^node=.*|node='$node'|" -e "s|^recorder=.*|recorder='$lib/dist/poprelay-login.cjs'|" -e "s|^flags=.*|flags='$hook_flags'|" \
+        "$src/bin/$p" > "$root$lib/bin/$p"
+    else
+      { echo "#!$node"; tail -n +2 "$src/bin/$p"; } > "$root$lib/bin/$p"
+    fi
     chmod 755 "$root$lib/bin/$p"
   fi
   run ln -sfn "$lib/bin/$p" "$root$sbin/$p"
@@ -196,7 +210,14 @@ case "$dovecot_version" in
     say "installing the Dovecot $dovecot_version snippet as $root$dovecot_confdir/95-poprelay.conf"
     run mkdir -p "$root$dovecot_confdir"
     if [[ $dry_run -eq 0 ]]; then
-      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login$config_arg|" -e "s|user = poprelay|user = $user|" \
+      unlimited=0
+      [[ $dovecot_version == 2.3 ]] || unlimited=unlimited
+      vsz_line=
+      if [[ $needs_vsz -eq 1 ]]; then
+        say "$node does not start within Dovecot's default vsz_limit: the post-login services get vsz_limit = $unlimited"
+        vsz_line="\\n  vsz_limit = $unlimited"
+      fi
+      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login$config_arg|" -e "s|^\( *\)user = poprelay\$|\1user = $user$vsz_line|" \
         "$src/dovecot-conf/$dovecot_version/95-poprelay.conf" > "$root$dovecot_confdir/95-poprelay.conf"
       chmod 644 "$root$dovecot_confdir/95-poprelay.conf"
     fi

@@ -229,6 +229,31 @@ export function parseNetwork(input: string): Network | string {
   return { family, address: addr, prefix };
 }
 
+/** The address as 16-bit groups: two for IPv4, eight for IPv6. */
+function groupsOf(text: string): number[] | string {
+  if (text.includes(':')) return parseIPv6(text);
+  const o = parseIPv4(text);
+  return typeof o === 'string' ? o : [((o[0] ?? 0) << 8) | (o[1] ?? 0), ((o[2] ?? 0) << 8) | (o[3] ?? 0)];
+}
+
+/**
+ * Whether a client address lies in a network (the ignore list's test). By
+ * hand rather than with node:net's BlockList: node:net brings Node's stream
+ * modules into every hook process, several milliseconds of CPU per login
+ * (docs/benchmarks.md, section 5).
+ */
+export function inNetwork(addr: ClientAddress, net: Network): boolean {
+  if (addr.family !== net.family) return false;
+  const a = groupsOf(addr.text);
+  const n = groupsOf(net.address);
+  if (typeof a === 'string' || typeof n === 'string') return false;
+  for (let i = 0, left = net.prefix; left > 0; i++, left -= 16) {
+    const mask = left >= 16 ? 0xffff : (0xffff << (16 - left)) & 0xffff;
+    if (((a[i] ?? 0) & mask) !== ((n[i] ?? 0) & mask)) return false;
+  }
+  return true;
+}
+
 /**
  * A sort key for display order: IPv4 numerically, then IPv6 numerically,
  * then keys that are not addresses, by text. Computed once per entry (a

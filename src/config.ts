@@ -3,11 +3,10 @@
 // a file the administrator named explicitly must exist.
 
 import { closeSync, fstatSync, openSync, readFileSync, statSync, type Stats } from 'node:fs';
-import { BlockList } from 'node:net';
 import { dirname, isAbsolute } from 'node:path';
 import { parse as parseIni } from 'ini';
 
-import { parseNetwork, type Network } from './address.js';
+import { inNetwork, parseNetwork, type ClientAddress, type Network } from './address.js';
 import type { DbType } from './bdb.js';
 import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
 
@@ -22,10 +21,8 @@ export interface Config {
   lockTimeoutMs: number;
   /** A login whose entry is younger than this writes nothing; 0: every login writes. */
   refreshSeconds: number;
-  /** The ignore list as written, for display. */
+  /** The ignore list, in the order written. */
   ignore: readonly Network[];
-  /** The same networks, for matching. */
-  ignoreList: BlockList;
   mapMode: number;
   logRecorded: boolean;
 }
@@ -133,10 +130,9 @@ function configError(source: string, message: string): PoprelayError {
   return new PoprelayError('ERR_CONFIG', `config ${source}: ${message}`);
 }
 
-function buildBlockList(nets: readonly Network[]): BlockList {
-  const list = new BlockList();
-  for (const n of nets) list.addSubnet(n.address, n.prefix, n.family === 4 ? 'ipv4' : 'ipv6');
-  return list;
+/** Whether the ignore list covers a client address. */
+export function isIgnored(cfg: Pick<Config, 'ignore'>, addr: ClientAddress): boolean {
+  return cfg.ignore.some((n) => inNetwork(addr, n));
 }
 
 function unknownName(where: string, what: string): PoprelayError {
@@ -206,7 +202,6 @@ export function parseConfig(text: string, source: string | null): Config {
     lockTimeoutMs: p.lock_timeout_ms,
     refreshSeconds: p.refresh_seconds,
     ignore: p.ignore,
-    ignoreList: buildBlockList(p.ignore),
     mapMode: p.map_mode,
     logRecorded: p.log_recorded,
   };

@@ -51,12 +51,18 @@ function bad(status: 'WARN' | 'FAIL', name: string, detail: string, fix: string)
   return { status, name, detail, fix };
 }
 
-/** Runs a command as `user`; null when this process may not switch users. */
-function asUser(user: string, cmd: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stderr: string } | null {
+/**
+ * Runs a command as `user`, within an address-space limit if given (as
+ * Dovecot's vsz_limit); null when this process may not switch users.
+ * Bounded: a hook that hangs must not hang doctor.
+ */
+function asUser(user: string, cmd: string[], env: NodeJS.ProcessEnv = {}, vsz: number | null = null): { status: number | null; stderr: string } | null {
   if (process.getuid?.() !== 0) return null;
   const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout?.trim() ?? '';
   if (!/^\d+$/.test(gid)) return { status: 1, stderr: `no user ${user}` };
-  const r = spawnSync('setpriv', [`--reuid=${user}`, `--regid=${gid}`, '--init-groups', ...cmd], { env, encoding: 'utf8' });
+  const asThem = ['setpriv', `--reuid=${user}`, `--regid=${gid}`, '--init-groups', ...cmd];
+  const [file = 'setpriv', ...args] = vsz === null ? asThem : ['prlimit', `--as=${vsz}`, `--data=${vsz}`, '--', ...asThem];
+  const r = spawnSync(file, args, { env, encoding: 'utf8', timeout: 120_000 });
   return { status: r.status, stderr: r.stderr ?? '' };
 }
 
@@ -106,17 +112,23 @@ export function parseDoveconfProtocols(text: string): string[] {
   return ['imap', 'pop3'];
 }
 
-/** Whether a vsz_limit lets Node start: unlimited, or at least about 1 GB. */
-function vszAllowsNode(v: string | undefined): boolean {
-  if (v === undefined) return false;
-  if (v === '0' || v === 'unlimited') return true;
+/** A vsz_limit in bytes, as Dovecot applies it (RLIMIT_AS and RLIMIT_DATA); null: no limit. */
+export function vszBytes(v: string): number | null {
+  if (v === '0' || v === 'unlimited') return null;
   const m = /^(\d+)\s*([kmgt]?)b?$/i.exec(v);
-  if (!m) return false;
+  if (!m) return null;
   const mult: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
-  return Number(m[1]) * (mult[(m[2] ?? '').toLowerCase()] ?? 1) >= 2 ** 30;
+  return Number(m[1]) * (mult[(m[2] ?? '').toLowerCase()] ?? 1);
 }
 
-function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string[]; user?: string } {
+interface HookService {
+  /** The hook and the words Dovecot passes it, as script-login runs it. */
+  hook: string[];
+  user: string;
+  vsz: string;
+}
+
+function dovecotChecks(paths: DoctorPaths): { checks: Check[]; service?: HookService } {
   const args = paths.doveconfConfig === undefined ? ['-n'] : ['-n', '-c', paths.doveconfConfig];
   let text: string;
   try {
@@ -128,8 +140,7 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string[]; 
   const services = parseDoveconfServices(text);
   const protocols = parseDoveconfProtocols(text);
   const checks: Check[] = [];
-  let hook: string[] | undefined;
-  let user: string | undefined;
+  let service: HookService | undefined;
   for (const proto of ['pop3', 'imap']) {
     const name = `dovecot ${proto}`;
     if (!protocols.includes(proto)) {
@@ -146,18 +157,12 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; hook?: string[]; 
       );
       continue;
     }
-    // The hook and the words Dovecot passes it, as script-login will run it.
-    hook = words.slice(1);
-    user = svc.user || 'root';
     // doveconf -n leaves out defaults: the service then has default_vsz_limit.
     const vsz = svc.vsz_limit ?? /^default_vsz_limit = (.*)$/m.exec(text)?.[1] ?? '256M';
-    if (!vszAllowsNode(vsz)) {
-      checks.push(bad('FAIL', name, `service ${post} has vsz_limit = ${vsz}: Node cannot start and logins are refused`, `set vsz_limit = 0 (2.4: unlimited) in service ${post}`));
-      continue;
-    }
-    checks.push(ok(name, `post-login service ${post} runs ${hook.join(' ')} as ${user}, vsz_limit = ${vsz}`));
+    service = { hook: words.slice(1), user: svc.user || 'root', vsz };
+    checks.push(ok(name, `post-login service ${post} runs ${service.hook.join(' ')} as ${service.user}, vsz_limit = ${vsz}`));
   }
-  return { checks, hook, user };
+  return { checks, service };
 }
 
 function mapChecks(cfg: Config, user: string): Check[] {
@@ -258,24 +263,30 @@ function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
 }
 
 /**
- * Runs the hook exactly as Dovecot would (as its user, with the words of its
- * executable line, no PATH, IP set) and looks for the record in the map this
- * doctor was told about: a hook reading another config shows up here.
+ * Runs the hook exactly as Dovecot would (as its user, within its vsz_limit,
+ * with the words of its executable line, no PATH, IP set) and looks for the
+ * record in the map this doctor was told about: a hook reading another
+ * config, or one that cannot start within the limit, shows up here.
  */
-function liveHookCheck(cfg: Config, hook: string[], user: string): Check {
+function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
   const s = mapSettings(cfg);
   const had = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   const env = { IP: TEST_ADDRESS, USER: 'poprelay-doctor' };
-  const r = asUser(user, hook, env);
+  const r = asUser(user, hook, env, vszBytes(vsz));
   if (r === null) return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
   const recorded = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   // Removed as the hook's user too: root writes nothing in its directory.
   if (!had && recorded) asUser(user, [process.execPath, ADMIN_PROGRAM, 'del', TEST_ADDRESS, ...(cfg.source === null ? [] : ['--config', cfg.source])]);
   if (r.status !== 0 || !recorded) {
     const said = r.stderr.trim() || `exit ${r.status}`;
-    return bad('FAIL', 'hook', `${hook.join(' ')} run as ${user} with IP=${TEST_ADDRESS} did not record it in ${s.path}: ${said}`, 'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config needs --config on its executable line');
+    return bad(
+      'FAIL',
+      'hook',
+      `${hook.join(' ')} run as ${user} within vsz_limit = ${vsz} with IP=${TEST_ADDRESS} did not record it in ${s.path}: ${said}`,
+      'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config needs --config on its executable line; Node needs a vsz_limit of at least 256M',
+    );
   }
-  return ok('hook', `${hook.join(' ')} run as ${user} recorded ${TEST_ADDRESS} in ${s.path} (removed again)`);
+  return ok('hook', `${hook.join(' ')} run as ${user} within vsz_limit = ${vsz} recorded ${TEST_ADDRESS} in ${s.path} (removed again)`);
 }
 
 export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
@@ -289,15 +300,15 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   }
   const dovecot = dovecotChecks(paths);
   checks.push(...dovecot.checks);
-  const user = paths.hookUser ?? dovecot.user ?? 'poprelay';
+  const user = paths.hookUser ?? dovecot.service?.user ?? 'poprelay';
   const mapOk = mapChecks(cfg, user);
   checks.push(...mapOk);
   if (existsSync(dirname(cfg.dbfile))) checks.push(dirPathCheck(cfg.dbfile));
   checks.push(sweepCheck(paths));
   checks.push(mtaCheck(paths, cfg.dbfile));
-  if (dovecot.hook === undefined) checks.push(bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'));
+  if (dovecot.service === undefined) checks.push(bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'));
   else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL')) checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));
-  else checks.push(liveHookCheck(cfg, dovecot.hook, user));
+  else checks.push(liveHookCheck(cfg, { ...dovecot.service, user }));
   return checks;
 }
 

@@ -1,20 +1,20 @@
-// poprelay-login: the Dovecot post-login hook (README, "poprelay-login").
+// poprelay-login's recorder: records the client address ($IP) in the relay map.
 //
-// It continues the login first and records second. Only node:child_process
-// and node:fs are loaded before the login is handed on; config, libdb and
-// the map code load afterwards, so neither their start-up cost nor any
-// failure of theirs can delay or refuse a login. Nothing is ever written to
-// fds 0 and 1 (the mail client's connection); diagnostics go to fd 2,
-// which Dovecot puts in its log.
+// Dovecot runs the POSIX sh front (bin/poprelay-login), which continues the
+// login at once and then runs this, bundled into one file
+// (dist/poprelay-login.cjs) so that Node loads as little as it can: the
+// client waits for a shell's start-up, not Node's, and the hook's CPU stays
+// near a bare Node start. By the time this runs, fds 0, 1 and 3 are
+// /dev/null; diagnostics go to fd 2, which Dovecot puts in its log.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, fstatSync, openSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 
 const USAGE = `Usage: poprelay-login [--config FILE] [--tag NAME] [--] [COMMAND [ARG...]]
 
-Dovecot post-login script: records the client address ($IP) in the relay map,
-then runs COMMAND (Dovecot passes /usr/lib/dovecot/script-login) with the
-client connection and environment unchanged, and exits with its status.
+Dovecot post-login script: continues the login by running COMMAND (Dovecot
+passes /usr/lib/dovecot/script-login) with the client connection and
+environment unchanged, then records the client address ($IP) in the relay
+map, and exits with COMMAND's status.
 Run by hand without COMMAND (IP=192.0.2.7 poprelay-login) it only records,
 and exits 0 on success, 1 on failure, with the reason on stderr.
 
@@ -22,43 +22,43 @@ and exits 0 on success, 1 on failure, with the reason on stderr.
   --tag NAME     a word for the log line, such as pop3 or imap
   --help         this text
 
-A recording failure never refuses a login: it is logged on stderr and the
-login continues.
+A recording failure never refuses or delays a login: it is logged on stderr
+and the login goes on.
 `;
 
 export interface HookArgs {
   config?: string;
   tag?: string;
   help: boolean;
-  command: string[];
+  /** Started by the front for a Dovecot login: log in Dovecot's format. */
+  dovecotLog: boolean;
   /** Options that were not understood; logged, never fatal. */
   problems: string[];
 }
 
 /**
- * Options come first (Dovecot puts words from the executable line before
- * "$@"); the first word that is not an option starts the command.
+ * The front hands over only the options it was given (Dovecot puts words
+ * from the executable line before "$@"), and --dovecot-log first.
  */
 export function parseHookArgs(argv: readonly string[]): HookArgs {
-  const out: HookArgs = { help: false, command: [], problems: [] };
-  let i = 0;
-  for (; i < argv.length; i++) {
+  const out: HookArgs = { help: false, dovecotLog: false, problems: [] };
+  for (let i = 0; i < argv.length; i++) {
     const a = argv[i] ?? '';
     if (a === '--') {
-      i++;
+      for (const w of argv.slice(i + 1)) out.problems.push(`argument ${JSON.stringify(w)} ignored: the front (bin/poprelay-login) runs the command`);
       break;
     }
-    if (!a.startsWith('-')) break;
     if (a === '--help' || a === '-h') out.help = true;
+    else if (a === '--dovecot-log') out.dovecotLog = true;
     else if (a === '--config' || a === '--tag') {
       const v = argv[i + 1];
       if (v === undefined) out.problems.push(`${a} needs a value`);
       else if (a === '--config') out.config = v;
       else out.tag = v;
       i++;
-    } else out.problems.push(`unknown option ${JSON.stringify(a)} ignored`);
+    } else if (a.startsWith('-')) out.problems.push(`unknown option ${JSON.stringify(a)} ignored`);
+    else out.problems.push(`argument ${JSON.stringify(a)} ignored: the front (bin/poprelay-login) runs the command`);
   }
-  out.command = argv.slice(i);
   return out;
 }
 
@@ -67,9 +67,11 @@ export type Level = 'info' | 'warning' | 'error';
 /**
  * Dovecot logs every plain stderr line of a service as an Error. Its log
  * pipe also takes "\x01", the log type + 1 as a byte, and "PID " before the
- * text (verified with Dovecot 2.3 and 2.4: "\x01\x02PID text" is logged as Info), so
- * a recorded login is not reported as an error. Used only when continuing a
- * login, which is when Dovecot reads fd 2; run by hand, lines are plain.
+ * text (verified with Dovecot 2.3 and 2.4: "\x01\x02PID text" is logged as
+ * Info), so a recorded login is not reported as an error. The PID is the
+ * front's (this process's parent): the post-login service's process, whose
+ * log prefix ("script-login(USER): ") Dovecot keeps. Run by hand, lines are
+ * plain.
  */
 const DOVECOT_TYPE: Record<Level, string> = { info: '\x02', warning: '\x03', error: '\x04' };
 let dovecotLog = false;
@@ -86,61 +88,12 @@ function escapeControls(text: string): string {
 }
 
 function log(level: Level, line: string): void {
-  const prefix = dovecotLog ? `\x01${DOVECOT_TYPE[level]}${process.pid} ` : '';
+  const prefix = dovecotLog ? `\x01${DOVECOT_TYPE[level]}${process.ppid} ` : '';
   try {
     writeSync(2, `${prefix}poprelay: ${escapeControls(line)}\n`);
   } catch {
     // Dovecot's log pipe is gone; there is no one left to tell.
   }
-}
-
-/**
- * Dovecot's fd 3 is a socket to the mail process. Without one, Node's own
- * start-up takes fd 3 for libuv (its epoll instance), which must be neither
- * handed on nor closed; Node opens no sockets at start-up, so a socket at 3
- * is always inherited.
- */
-function inheritedSocket3(): boolean {
-  try {
-    return fstatSync(3).isSocket();
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Once the continued login owns the client connection (fds 0 and 1) and
- * the socket back to the mail process (fd 3), this process must not keep
- * them open: the client's disconnect would wait for us. They are pointed at
- * /dev/null rather than left closed, so no file opened later can take their
- * numbers.
- */
-function releaseClientFds(fds: readonly number[]): void {
-  // Closing all first and then opening takes the same numbers back, lowest first.
-  for (const fd of fds) closeSync(fd);
-  for (const fd of fds) openSync('/dev/null', fd === 1 ? 'w' : 'r');
-}
-
-function continueLogin(command: readonly string[]): ChildProcess {
-  const [file = '', ...args] = command;
-  const with3 = inheritedSocket3();
-  const child = spawn(file, args, { stdio: [0, 1, 2, with3 ? 3 : 'ignore'], env: process.env });
-  if (child.pid !== undefined) releaseClientFds(with3 ? [0, 1, 3] : [0, 1]);
-  return child;
-}
-
-function waitFor(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    child.once('error', (e) => {
-      log('error', `cannot continue the login: cannot run ${JSON.stringify(child.spawnfile)}: ${e.message}`);
-      resolve(1);
-    });
-    child.once('exit', (code, signal) => {
-      if (signal === null) resolve(code ?? 1);
-      // The shell's convention, 128 + the signal's number; node:os only loads if it comes to that.
-      else void import('node:os').then((os) => resolve(128 + (os.constants.signals[signal] ?? 0)));
-    });
-  });
 }
 
 /** A login name shown in the log, quoted when it holds anything unusual. */
@@ -149,11 +102,15 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
   return tag === undefined ? `user=${u}` : `user=${u}, service=${quote(tag).slice(1, -1)}`;
 }
 
-/** Records $IP. Never throws: every failure is one log line and `false`. */
+/**
+ * Records $IP. Never throws: every failure is one log line and `false`. The
+ * modules load here rather than at the top (the bundle keeps that order), so
+ * that one that cannot load, the libdb addon say, is such a line too.
+ */
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
   try {
-    const [{ loadConfig }, { parseClientAddress }, { mapSettings, queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
+    const [{ isIgnored, loadConfig }, { parseClientAddress }, { mapSettings, queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
       import('./config.js'),
       import('./address.js'),
       import('./map.js'),
@@ -174,7 +131,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       return false;
     }
     const cfg = loadConfig(args.config, env);
-    if (cfg.ignoreList.check(addr.text, addr.family === 4 ? 'ipv4' : 'ipv6')) {
+    if (isIgnored(cfg, addr)) {
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
       return true;
     }
@@ -200,17 +157,12 @@ const OUTCOME_TEXT: Record<'recorded' | 'queued' | 'fresh', string> = {
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseHookArgs(argv);
-  if (args.help && args.command.length === 0) {
+  // Under Dovecot, fd 1 is no longer the client's, but help is for a person.
+  if (args.help && !args.dovecotLog) {
     process.stdout.write(USAGE);
     return 0;
   }
-  let exited: Promise<number> | undefined;
-  if (args.command.length > 0) {
-    dovecotLog = true;
-    // Listen before anything can yield: a failed spawn is reported on the next tick.
-    exited = waitFor(continueLogin(args.command));
-  }
+  dovecotLog = args.dovecotLog;
   for (const p of args.problems) log('warning', p);
-  const recorded = await recordFromEnv(args, env);
-  return exited === undefined ? (recorded ? 0 : 1) : exited;
+  return (await recordFromEnv(args, env)) ? 0 : 1;
 }

@@ -7,8 +7,6 @@
 // writer killed at any point leaves either a whole record or none.
 
 import { closeSync, fchmodSync, fsyncSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-
 import { parseClientAddress, type ClientAddress } from './address.js';
 import { errnoCode } from './errors.js';
 import { createExclusive, fdPath, openDirectory } from './safefs.js';
@@ -54,12 +52,27 @@ function openOrMakeQueue(mapPath: string): number {
   return fd;
 }
 
+/**
+ * The name's pid already makes it unique; the random part covers a reused
+ * pid and O_EXCL the rest, so Math.random does: node:crypto would cost the
+ * hook several milliseconds of start-up.
+ */
+function recordName(address: ClientAddress, time: number): string {
+  return `${time}_${address.text}_${process.pid}_${Math.floor(Math.random() * 2 ** 48).toString(16).padStart(12, '0')}`;
+}
+
 /** Queues a login durably: when this returns, a crash cannot lose it. */
 export function enqueueLogin(mapPath: string, address: ClientAddress, time: number): void {
   const dfd = openOrMakeQueue(mapPath);
   try {
-    const name = `${time}_${address.text}_${process.pid}_${randomBytes(6).toString('hex')}`;
-    closeSync(createExclusive(`${queueDir(mapPath)}/${name}`, 0o644));
+    for (let tries = 1; ; tries++) {
+      try {
+        closeSync(createExclusive(`${queueDir(mapPath)}/${recordName(address, time)}`, 0o644));
+        break;
+      } catch (e) {
+        if (errnoCode(e) !== 'EEXIST' || tries === 3) throw e;
+      }
+    }
     fsyncSync(dfd); // the name is the record: make the directory entry durable
   } finally {
     closeSync(dfd);

@@ -1,7 +1,7 @@
 import { SocketAddress } from 'node:net';
 import { describe, expect, it } from 'vitest';
 
-import { addressOfKey, compressIPv6, parseClientAddress, parseNetwork } from '../src/address.js';
+import { addressOfKey, compressIPv6, inNetwork, parseClientAddress, parseNetwork, type Network } from '../src/address.js';
 import { PoprelayError } from '../src/errors.js';
 import { hostileCases } from './hostile.js';
 
@@ -155,5 +155,34 @@ describe('parseNetwork', () => {
     ['fe80::%eth0/64', /not an IPv6/],
   ])('rejects %s', (input, why) => {
     expect(parseNetwork(input)).toMatch(why);
+  });
+});
+
+describe('inNetwork', () => {
+  const net = (text: string): Network => {
+    const n = parseNetwork(text);
+    if (typeof n === 'string') throw new Error(n);
+    return n;
+  };
+  it.each([
+    ['10.0.0.0/8', '10.255.1.2', true],
+    ['10.0.0.0/8', '11.0.0.1', false],
+    ['192.168.16.0/20', '192.168.31.255', true],
+    ['192.168.16.0/20', '192.168.32.0', false],
+    ['192.168.16.0/20', '192.168.15.255', false],
+    ['203.0.113.7', '203.0.113.7', true],
+    ['203.0.113.7', '203.0.113.8', false],
+    ['0.0.0.0/0', '198.51.100.1', true],
+    ['0.0.0.0/0', '2001:db8::1', false],
+    ['::/0', '2001:db8::1', true],
+    ['::/0', '198.51.100.1', false],
+    ['2001:db8::/33', '2001:db8:7fff::1', true],
+    ['2001:db8::/33', '2001:db8:8000::1', false],
+    ['::1/128', '::1', true],
+    ['::1/128', '2001:db8::1', false],
+    ['fe80::/10', 'febf::1', true],
+    ['fe80::/10', 'fec0::1', false],
+  ])('%s holds %s: %s', (network, address, holds) => {
+    expect(inNetwork(parseClientAddress(address), net(network))).toBe(holds);
   });
 });

@@ -2,7 +2,8 @@
 // other users (nobody, poprelay) or under Dovecot: they must not depend on
 // the permissions of wherever the checkout lives.
 
-import { chmodSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -24,13 +25,31 @@ export function appCopy(): string {
 }
 
 /**
- * An installed-style hook: an absolute interpreter path, since Dovecot
- * gives no PATH. `node` and `app` as the hook will see them (a chrooted
- * Dovecot sees other paths than this process).
+ * An installed-style hook: the front with absolute paths written in, as the
+ * installer writes them, since Dovecot gives no PATH. `node` and `app` as
+ * the hook will see them (a chrooted Dovecot sees other paths than this
+ * process).
  */
-export function installHook(dir: string, node = process.execPath, app = appCopy()): string {
+export function installHook(dir: string, node = process.execPath, app = appCopy(), hostNode = node): string {
   const hook = join(dir, 'poprelay-login');
-  writeFileSync(hook, `#!${node}\nimport('${app}/dist/login.js').then(async (m) => process.exit(await m.main(process.argv.slice(2), process.env)));\n`);
+  writeFileSync(hook, frontWithPaths(readFileSync(join(ROOT, 'bin/poprelay-login'), 'utf8'), node, `${app}/dist/poprelay-login.cjs`, hostNode));
   chmodSync(hook, 0o755);
   return hook;
+}
+
+/**
+ * The front's text with its node=, recorder= and flags= lines set, as
+ * scripts/install.sh sets them (Node 24 refuses --no-expose-wasm). The
+ * flags are probed with `hostNode`: `node` may be a path inside a chroot.
+ */
+export function frontWithPaths(front: string, node: string, recorder: string, hostNode = node): string {
+  const flags = spawnSync(hostNode, ['--jitless', '--no-expose-wasm', '-e', '0']).status === 0 ? '--jitless --no-expose-wasm' : '--jitless';
+  const lines = { node, recorder, flags };
+  let out = front;
+  for (const [name, value] of Object.entries(lines)) {
+    const line = new RegExp(`^${name}=.*$`, 'm');
+    if (!line.test(out)) throw new Error(`bin/poprelay-login has no ${name}= line`);
+    out = out.replace(line, `${name}='${value}'`);
+  }
+  return out;
 }

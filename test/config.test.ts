@@ -2,7 +2,8 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from '../src/config.js';
+import { parseClientAddress } from '../src/address.js';
+import { DEFAULT_CONFIG_PATH, isIgnored, loadConfig, parseConfig } from '../src/config.js';
 import { PoprelayError } from '../src/errors.js';
 import { mapop, tempDir } from './helpers.js';
 
@@ -29,9 +30,9 @@ describe('parseConfig', () => {
       logRecorded: true,
     });
     expect(c.ignore.map((n) => `${n.address}/${n.prefix}`)).toEqual(['127.0.0.0/8', '::1/128']);
-    expect(c.ignoreList.check('127.9.9.9', 'ipv4')).toBe(true);
-    expect(c.ignoreList.check('::1', 'ipv6')).toBe(true);
-    expect(c.ignoreList.check('192.0.2.1', 'ipv4')).toBe(false);
+    expect(isIgnored(c, parseClientAddress('127.9.9.9'))).toBe(true);
+    expect(isIgnored(c, parseClientAddress('::1'))).toBe(true);
+    expect(isIgnored(c, parseClientAddress('192.0.2.1'))).toBe(false);
   });
 
   it('reads every key, with comments of both kinds', () => {
@@ -58,11 +59,11 @@ describe('parseConfig', () => {
       mapMode: 0o640,
       logRecorded: false,
     });
-    expect(c.ignoreList.check('10.200.0.1', 'ipv4')).toBe(true);
-    expect(c.ignoreList.check('192.168.1.1', 'ipv4')).toBe(true);
-    expect(c.ignoreList.check('192.168.1.2', 'ipv4')).toBe(false);
-    expect(c.ignoreList.check('2001:db8:ffff::1', 'ipv6')).toBe(true);
-    expect(c.ignoreList.check('127.0.0.1', 'ipv4')).toBe(false); // replaced, not added to
+    expect(isIgnored(c, parseClientAddress('10.200.0.1'))).toBe(true);
+    expect(isIgnored(c, parseClientAddress('192.168.1.1'))).toBe(true);
+    expect(isIgnored(c, parseClientAddress('192.168.1.2'))).toBe(false);
+    expect(isIgnored(c, parseClientAddress('2001:db8:ffff::1'))).toBe(true);
+    expect(isIgnored(c, parseClientAddress('127.0.0.1'))).toBe(false); // replaced, not added to
   });
 
   it('allows an empty ignore list', () => {

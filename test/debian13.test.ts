@@ -35,11 +35,11 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
   }, 150_000);
   afterAll(async () => stop());
 
-  it('the installer picks the 2.4 snippet, and doveconf -n accepts it with the stock configuration', () => {
+  it('the installer picks the 2.4 snippet (no vsz_limit), and doveconf -n accepts it with the stock configuration', () => {
     const out = readFileSync(join(work, 'install.out'), 'utf8');
     expect(out).toContain('install.sh: installing the Dovecot 2.4 snippet as /etc/dovecot/conf.d/95-poprelay.conf');
     expect(out).toContain('install.sh: doveconf -n accepts it');
-    expect(readFileSync(upper('etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).toContain('vsz_limit = unlimited');
+    expect(readFileSync(upper('etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).not.toMatch(/^\s*vsz_limit/m);
   });
 
   it('poprelay doctor finds nothing wrong (no MTA is installed there: a warning)', () => {

@@ -166,7 +166,7 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
         cpSync(node, join(at.dir, 'node'));
       }
       cpSync(appCopy(), join(at.dir, 'app'), { recursive: true });
-      const hook = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')));
+      const hook = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')), node);
       return `${at.inside(hook)} --config ${at.inside(iniPath)}`;
     }
     case 'sh-exec': {

@@ -105,7 +105,7 @@ export async function runCrowd(program: string[], logins: CrowdLogin[], map?: st
 /** Runs a program as another user, from the world-readable copy of the app. */
 export function asUser(user: string, program: string, args: string[]): [string, string[]] {
   const rel = program.startsWith(ROOT) ? program.slice(ROOT.length) : program;
-  return ['setpriv', [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', 'node', join(appCopy(), rel), ...args]];
+  return ['setpriv', [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', join(appCopy(), rel), ...args]];
 }
 
 export interface OpResult {

@@ -28,23 +28,47 @@ async function hook(env: Record<string, string>, args: string[] = [], input?: st
   return execa(HOOK, args, { env, extendEnv: false, reject: false, input: input ?? '', stripFinalNewline: false });
 }
 
-describe('parseHookArgs', () => {
-  it('takes options before the command, as Dovecot passes words from the executable line', () => {
-    expect(parseHookArgs(['--config', '/x.ini', '--tag', 'pop3', '/usr/lib/dovecot/script-login'])).toEqual({
+describe('parseHookArgs (the recorder)', () => {
+  it('takes the options the front hands over', () => {
+    expect(parseHookArgs(['--dovecot-log', '--config', '/x.ini', '--tag', 'pop3', '--'])).toEqual({
       config: '/x.ini',
       tag: 'pop3',
       help: false,
-      command: ['/usr/lib/dovecot/script-login'],
+      dovecotLog: true,
       problems: [],
     });
   });
-  it('leaves options after the command to the command', () => {
-    expect(parseHookArgs(['/bin/cmd', '--tag', 'x']).command).toEqual(['/bin/cmd', '--tag', 'x']);
-    expect(parseHookArgs(['--', '--odd-name']).command).toEqual(['--odd-name']);
-  });
-  it('notes unknown or incomplete options without failing', () => {
-    expect(parseHookArgs(['--bogus', '/bin/cmd']).problems).toEqual(['unknown option "--bogus" ignored']);
+  it('notes unknown or incomplete options, and a command it was handed, without failing', () => {
+    expect(parseHookArgs(['--bogus']).problems).toEqual(['unknown option "--bogus" ignored']);
     expect(parseHookArgs(['--config']).problems).toEqual(['--config needs a value']);
+    expect(parseHookArgs(['/bin/cmd']).problems).toEqual(['argument "/bin/cmd" ignored: the front (bin/poprelay-login) runs the command']);
+  });
+});
+
+describe('the front splits its arguments as Dovecot passes them: options, then the command', () => {
+  it('leaves words after the command to the command, options included', async () => {
+    const { ini, map } = setup();
+    const r = await hook({ IP: '192.0.2.17' }, ['--config', ini, '/bin/sh', '-c', 'echo "$*"', 'sh', '--tag', 'x']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('--tag x\n');
+    expect(r.stderr).toMatch(/^\x01\x02\d+ poprelay: recorded 192\.0\.2\.17 \(user=\(none\)\)\n$/);
+    expect((await dumpMap(map)).map(([k]) => k)).toEqual(['192.0.2.17']);
+  });
+  it('starts the command after "--", even one that looks like an option', async () => {
+    const { dir, ini } = setup();
+    const odd = join(dir, '--odd-name');
+    writeFileSync(odd, '#!/bin/sh\necho odd "$@"\n', { mode: 0o755 });
+    const r = await hook({ IP: '192.0.2.18' }, ['--config', ini, '--tag', 'pop3', '--', odd, 'a']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('odd a\n');
+    expect(r.stderr).toMatch(/poprelay: recorded 192\.0\.2\.18 \(user=\(none\), service=pop3\)\n$/);
+  });
+  it('logs an unknown option as a warning and still continues the login', async () => {
+    const { ini } = setup();
+    const r = await hook({ IP: '192.0.2.19' }, ['--bogus', '--config', ini, '/bin/echo', 'in']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('in\n');
+    expect(r.stderr).toMatch(/^\x01\x03\d+ poprelay: unknown option "--bogus" ignored\n/);
   });
 });
 

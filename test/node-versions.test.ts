@@ -21,7 +21,9 @@ describe.each(['22', '24'])('the addon built for this Node.js, under Node.js %s'
   it('records a Dovecot login, adds, lists, checks and sweeps', async () => {
     if (!existsSync(node)) throw new Error(`${node} is missing: run scripts/install-deps.sh --test as root`);
     expect((await execa(node, ['--version'])).stdout).toMatch(new RegExp(`^v${major}\\.`));
-    const dc = await startDovecot({ users: 1, node });
+    // Node 24 does not start within Dovecot's default vsz_limit; the installer then sets one (test/install.test.ts).
+    const noLimit = (c: string) => c.replace(/^(\s*user = poprelay\n)/gm, '$1  vsz_limit = 0\n');
+    const dc = await startDovecot({ users: 1, node, editConf: major === '24' ? noLimit : undefined });
     try {
       const login = await pop3Login({ ...dc.pop3, localAddress: '127.6.0.1' }, 'user0', PASSWORD);
       expect(login.ok).toBe(true);

@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
 import { readEntries, recordLogin, updateMap } from '../src/map.js';
-import { appCopy } from './app.js';
+import { appCopy, installHook } from './app.js';
 import { BIN, expectVerified, run, settings } from './helpers.js';
 import { safeDir } from './peers.js';
 
@@ -274,13 +274,13 @@ describe('output hygiene', () => {
     const dir = safeDir();
     const app = join(dir, 'app');
     await execa('cp', ['-R', appCopy(), app]);
-    writeFileSync(join(app, 'dist/config.js'), 'throw new Error("broken install\\nsecond line");\n');
-    const hook = join(app, 'bin/poprelay-login');
-    const r = await execa(process.execPath, [hook, '/bin/true'], { env: { IP: '192.0.2.30', USER: 'eve\nFAKE\x01\x02 LINE' }, extendEnv: false, reject: false });
+    writeFileSync(join(app, 'build/Release/poprelay_bdb.node'), 'broken install\nsecond line\n');
+    const hook = installHook(dir, process.execPath, app);
+    const r = await execa(hook, ['/bin/true'], { env: { IP: '192.0.2.30', USER: 'eve\nFAKE\x01\x02 LINE' }, extendEnv: false, reject: false });
     expect(r.exitCode).toBe(0); // the login went on
     const lines = r.stderr.split('\n').filter((l) => l !== '');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^\x01\x04\d+ poprelay: not recorded 192\.0\.2\.30 \(user=eve\\x0aFAKE\\x01\\x02 LINE\): broken install\\x0asecond line$/);
+    expect(lines[0]).toMatch(/^\x01\x04\d+ poprelay: not recorded 192\.0\.2\.30 \(user=eve\\x0aFAKE\\x01\\x02 LINE\): .*poprelay_bdb\.node: [^\\]*$/);
   });
 
   it('B5: a dated value past the year 2286 is invalid: listed as such, removed by flush and by the sweep', async () => {
@@ -325,7 +325,7 @@ describe('the config root obeys', () => {
     expect((await run(BIN.admin, ['init', '--config', s.ini])).code).toBe(0);
     // The hook's user reads it as it is (it could write the map anyway).
     chownSync(s.ini, uid, gid);
-    const hook = await asPoprelay(process.execPath, [join(appCopy(), 'bin/poprelay-login'), '--config', s.ini]);
+    const hook = await asPoprelay(join(appCopy(), 'bin/poprelay-login'), ['--config', s.ini]);
     expect(hook.stderr).not.toMatch(/obeys only/);
   });
 
