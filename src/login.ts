@@ -68,10 +68,9 @@ export type Level = 'info' | 'warning' | 'error';
  * Dovecot logs every plain stderr line of a service as an Error. Its log
  * pipe also takes "\x01", the log type + 1 as a byte, and "PID " before the
  * text (verified with Dovecot 2.3 and 2.4: "\x01\x02PID text" is logged as
- * Info), so a recorded login is not reported as an error. The PID is the
- * front's (this process's parent): the post-login service's process, whose
- * log prefix ("script-login(USER): ") Dovecot keeps. Run by hand, lines are
- * plain.
+ * Info), so a recorded login is not reported as an error. Dovecot shows
+ * the service's name before the line whatever the PID (it looks a PID up
+ * only for a prefix that process set itself). Run by hand, lines are plain.
  */
 const DOVECOT_TYPE: Record<Level, string> = { info: '\x02', warning: '\x03', error: '\x04' };
 let dovecotLog = false;
@@ -88,7 +87,7 @@ function escapeControls(text: string): string {
 }
 
 function log(level: Level, line: string): void {
-  const prefix = dovecotLog ? `\x01${DOVECOT_TYPE[level]}${process.ppid} ` : '';
+  const prefix = dovecotLog ? `\x01${DOVECOT_TYPE[level]}${process.pid} ` : '';
   try {
     writeSync(2, `${prefix}poprelay: ${escapeControls(line)}\n`);
   } catch {

@@ -17,7 +17,7 @@ import { converse, type Endpoint } from './mailclient.js';
 const ROOT = new URL('..', import.meta.url).pathname;
 
 /** What runs as the post-login script; the benchmark compares them all. */
-export type HookKind = 'poprelay' | 'none' | 'sh-exec' | 'node-noop';
+export type HookKind = 'poprelay' | 'none' | 'sh-exec' | 'node-noop' | 'node-continues';
 
 export interface DovecotOptions {
   hook?: HookKind;
@@ -175,6 +175,25 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
       chmodSync(f, 0o755);
       return at.inside(f);
     }
+    case 'node-continues': {
+      // For the benchmark: the hook as it was before the sh front. Node itself
+      // continues the login, lets go of the client's fds, then records in the
+      // same process with the same recorder.
+      if (at.root !== '') throw new Error('node-continues runs with the host\'s Dovecot only');
+      const f = join(at.dir, 'node-continues.cjs');
+      const recorder = join(appCopy(), 'dist/poprelay-login.cjs');
+      writeFileSync(
+        f,
+        `#!${node}\nconst { spawn } = require('node:child_process');\nconst { closeSync, openSync } = require('node:fs');\n` +
+          `const [file, ...args] = process.argv.slice(2);\n` +
+          `spawn(file, args, { stdio: [0, 1, 2, 3] });\n` +
+          `for (const fd of [0, 1, 3]) closeSync(fd);\nfor (const fd of [0, 1, 3]) openSync('/dev/null', fd === 1 ? 'w' : 'r');\n` +
+          `process.argv = [process.argv[0], ${JSON.stringify(recorder)}, '--dovecot-log', '--config', ${JSON.stringify(iniPath)}];\n` +
+          `require(${JSON.stringify(recorder)});\n`,
+      );
+      chmodSync(f, 0o755);
+      return f;
+    }
     case 'node-noop': {
       if (at.root !== '') throw new Error('node-noop runs with the host\'s Dovecot only');
       // A Node script that does nothing but continue the login the same way.
@@ -194,12 +213,15 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
 /**
  * The shipped snippet with the instance's script; every other line as
  * shipped. The baseline scripts get no poprelay options: "$@" must be
- * script-login alone.
+ * script-login alone. A Node script that Dovecot runs itself (the
+ * baselines) needs vsz_limit = 0, which poprelay's sh front does not.
  */
 function poprelayConf(script: string, kind: HookKind, version: DovecotVersion): string {
   const shipped = readFileSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), 'utf8');
   const withOptions = kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
-  return withOptions.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
+  const nodeFirst = kind === 'node-noop' || kind === 'node-continues';
+  const limited = nodeFirst ? withOptions.replace(/^(\s*user = poprelay\n)/gm, `$1  vsz_limit = ${version === '2.3' ? '0' : 'unlimited'}\n`) : withOptions;
+  return limited.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
 }
 
 /** The lines that differ between the versions: 2.4 renamed most of them. */
