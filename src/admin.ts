@@ -296,13 +296,13 @@ COMMANDS.doctor = {
 
 Checks a live installation and prints one line per check, OK, WARN or FAIL,
 with the fix for each problem: the config parses; Dovecot's effective
-configuration (doveconf -n) runs poprelay-login after pop3 and imap logins
-with a vsz_limit that lets Node start; the map exists, is a usable map of
-dbtype, is writable by the hook's user and readable by the MTAs; no
-directory above it is group- or world-writable (sendmail refuses such
-maps); the sweep is scheduled; sendmail.cf or Postfix's main.cf uses the
-map; and the hook, run as its user with IP=192.0.2.254 (a documentation
-address), really records it (the entry is removed again). Run it as root.
+configuration (doveconf -n) runs poprelay-login after pop3 and imap logins;
+the map exists, is a usable map of dbtype, is writable by the hook's user
+and readable by the MTAs; no directory above it is group- or world-writable
+(sendmail refuses such maps); the sweep is scheduled; sendmail.cf or
+Postfix's main.cf uses the map; and the hook, run as its user within its
+service's vsz_limit with IP=192.0.2.254 (a documentation address), really
+records it (the entry is removed again). Run it as root.
 Exit 0 when nothing FAILed, 1 otherwise.
 
   --hook-user NAME         the hook's user (default: from doveconf, else poprelay)
