@@ -93,12 +93,13 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
   return md;
 }
 
-/** Each running recorder's resident memory in KiB, found by its command line in /proc. */
+/** Each running recorder's resident memory in KiB: a node process running poprelay-login.cjs (not the timeout(1) before it). */
 function recorders(): number[] {
   const out: number[] = [];
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('poprelay-login.cjs')) continue;
+      const [argv0 = '', ...args] = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+      if (!/(^|\/)node$/.test(argv0) || !args.some((a) => a.endsWith('poprelay-login.cjs'))) continue;
       out.push(Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0));
     } catch {
       // gone meanwhile

@@ -105,7 +105,9 @@ export async function runCrowd(program: string[], logins: CrowdLogin[], map?: st
 /** Runs a program as another user, from the world-readable copy of the app. */
 export function asUser(user: string, program: string, args: string[]): [string, string[]] {
   const rel = program.startsWith(ROOT) ? program.slice(ROOT.length) : program;
-  return ['setpriv', [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', join(appCopy(), rel), ...args]];
+  // A fixture module runs under node; the programs in bin/ run as they are (the hook is a sh script).
+  const run = rel.endsWith('.mjs') ? ['node', join(appCopy(), rel)] : [join(appCopy(), rel)];
+  return ['setpriv', [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', ...run, ...args]];
 }
 
 export interface OpResult {
