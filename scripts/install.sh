@@ -10,14 +10,14 @@ usage() {
 Usage: scripts/install.sh [OPTIONS]
 
 Installs poprelay under a prefix, creates the relay map, installs the Dovecot
-snippet for the Dovecot found (2.3 or 2.4) and the sweep schedule (cron.d, or
-a systemd timer), writes poprelay.ini if absent, and prints the lines to add
+snippet for the Dovecot found (2.3 or 2.4) and the sweep schedule (a cron.d
+entry and a systemd timer, enabled where systemd runs; the cron entry then
+does nothing), writes poprelay.ini if absent, and prints the lines to add
 to sendmail, Postfix or Exim. Run it again at any time: it changes only what
 differs. Run as root.
 
   --dry-run               print what would be done, change nothing
   --uninstall             remove what the installer installed; keep the map and poprelay.ini
-  --systemd               schedule the sweep with a systemd timer instead of cron.d
   --prefix DIR            programs go to DIR/lib/poprelay and DIR/sbin (default /usr/local)
   --root DIR              prepend DIR to every path below (to install into a staging tree)
   --user NAME             the user the hook and the sweep run as, owner of the map (default poprelay)
@@ -50,7 +50,6 @@ systemd_dir=${POPRELAY_SYSTEMD_DIR:-/etc/systemd/system}
 node=${POPRELAY_NODE:-}
 dry_run=0
 uninstall=0
-systemd=0
 make_user=1
 
 die() { echo "install.sh: $*" >&2; exit 1; }
@@ -60,7 +59,6 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --uninstall) uninstall=1 ;;
-    --systemd) systemd=1 ;;
     --no-user) make_user=0 ;;
     --prefix) need_arg "$@"; prefix=$2; shift ;;
     --root) need_arg "$@"; root=$2; shift ;;
@@ -230,31 +228,21 @@ case "$dovecot_version" in
   *) die "Dovecot $dovecot_version is not supported (2.3 or 2.4); give --dovecot-version" ;;
 esac
 
-# 7. The sweep, every minute: cron.d, or a systemd timer.
-if [[ $systemd -eq 1 ]]; then
-  say "installing the systemd timer into $root$systemd_dir"
-  run mkdir -p "$root$systemd_dir"
-  run rm -f "$root$cron_dir/poprelay"
-  if [[ $dry_run -eq 0 ]]; then
-    sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" -e "s|^User=.*|User=$user|" \
-      -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/scripts/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
-    cp "$src/scripts/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
-  fi
-  if [[ -z "$root" ]] && command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-    run systemctl daemon-reload
-    run systemctl enable --now poprelay-sweep.timer
-  else
-    say "enable it with: systemctl daemon-reload && systemctl enable --now poprelay-sweep.timer"
-  fi
-else
-  say "installing the cron entry $root$cron_dir/poprelay"
-  run mkdir -p "$root$cron_dir"
-  if [[ $dry_run -eq 0 ]]; then
-    sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
-      -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" -e "s|\tpoprelay\t|\t$user\t|" \
-      "$src/scripts/poprelay.cron" > "$root$cron_dir/poprelay"
-    chmod 644 "$root$cron_dir/poprelay"
-  fi
+# 7. The sweep, every minute: both a cron.d entry and a systemd timer, as
+#    Debian ships them; the cron entry does nothing where systemd runs.
+say "installing the cron entry $root$cron_dir/poprelay and the systemd timer into $root$systemd_dir"
+run mkdir -p "$root$cron_dir" "$root$systemd_dir"
+if [[ $dry_run -eq 0 ]]; then
+  sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
+    -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" "$src/scripts/poprelay.cron" > "$root$cron_dir/poprelay"
+  chmod 644 "$root$cron_dir/poprelay"
+  sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
+    -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/scripts/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
+  cp "$src/scripts/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
+fi
+if [[ -z "$root" && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+  run systemctl daemon-reload
+  run systemctl enable --now poprelay-sweep.timer
 fi
 
 # 8. What the administrator adds to the MTA (never edited here).

@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
 import { ensureMap, mapSettings, putEntry, readEntries, readQueued, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
+import { mapStats } from './stats.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
 
 const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
@@ -219,33 +220,14 @@ still counts until the sweep removes it, and the answer says so.`,
     usage: `Usage: poprelay stats [--json] [--config FILE]
 
 Counts the entries (dated, permanent, and expired but not yet swept), and
-shows the map's size, its oldest and newest dated entry, and the logins
-queued beside the map and not yet in it.
+shows the map's size, its oldest and newest dated entry, the logins queued
+beside the map and not yet in it, the logins the hook could not record, and
+what the last sweep did. The sweep's metrics_file carries the same numbers.
   --json   one JSON object instead of text`,
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
-      const timeout = ctx.config().timeoutMinutes * 60;
-      const s = mapSettings(ctx.config());
-      const entries = readEntries(s); // counted, not listed: no address sort
-      const queued = readQueued(s).sort((a, b) => a.time - b.time);
-      const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
-      const timed = dated.filter((e) => e.invalid !== true); // an invalid value has no time to show
-      const edge = (e: (RelayEntry & { time: number }) | undefined) => (e === undefined ? null : { address: e.address, lastLogin: e.time });
-      const stats = {
-        map: ctx.config().dbfile,
-        type: ctx.config().dbtype,
-        bytes: lstatSync(ctx.config().dbfile).size,
-        entries: entries.length,
-        keys: entries.reduce((n, e) => n + e.keys.length, 0),
-        dated: dated.length,
-        permanent: entries.length - dated.length,
-        expired: dated.filter((e) => ctx.now - e.time > timeout).length,
-        oldest: edge(timed[0]),
-        newest: edge(timed[timed.length - 1]),
-        queued: queued.length,
-        oldestQueued: queued[0] === undefined ? null : { address: queued[0].address.text, lastLogin: queued[0].time },
-      };
+      const stats = mapStats(ctx.config(), ctx.now);
       if (ctx.values.json === true) {
         outJson(stats);
         return 0;
@@ -258,6 +240,11 @@ queued beside the map and not yet in it.
       out(`oldest:     ${when(stats.oldest)}`);
       out(`newest:     ${when(stats.newest)}`);
       out(`queued:     ${stats.queued} login${stats.queued === 1 ? '' : 's'} not yet in the map${stats.oldestQueued === null ? '' : `; oldest ${when(stats.oldestQueued)}`}`);
+      out(`failures:   ${stats.recordingFailuresTotal} login${stats.recordingFailuresTotal === 1 ? '' : 's'} the hook could not record (in all)`);
+      const last = stats.lastSweep;
+      out(
+        `last sweep: ${last === null ? '-' : `${formatTime(last.at)} (${formatAgo(last.at, ctx.now)}): removed ${last.removed}, refreshed ${last.refreshed} live, ${last.failures} recording failure${last.failures === 1 ? '' : 's'} since the one before, took ${last.durationSeconds} s`}`,
+      );
       return 0;
     },
   },

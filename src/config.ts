@@ -25,7 +25,16 @@ export interface Config {
   ignore: readonly Network[];
   mapMode: number;
   logRecorded: boolean;
+  /** Whether the sweep asks Dovecot which addresses have a live session; auto: when doveadm is installed. */
+  liveSessions: LiveSessions;
+  /** The socket doveadm who asks. */
+  dovecotAnvil: string;
+  doveadm: string;
+  /** Where the sweep writes its metrics (Prometheus text format); null: nowhere. */
+  metricsFile: string | null;
 }
+
+export type LiveSessions = 'yes' | 'no' | 'auto';
 
 interface KeySpec<T> {
   default: string;
@@ -117,6 +126,26 @@ const KEYS = {
     allowed: '"yes" or "no"',
     parse: parseBool,
   },
+  live_sessions: {
+    default: 'auto',
+    allowed: '"yes", "no" or "auto" (yes when doveadm is installed)',
+    parse: (v: string): LiveSessions | undefined => (/^auto$/i.test(v) ? 'auto' : parseBool(v) === true ? 'yes' : parseBool(v) === false ? 'no' : undefined),
+  },
+  dovecot_anvil: {
+    default: '/run/dovecot/anvil',
+    allowed: 'the absolute path of Dovecot\'s anvil socket (base_dir/anvil)',
+    parse: (v: string) => (isAbsolute(v) && !/[\0\n]/.test(v) ? v : undefined),
+  },
+  doveadm: {
+    default: '/usr/bin/doveadm',
+    allowed: 'the absolute path of doveadm (of the same Dovecot version as the anvil it asks)',
+    parse: (v: string) => (isAbsolute(v) && !/[\0\n]/.test(v) ? v : undefined),
+  },
+  metrics_file: {
+    default: 'none',
+    allowed: '"none", or an absolute path ending in ".prom"',
+    parse: (v: string) => (v === 'none' || (isAbsolute(v) && v.endsWith('.prom') && !/[\0\n]/.test(v)) ? v : undefined),
+  },
 } satisfies Record<string, KeySpec<unknown>>;
 
 type KeyName = keyof typeof KEYS;
@@ -204,6 +233,10 @@ export function parseConfig(text: string, source: string | null): Config {
     ignore: p.ignore,
     mapMode: p.map_mode,
     logRecorded: p.log_recorded,
+    liveSessions: p.live_sessions,
+    dovecotAnvil: p.dovecot_anvil,
+    doveadm: p.doveadm,
+    metricsFile: p.metrics_file === 'none' ? null : p.metrics_file,
   };
 }
 

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from './config.js';
 import { isPoprelayError, quoteUntrusted } from './errors.js';
 import { readEntries, mapSettings, readRecords, type MapSettings } from './map.js';
+import { liveAddresses } from './live.js';
 import { queueDir, readQueue } from './queue.js';
 import { formatAgo, unixNow } from './timefmt.js';
 
@@ -230,17 +231,30 @@ function dirPathCheck(mapPath: string): Check {
   }
 }
 
-function sweepCheck(paths: DoctorPaths): Check {
-  if (existsSync(paths.cronFile) && /^[^#\n]*poprelay-sweep/m.test(readFileSync(paths.cronFile, 'utf8'))) {
-    return ok('sweep', `${paths.cronFile} runs poprelay-sweep`);
-  }
-  if (existsSync(paths.systemdTimer)) {
+/**
+ * Which schedule runs the sweep. The cron entry defers to systemd where it
+ * runs (scripts/poprelay.cron), so there the timer must be enabled.
+ */
+export function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/system')): Check {
+  const cron = existsSync(paths.cronFile) && /^[^#\n]*poprelay-sweep/m.test(readFileSync(paths.cronFile, 'utf8'));
+  const timer = existsSync(paths.systemdTimer);
+  if (systemdRuns && timer) {
     const enabled = spawnSync('systemctl', ['is-enabled', 'poprelay-sweep.timer'], { encoding: 'utf8' });
-    if (enabled.error === undefined && enabled.stdout.trim() !== 'enabled' && existsSync('/run/systemd/system')) {
-      return bad('FAIL', 'sweep', `${paths.systemdTimer} exists but is ${enabled.stdout.trim() || 'not enabled'}`, 'systemctl enable --now poprelay-sweep.timer');
+    if (enabled.error === undefined && enabled.stdout.trim() !== 'enabled') {
+      return bad('FAIL', 'sweep', `${paths.systemdTimer} exists but is ${enabled.stdout.trim() || 'not enabled'}, and the cron entry defers to systemd: nothing sweeps`, 'systemctl enable --now poprelay-sweep.timer');
     }
-    return ok('sweep', `${paths.systemdTimer} schedules poprelay-sweep`);
+    return ok('sweep', `systemd runs, and ${paths.systemdTimer} schedules poprelay-sweep${cron ? ` (${paths.cronFile} defers to it)` : ''}`);
   }
+  if (cron) {
+    // A cron.d line: five time fields (or one @keyword), the user, the command.
+    const fields = (/^[^#\n]*poprelay-sweep.*$/m.exec(readFileSync(paths.cronFile, 'utf8'))?.[0] ?? '').trim().split(/\s+/);
+    const user = fields[(fields[0] ?? '').startsWith('@') ? 1 : 5];
+    if (user !== 'root') {
+      return bad('WARN', 'sweep', `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`, 'run it as root, as scripts/poprelay.cron does: it takes the map owner\'s rights for the map');
+    }
+    return ok('sweep', `${paths.cronFile} runs poprelay-sweep as root${systemdRuns ? '' : ' (systemd does not run here, so its timer does not)'}`);
+  }
+  if (timer && !systemdRuns) return bad('FAIL', 'sweep', `only ${paths.systemdTimer} schedules poprelay-sweep, and systemd does not run here: entries never expire`, `install scripts/poprelay.cron as ${paths.cronFile}`);
   return bad('FAIL', 'sweep', `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`, 'run scripts/install.sh, or install scripts/poprelay.cron as /etc/cron.d/poprelay');
 }
 
@@ -289,6 +303,20 @@ function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
   return ok('hook', `${hook.join(' ')} run as ${user} within vsz_limit = ${vsz} recorded ${TEST_ADDRESS} in ${s.path} (removed again)`);
 }
 
+/** Whether the sweep can ask Dovecot which sessions are live (live_sessions). */
+export function liveCheck(cfg: Config): Check {
+  if (cfg.liveSessions === 'no') return ok('live sessions', 'off (live_sessions = no): a session that outlasts timeout_minutes loses the right to relay');
+  if (!existsSync(cfg.dovecotAnvil)) {
+    return bad('WARN', 'live sessions', `no ${cfg.dovecotAnvil}: is Dovecot running? Until it is, the sweep keeps no address for a live session`, 'start Dovecot, or set dovecot_anvil to its base_dir/anvil');
+  }
+  const answer = liveAddresses(cfg.dovecotAnvil, cfg.doveadm);
+  if ('addresses' in answer) return ok('live sessions', `doveadm who answers on ${cfg.dovecotAnvil}: ${answer.addresses.length} address(es) with a live POP3 or IMAP session`);
+  if (cfg.liveSessions === 'auto' && answer.error.endsWith(' not found')) {
+    return bad('WARN', 'live sessions', 'doveadm not found: the sweep does not ask Dovecot, and a session that outlasts timeout_minutes loses the right to relay', 'install dovecot-core, or set live_sessions = no');
+  }
+  return bad('FAIL', 'live sessions', answer.error, 'run the sweep as root (the anvil socket is root\'s), and set dovecot_anvil to Dovecot\'s base_dir/anvil');
+}
+
 export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   const checks: Check[] = [];
   let cfg: Config;
@@ -305,6 +333,7 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   checks.push(...mapOk);
   if (existsSync(dirname(cfg.dbfile))) checks.push(dirPathCheck(cfg.dbfile));
   checks.push(sweepCheck(paths));
+  checks.push(liveCheck(cfg));
   checks.push(mtaCheck(paths, cfg.dbfile));
   if (dovecot.service === undefined) checks.push(bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'));
   else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL')) checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));

@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'ERR_MAP_PERMISSION'
   | 'ERR_MAP_IO'
   | 'ERR_MAP_UNSAFE'
-  | 'ERR_PRIVILEGE';
+  | 'ERR_PRIVILEGE'
+  | 'ERR_SWEEP_RECORD';
 
 export class PoprelayError extends Error {
   readonly code: ErrorCode;

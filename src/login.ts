@@ -108,6 +108,7 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
  */
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
+  let dbfile: string | undefined;
   try {
     const [{ isIgnored, loadConfig }, { parseClientAddress }, { mapSettings, queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
       import('./config.js'),
@@ -130,6 +131,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       return false;
     }
     const cfg = loadConfig(args.config, env);
+    dbfile = cfg.dbfile;
     if (isIgnored(cfg, addr)) {
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
       return true;
@@ -143,6 +145,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
   } catch (e) {
     const ip = env.IP !== undefined && /^[0-9A-Fa-f:.]{1,45}$/.test(env.IP) ? `${env.IP} ` : '';
     log('error', `not recorded ${ip}(${who}): ${e instanceof Error ? e.message : String(e)}`);
+    if (dbfile !== undefined) (await import('./failures.js')).countFailure(dbfile);
     return false;
   }
 }

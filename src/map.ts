@@ -10,7 +10,7 @@ import { applyQueue, HOLD_TARGET_MS, letWaitersIn, lookupKeys, readRecords, upda
 import { PoprelayError } from './errors.js';
 import { mapError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
-import { classifyValue } from './values.js';
+import { applyLogin, classifyValue } from './values.js';
 
 export { ensureMap, readRecords, updateMap, type MapSettings } from './mapfile.js';
 
@@ -152,6 +152,8 @@ export interface SweepReport {
   /** Entries removed (or, in a dry run, that would be). */
   removed: RelayEntry[];
   kept: number;
+  /** Addresses with a live session whose time the sweep set to now (or, in a dry run, that it keeps for that). */
+  refreshed: number;
   permanent: number;
   /** Dated entries whose time is ahead of now; kept as fresh. */
   future: RelayEntry[];
@@ -161,6 +163,8 @@ export interface SweepOptions {
   now: number;
   timeoutSeconds: number;
   dryRun?: boolean;
+  /** Addresses with a live POP3/IMAP session: each counts as a login now. */
+  live?: readonly ClientAddress[];
   /**
    * Entries removed per locked update, fixed. By default the size adapts:
    * each batch is sized from the time the last one took, aiming at
@@ -180,15 +184,30 @@ export interface SweepOptions {
  */
 export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
   const cutoff = o.now - o.timeoutSeconds;
+  const report: SweepReport = { removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] };
+  const live = o.live ?? [];
   // Logins left queued (a writer killed mid-way, a burst that outlasted
-  // lock_timeout_ms) go in first: nothing stays queued past a sweep.
-  if (!o.dryRun && readQueued(s).length > 0) updateMap(s, () => false, false);
+  // lock_timeout_ms) and live sessions go in first, in one write: nothing
+  // stays queued past a sweep, and a live session's entry is fresh.
+  if (!o.dryRun && (live.length > 0 || readQueued(s).length > 0)) {
+    updateMap(
+      s,
+      (db) => {
+        for (const a of live) if (applyLogin(db, a.keys, o.now)) report.refreshed++;
+        return report.refreshed > 0;
+      },
+      false,
+    );
+  }
+  const liveNow = new Set(live.map((a) => a.text));
   const entries = readEntries(s);
-  const report: SweepReport = { removed: [], kept: 0, permanent: 0, future: [] };
   const expired: RelayEntry[] = [];
   for (const e of entries) {
     if (e.time === null) report.permanent++;
-    else if (e.time < cutoff) expired.push(e);
+    else if (o.dryRun && liveNow.has(e.address) && e.time < cutoff) {
+      report.kept++;
+      report.refreshed++;
+    } else if (e.time < cutoff) expired.push(e);
     else {
       report.kept++;
       if (e.time > o.now) report.future.push(e);

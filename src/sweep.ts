@@ -1,10 +1,16 @@
 // poprelay-sweep: removes expired entries; run every minute by cron or a
 // systemd timer.
 
-import { sortByAddress } from './address.js';
+import { existsSync } from 'node:fs';
+
+import { sortByAddress, type ClientAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
+import { isIgnored, type Config } from './config.js';
+import { escapeControls, PoprelayError } from './errors.js';
+import { liveAddresses } from './live.js';
 import { mapSettings, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
+import { recordSweep } from './stats.js';
 import { formatAgo } from './timefmt.js';
 
 export const SWEEP_USAGE = `Usage: poprelay-sweep [--dry-run] [--verbose | --quiet] [--config FILE]
@@ -14,8 +20,13 @@ Entries whose value is not a number (such as OK) are permanent and stay. The
 two keys of an IPv6 address are removed together. Entries dated in the future
 count as fresh; all-digit values past the year 2286 are invalid and removed.
 First it applies any logins still queued beside the map (dbfile.queue), so
-none waits longer than a minute. Run it every minute, as the map's owner (scripts/poprelay.cron,
-or the systemd timer scripts/poprelay-sweep.timer).
+none waits longer than a minute, and with live_sessions it asks Dovecot
+(doveadm who) which addresses have a live POP3 or IMAP session and keeps
+each as if it had just logged in. It records what it did beside the map
+(dbfile.sweep, shown by poprelay stats) and in metrics_file if set. Run it
+every minute as root (scripts/poprelay.cron, or the systemd timer
+scripts/poprelay-sweep.timer): it asks Dovecot, then takes the map owner's
+rights for the map.
 
   --dry-run      change nothing; list each entry that would be removed, with its age
   --verbose      also list each removed entry and each entry dated in the future
@@ -47,11 +58,25 @@ export function sweepMain(argv: readonly string[]): number {
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}; see poprelay-sweep --help`);
   if (values.verbose === true && values.quiet === true) throw new UsageError('--verbose and --quiet exclude each other');
+  const started = performance.now();
   const now = nowFrom(values);
   const cfg = configFrom(values);
+  // Asked before taking the map owner's rights: run as root, the sweep can
+  // read Dovecot's anvil socket, which the hook's user must not.
+  const live = liveSessions(cfg);
   actAsMapOwner(cfg.dbfile);
   const dryRun = values['dry-run'] === true;
-  const report = sweepMap(mapSettings(cfg), { now, timeoutSeconds: cfg.timeoutMinutes * 60, dryRun });
+  const report = sweepMap(mapSettings(cfg), { now, timeoutSeconds: cfg.timeoutMinutes * 60, dryRun, live });
+  if (!dryRun) {
+    const durationSeconds = Math.round(performance.now() - started) / 1000;
+    try {
+      // After the sweep every dated entry left is one it kept.
+      recordSweep(cfg, now, { at: now, removed: report.removed.length, refreshed: report.refreshed, durationSeconds }, { dated: report.kept, permanent: report.permanent });
+    } catch (e) {
+      const what = cfg.metricsFile === null ? '' : ` or metrics_file ${cfg.metricsFile} (the map's owner must be able to write its directory)`;
+      throw new PoprelayError('ERR_SWEEP_RECORD', `the sweep is done, but its record beside the map${what} could not be written: ${(e as Error).message}`);
+    }
+  }
   const ago = (e: RelayEntry): string => formatAgo(e.time ?? now, now);
   const verb = dryRun ? 'would remove' : 'removed';
   if (dryRun || values.verbose === true) {
@@ -61,7 +86,27 @@ export function sweepMain(argv: readonly string[]): number {
     for (const e of byAddress(report.future)) out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
   }
   if (values.quiet !== true) {
-    out(`${dryRun ? 'dry run, ' : ''}${cfg.dbfile}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}`);
+    const refreshed = report.refreshed > 0 ? `, ${dryRun ? 'would refresh' : 'refreshed'} ${report.refreshed} live` : '';
+    out(`${dryRun ? 'dry run, ' : ''}${cfg.dbfile}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}${refreshed}`);
   }
   return 0;
+}
+
+/**
+ * The addresses with a live POP3/IMAP session (live_sessions), less the
+ * ignore list. When Dovecot cannot be asked, one line says why and the
+ * sweep goes on as if none were live: it never keeps an address it cannot
+ * prove live. With "auto", a host without doveadm or without the anvil
+ * socket (no Dovecot runs) is not asked at all.
+ */
+function liveSessions(cfg: Config): ClientAddress[] {
+  if (cfg.liveSessions === 'no') return [];
+  if (cfg.liveSessions === 'auto' && !existsSync(cfg.dovecotAnvil)) return [];
+  const answer = liveAddresses(cfg.dovecotAnvil, cfg.doveadm);
+  if ('error' in answer) {
+    if (cfg.liveSessions === 'auto' && answer.error.endsWith(' not found')) return [];
+    process.stderr.write(`poprelay-sweep: live sessions not checked (${escapeControls(answer.error)}); sweeping as if none were live\n`);
+    return [];
+  }
+  return answer.addresses.filter((a) => !isIgnored(cfg, a));
 }

@@ -143,6 +143,8 @@ describe('poprelay stats', () => {
         'oldest:     2001:db8::1, last login 2027-01-15 07:43:20 (16m40s ago)',
         'newest:     10.0.0.1, last login 2027-01-15 08:10:00 (10m00s in the future)',
         'queued:     0 logins not yet in the map',
+        'failures:   0 logins the hook could not record (in all)',
+        'last sweep: -',
         '',
       ].join('\n'),
     );
@@ -159,7 +161,13 @@ describe('poprelay stats', () => {
       newest: { address: '10.0.0.1', lastLogin: T + 600 },
       queued: 0,
       oldestQueued: null,
+      recordingFailuresTotal: 0,
+      lastSweep: null,
     });
+    // After a sweep, its record: what it removed, how long it took.
+    expect((await run(BIN.sweep, ['--config', ini, '--quiet', ...now])).code).toBe(0);
+    const after = await run(BIN.admin, ['stats', '--config', ini, ...now]);
+    expect(after.stdout).toMatch(/^last sweep: 2027-01-15 08:00:00 \(0s ago\): removed 1, refreshed 0 live, 0 recording failures since the one before, took \d+(\.\d+)? s$/m);
   });
 });
 

@@ -42,8 +42,8 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
     expect(readFileSync(upper('etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).not.toMatch(/^\s*vsz_limit/m);
   });
 
-  it('poprelay doctor finds nothing wrong (no MTA is installed there: a warning)', () => {
-    expect(doctorStatuses(readFileSync(join(work, 'doctor.out'), 'utf8'))).toEqual({ ...DOCTOR_ALL_OK, mta: 'WARN' });
+  it('poprelay doctor finds nothing wrong (no MTA is installed there, and Dovecot does not run yet: warnings)', () => {
+    expect(doctorStatuses(readFileSync(join(work, 'doctor.out'), 'utf8'))).toEqual({ ...DOCTOR_ALL_OK, mta: 'WARN', 'live sessions': 'WARN' });
   });
 
   it('the stock Dovecot records a POP3 login, and the session works', async () => {

@@ -218,6 +218,7 @@ export const DOCTOR_ALL_OK: Record<string, string> = {
   'map readers': 'OK',
   'map directory': 'OK',
   sweep: 'OK',
+  'live sessions': 'OK',
   mta: 'OK',
   hook: 'OK',
 };

@@ -93,7 +93,7 @@ describe('scripts/install.sh', () => {
     expect(readFileSync(t.ini, 'utf8')).toMatch(new RegExp(`^dbfile = ${t.map.replace('/var/lib/poprelay-tests', '.*')}$`, 'm'));
     // A config outside /etc/mail/poprelay.ini is passed to the hook and the sweep.
     expect(readFileSync(t.conf, 'utf8')).toContain(`executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3`);
-    expect(readFileSync(t.cron, 'utf8')).toContain(`* * * * *\tpoprelay\t[ -x ${t.sbin}/poprelay-sweep ] && ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
+    expect(readFileSync(t.cron, 'utf8')).toContain(`* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
     // The installed snippet passes doveconf -n on top of Debian's stock configuration.
     writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
     const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
@@ -130,18 +130,24 @@ describe('scripts/install.sh', () => {
     expect(hook.exitCode).toBe(0);
   });
 
-  it('--systemd installs the service and timer instead of the cron entry', async () => {
+  it('installs both the cron entry and the systemd timer, the cron entry deferring to systemd where it runs', async () => {
     const t = tree();
     expect((await install(t.args)).exitCode).toBe(0);
-    expect(existsSync(t.cron)).toBe(true);
-    const r = await install([...t.args, '--systemd']);
-    expect(r.exitCode).toBe(0);
-    expect(existsSync(t.cron)).toBe(false);
     const service = readFileSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.service'), 'utf8');
     expect(service).toContain(`ExecStart=${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
     expect(service).toContain(`ReadWritePaths=${t.dir}/var/lib/poprelay`);
-    expect(service).toContain('User=poprelay');
+    expect(service).not.toMatch(/^User=/m); // root: it asks Dovecot, then takes the map owner's rights
     expect(existsSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.timer'))).toBe(true);
+    // The cron line, run by sh as cron would: it sweeps where systemd does not run, and does nothing where it does.
+    const line = /^\* \* \* \* \*\troot\t(.*)$/m.exec(readFileSync(t.cron, 'utf8'))?.[1] ?? '';
+    expect(line).toBe(`[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
+    const asCron = (systemdDir: string) => execa('sh', ['-c', line.replace('/run/systemd/system', systemdDir)], { reject: false });
+    const noSystemd = await asCron(join(t.dir, 'no-such-dir'));
+    expect(noSystemd.exitCode).toBe(0);
+    expect(readFileSync(join(t.dir, 'var/lib/poprelay/popip.db.sweep'), 'utf8')).toMatch(/"removed":0/);
+    rmSync(join(t.dir, 'var/lib/poprelay/popip.db.sweep'));
+    expect((await asCron(t.dir)).exitCode).toBe(0);
+    expect(existsSync(join(t.dir, 'var/lib/poprelay/popip.db.sweep'))).toBe(false);
   });
 
   it('--uninstall removes what it installed and keeps the map and the config', async () => {
@@ -171,9 +177,15 @@ describe('poprelay doctor', () => {
     const t = tree();
     const r = await install(t.args);
     if (r.exitCode !== 0) throw new Error(r.stderr);
+    withoutLiveSessions(t);
     writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
     writeFileSync(t.sendmailCf, `Kdrac hash -o ${t.map.slice(0, -3)}\n`);
     return t;
+  }
+
+  /** No Dovecot runs for these checks (test/live.test.ts asks a running one). */
+  function withoutLiveSessions(t: Tree): void {
+    writeFileSync(t.ini, readFileSync(t.ini, 'utf8').replace(/^live_sessions = .*$/m, 'live_sessions = no'));
   }
 
   /** `dovecot` says which doveconf to run (first on PATH) and on what. */
@@ -240,10 +252,19 @@ describe('poprelay doctor', () => {
     expect(r.code).toBe(1);
   });
 
+  it('warns when the cron entry runs the sweep as the hook user, who cannot ask Dovecot which sessions are live', async () => {
+    const t = await installed();
+    writeFileSync(t.cron, readFileSync(t.cron, 'utf8').replace('\troot\t', '\tpoprelay\t'));
+    const r = await doctor(t);
+    expect(r.statuses.sweep, r.stdout).toBe('WARN');
+    expect(r.stdout).toContain(`sweep: ${t.cron} runs poprelay-sweep as poprelay, which cannot ask Dovecot's anvil socket which sessions are live`);
+  });
+
   it.runIf(dovecotVersions().includes('2.4'))('accepts the 2.4 snippet the installer chose, whose hook records within the default vsz_limit', async () => {
     const t = tree();
     const r = await install([...t.args, '--dovecot-version', '2.4']);
     expect(r.stdout).toContain('installing the Dovecot 2.4 snippet');
+    withoutLiveSessions(t);
     writeFileSync(t.sendmailCf, `Kdrac hash -o ${t.map.slice(0, -3)}\n`);
     // Dovecot 2.4's doveconf, first on the doctor's PATH, reads a copy of
     // Debian 13's stock /etc/dovecot with the installed snippet in conf.d.

@@ -115,3 +115,48 @@ export async function imapLogin(ep: Endpoint, user: string, pass: string, after:
   const c = await converse(ep, imapSteps(user, pass, after));
   return { ...c, ok: /^a1 OK/m.test(c.replies[1] ?? '') };
 }
+
+/** A session left open after its steps (an IMAP client in IDLE, a POP3 client that never sends QUIT), until close(). */
+export interface HeldSession {
+  close(): Promise<void>;
+}
+
+export function holdSession(ep: Endpoint, steps: Step[], timeoutMs = 60_000): Promise<HeldSession> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect({ host: ep.host, port: ep.port, localAddress: ep.localAddress });
+    const closed = new Promise<void>((res) => socket.on('close', () => res()));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`timeout at step ${step}; transcript:\n${transcript}`));
+    }, timeoutMs);
+    let transcript = '';
+    let pending = '';
+    let step = 0;
+    socket.setEncoding('latin1');
+    socket.on('error', reject);
+    socket.on('data', (d: string) => {
+      transcript += d;
+      pending += d;
+      while (step < steps.length && steps[step]?.until.test(pending)) {
+        pending = '';
+        step++;
+        const next = steps[step];
+        if (next?.send !== undefined) socket.write(`${next.send}\r\n`);
+      }
+      if (step === steps.length) {
+        clearTimeout(timer);
+        resolve({ close: () => (socket.destroy(), closed) });
+      }
+    });
+  });
+}
+
+/** An IMAP login that then waits in IDLE, as a mail client keeps its connection for hours. */
+export function imapIdleSteps(user: string, pass: string): Step[] {
+  return [...imapSteps(user, pass, [imapSelect]).slice(0, -1), { send: 'i1 IDLE', until: /^\+ [^\r\n]*\r\n/m }];
+}
+
+/** A POP3 login without QUIT. */
+export function pop3OpenSteps(user: string, pass: string): Step[] {
+  return pop3Steps(user, pass).slice(0, -1);
+}

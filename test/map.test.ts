@@ -362,7 +362,7 @@ describe('sweeping', () => {
   it('an empty map sweeps to nothing', async () => {
     const s = settings(dir, 'empty.db');
     openDatabase(s.path, { type: 'hash', readonly: false, create: true }).close();
-    expect(sweepMap(s, { now: T, timeoutSeconds: TIMEOUT })).toEqual({ removed: [], kept: 0, permanent: 0, future: [] });
+    expect(sweepMap(s, { now: T, timeoutSeconds: TIMEOUT })).toEqual({ removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] });
     await expectVerified(s.path);
   });
 

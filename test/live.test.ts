@@ -1,0 +1,143 @@
+// live_sessions: the sweep asks a real Dovecot (2.3, and 2.4 chrooted) which
+// sessions are live, through doveadm who on its anvil socket, and keeps
+// their addresses; a session's end, the ignore list and an unreachable
+// Dovecot each behave as the manual says.
+
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { loadConfig } from '../src/config.js';
+import { liveCheck } from '../src/doctor.js';
+import { liveAddresses, parseWho } from '../src/live.js';
+import { readEntries } from '../src/map.js';
+import { dovecotVersions, PASSWORD, startDovecot, treeOf, type Dovecot } from './dovecot.js';
+import { BIN, eventually, settings } from './helpers.js';
+import { holdSession, imapIdleSteps, pop3Login, pop3OpenSteps } from './mailclient.js';
+
+const MINUTE = 60;
+
+describe('parseWho', () => {
+  it('takes the POP3 and IMAP sessions by column name, each address once, and skips the rest', () => {
+    const text = [
+      'username\tservice\tpid\tip\talt_usernames',
+      'alice\timap\t101\t192.0.2.1\t',
+      'alice\timap\t102\t192.0.2.1\t',
+      'bob\tpop3\t103\t2001:db8::7\t',
+      'carol\tsubmission\t104\t192.0.2.3\t',
+      'dave\timap\t105\t\t',
+      'eve\tlmtp\t106\t192.0.2.5\t',
+    ].join('\n');
+    expect(parseWho(text).map((a) => a.text)).toEqual(['192.0.2.1', '2001:db8::7']);
+  });
+  it('reads 2.3\'s "proto" column as 2.4\'s "service"', () => {
+    // As doveadm -f tab who -1 of Debian 12's Dovecot 2.3 prints it.
+    expect(parseWho('username\tproto\tpid\tip\nuser0\timap\t4337\t127.8.9.1\n').map((a) => a.text)).toEqual(['127.8.9.1']);
+  });
+  it('refuses output without the columns it needs', () => {
+    expect(() => parseWho('user\tkind\n')).toThrow(/no "service" or "proto", and "ip" columns/);
+  });
+});
+
+describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
+  let dc: Dovecot;
+  /** The anvil socket and the doveadm that asks it: 2.3's doveadm cannot ask 2.4's anvil, so 2.4's runs in its tree. */
+  let anvil: string;
+  let doveadm: string;
+  let ini: string;
+  const entryTime = (address: string): number | null | undefined =>
+    existsSync(dc.mapPath) ? readEntries(settings(dc.mapDir)).find((e) => e.address === address)?.time : undefined;
+  const sweep = (config: string, at: number) => execa(BIN.sweep, ['--config', config, '--now', String(at)], { reject: false });
+  const sweepConfig = (name: string, extra: string): string => {
+    const f = join(dc.dir, name);
+    // The sweep runs on this host: the map by its host path (a chrooted Dovecot sees another).
+    writeFileSync(f, `dbfile = ${dc.mapPath}\nignore = 127.9.0.0/16\ndovecot_anvil = ${anvil}\ndoveadm = ${doveadm}\n${extra}`);
+    return f;
+  };
+
+  beforeAll(async () => {
+    dc = await startDovecot({ users: 3, version });
+    const root = treeOf(version);
+    anvil = join(dc.dir, 'run/anvil').slice(root.length);
+    doveadm = '/usr/bin/doveadm';
+    if (root !== '') {
+      doveadm = join(dc.dir, 'doveadm');
+      writeFileSync(doveadm, `#!/bin/sh\nexec chroot ${root} doveadm "$@"\n`, { mode: 0o755 });
+    }
+    ini = sweepConfig('sweep.ini', 'live_sessions = yes\n');
+  });
+  afterAll(async () => dc?.stop());
+
+  it('keeps an IMAP client in IDLE and an open POP3 session across a sweep 16 minutes on, and lets them go once they leave', async () => {
+    const imap = await holdSession({ ...dc.imap, localAddress: '127.8.0.1' }, imapIdleSteps('user0', PASSWORD));
+    const pop = await holdSession({ ...dc.pop3, localAddress: '127.8.0.2' }, pop3OpenSteps('user1', PASSWORD));
+    expect((await pop3Login({ ...dc.pop3, localAddress: '127.8.0.3' }, 'user2', PASSWORD)).ok).toBe(true);
+    for (const a of ['127.8.0.1', '127.8.0.2', '127.8.0.3']) await eventually(() => typeof entryTime(a) === 'number', 60_000, `${a} recorded`);
+    await eventually(() => {
+      const live = liveAddresses(anvil, doveadm);
+      return 'addresses' in live && live.addresses.length >= 2;
+    }, 60_000, 'doveadm who lists both sessions');
+
+    const later = Math.floor(Date.now() / 1000) + 16 * MINUTE;
+    const r = await sweep(ini, later);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`${dc.mapPath}: kept 2, removed 1, permanent 0, refreshed 2 live`);
+    expect(entryTime('127.8.0.1')).toBe(later);
+    expect(entryTime('127.8.0.2')).toBe(later);
+    expect(entryTime('127.8.0.3')).toBeUndefined();
+
+    await imap.close();
+    await pop.close();
+    await eventually(() => {
+      const live = liveAddresses(anvil, doveadm);
+      return 'addresses' in live && !live.addresses.some((a) => a.text.startsWith('127.8.0.'));
+    }, 60_000, 'doveadm who no longer lists the sessions');
+    const r2 = await sweep(ini, later + 16 * MINUTE);
+    expect(r2.stdout).toBe(`${dc.mapPath}: kept 0, removed 2, permanent 0`);
+    expect(readEntries(settings(dc.mapDir))).toEqual([]); // the map exists: three logins went in
+  });
+
+  it('poprelay doctor asks the same way, and a doveadm of another version is no answer', async () => {
+    if (treeOf(version) === '') {
+      const cfg = loadConfig(ini);
+      expect(liveCheck(cfg)).toMatchObject({ status: 'OK', detail: expect.stringMatching(/^doveadm who answers on \S+: \d+ address\(es\) with a live POP3 or IMAP session$/) });
+      expect(liveCheck({ ...cfg, dovecotAnvil: join(dc.dir, 'run/none') })).toMatchObject({ status: 'WARN', detail: expect.stringMatching(/is Dovecot running\?/) });
+      expect(liveCheck({ ...cfg, liveSessions: 'no' })).toMatchObject({ status: 'OK', detail: expect.stringMatching(/^off \(live_sessions = no\)/) });
+    } else {
+      // Debian 12's doveadm (2.3) asking 2.4's anvil exits 0 with an empty list and a complaint on stderr.
+      const answer = liveAddresses(join(dc.dir, 'run/anvil'), '/usr/bin/doveadm');
+      expect(answer).toEqual({ error: expect.stringMatching(/failed: Error: Invalid input: VERSION\tanvil-server\t2\t0$/) });
+    }
+  });
+
+  it('never refreshes an address on the ignore list', async () => {
+    const held = await holdSession({ ...dc.imap, localAddress: '127.9.0.1' }, imapIdleSteps('user0', PASSWORD));
+    try {
+      // The hook's own config ignores nothing, so the login is recorded; the sweep's ignores 127.9.0.0/16.
+      await eventually(() => typeof entryTime('127.9.0.1') === 'number', 60_000, 'recorded');
+      const r = await sweep(ini, Math.floor(Date.now() / 1000) + 16 * MINUTE);
+      expect(r.stdout).toBe(`${dc.mapPath}: kept 0, removed 1, permanent 0`);
+    } finally {
+      await held.close();
+    }
+  });
+
+  it('sweeps as before when Dovecot cannot be asked, and says why in one line', async () => {
+    const held = await holdSession({ ...dc.imap, localAddress: '127.8.1.1' }, imapIdleSteps('user1', PASSWORD));
+    try {
+      await eventually(() => typeof entryTime('127.8.1.1') === 'number', 60_000, 'recorded');
+      const unreachable = join(dc.dir, 'unreachable.ini');
+      const noAnvil = join(dc.dir, 'run/no-anvil');
+      writeFileSync(unreachable, `dbfile = ${dc.mapPath}\nlive_sessions = yes\ndovecot_anvil = ${noAnvil}\n`);
+      const r = await sweep(unreachable, Math.floor(Date.now() / 1000) + 16 * MINUTE);
+      expect(r.exitCode).toBe(0);
+      expect(r.stderr).toMatch(/^poprelay-sweep: live sessions not checked \(\/usr\/bin\/doveadm who -a \S+ failed: .*\); sweeping as if none were live$/);
+      expect(r.stderr.split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(noAnvil);
+      expect(r.stdout).toBe(`${dc.mapPath}: kept 0, removed 1, permanent 0`);
+    } finally {
+      await held.close();
+    }
+  });
+});
