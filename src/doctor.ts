@@ -235,8 +235,10 @@ function dirPathCheck(mapPath: string): Check {
  * Which schedule runs the sweep. The cron entry defers to systemd where it
  * runs (scripts/poprelay.cron), so there the timer must be enabled.
  */
-export function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/system')): Check {
-  const cron = existsSync(paths.cronFile) && /^[^#\n]*poprelay-sweep/m.test(readFileSync(paths.cronFile, 'utf8'));
+function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/system')): Check {
+  // The cron.d line that runs the sweep: five time fields (or one @keyword), the user, the command.
+  const cronLine = existsSync(paths.cronFile) ? /^[^#\n]*poprelay-sweep.*$/m.exec(readFileSync(paths.cronFile, 'utf8'))?.[0] : undefined;
+  const cron = cronLine !== undefined;
   const timer = existsSync(paths.systemdTimer);
   if (systemdRuns && timer) {
     const enabled = spawnSync('systemctl', ['is-enabled', 'poprelay-sweep.timer'], { encoding: 'utf8' });
@@ -245,9 +247,8 @@ export function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/sy
     }
     return ok('sweep', `systemd runs, and ${paths.systemdTimer} schedules poprelay-sweep${cron ? ` (${paths.cronFile} defers to it)` : ''}`);
   }
-  if (cron) {
-    // A cron.d line: five time fields (or one @keyword), the user, the command.
-    const fields = (/^[^#\n]*poprelay-sweep.*$/m.exec(readFileSync(paths.cronFile, 'utf8'))?.[0] ?? '').trim().split(/\s+/);
+  if (cronLine !== undefined) {
+    const fields = cronLine.trim().split(/\s+/);
     const user = fields[(fields[0] ?? '').startsWith('@') ? 1 : 5];
     if (user !== 'root') {
       return bad('WARN', 'sweep', `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`, 'run it as root, as scripts/poprelay.cron does: it takes the map owner\'s rights for the map');
