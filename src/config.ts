@@ -25,7 +25,7 @@ export interface Config {
   ignore: readonly Network[];
   mapMode: number;
   logRecorded: boolean;
-  /** Whether the sweep asks Dovecot which addresses have a live session; auto: when doveadm is installed. */
+  /** Whether the sweep asks Dovecot which addresses have a live session; auto: when the anvil socket exists. */
   liveSessions: LiveSessions;
   /** The socket doveadm who asks. */
   dovecotAnvil: string;
@@ -61,6 +61,11 @@ function parseMode(v: string): number | undefined {
   return mode;
 }
 
+/** An absolute path ending in `suffix`, with no NUL or newline (it goes into messages and argv). */
+function absolutePath(suffix = '') {
+  return (v: string): string | undefined => (isAbsolute(v) && v.endsWith(suffix) && !/[\0\n]/.test(v) ? v : undefined);
+}
+
 function parseBool(v: string): boolean | undefined {
   if (/^(yes|true|on|1)$/i.test(v)) return true;
   if (/^(no|false|off|0)$/i.test(v)) return false;
@@ -88,7 +93,7 @@ const KEYS = {
   dbfile: {
     default: '/var/lib/poprelay/popip.db',
     allowed: 'an absolute path ending in ".db" (the MTAs name the map without .db and add it)',
-    parse: (v: string) => (isAbsolute(v) && v.endsWith('.db') && v.length > 4 && !/[\0\n]/.test(v) ? v : undefined),
+    parse: (v: string) => (v.length > 4 ? absolutePath('.db')(v) : undefined),
   },
   dbtype: {
     default: 'hash',
@@ -128,23 +133,27 @@ const KEYS = {
   },
   live_sessions: {
     default: 'auto',
-    allowed: '"yes", "no" or "auto" (yes when doveadm is installed)',
-    parse: (v: string): LiveSessions | undefined => (/^auto$/i.test(v) ? 'auto' : parseBool(v) === true ? 'yes' : parseBool(v) === false ? 'no' : undefined),
+    allowed: '"yes", "no" or "auto" (yes when dovecot_anvil exists)',
+    parse: (v: string): LiveSessions | undefined => {
+      if (/^auto$/i.test(v)) return 'auto';
+      const b = parseBool(v);
+      return b === undefined ? undefined : b ? 'yes' : 'no';
+    },
   },
   dovecot_anvil: {
     default: '/run/dovecot/anvil',
     allowed: 'the absolute path of Dovecot\'s anvil socket (base_dir/anvil)',
-    parse: (v: string) => (isAbsolute(v) && !/[\0\n]/.test(v) ? v : undefined),
+    parse: absolutePath(),
   },
   doveadm: {
     default: '/usr/bin/doveadm',
     allowed: 'the absolute path of doveadm (of the same Dovecot version as the anvil it asks)',
-    parse: (v: string) => (isAbsolute(v) && !/[\0\n]/.test(v) ? v : undefined),
+    parse: absolutePath(),
   },
   metrics_file: {
     default: 'none',
     allowed: '"none", or an absolute path ending in ".prom"',
-    parse: (v: string) => (v === 'none' || (isAbsolute(v) && v.endsWith('.prom') && !/[\0\n]/.test(v)) ? v : undefined),
+    parse: (v: string) => (v === 'none' ? v : absolutePath('.prom')(v)),
   },
 } satisfies Record<string, KeySpec<unknown>>;
 
