@@ -6,7 +6,7 @@ import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { doveconf, dovecotVersions, PASSWORD, startDovecot, treeOf, type DovecotVersion } from './dovecot.js';
+import { doveconf, dovecotVersions, PASSWORD, startDovecot, treeOf, withVszLimit, type DovecotVersion } from './dovecot.js';
 import { readEntries } from '../src/map.js';
 import { eventually, ROOT, settings } from './helpers.js';
 import { pop3Login } from './mailclient.js';
@@ -54,7 +54,7 @@ describe.each(VERSIONS)('dovecot-conf/%s/95-poprelay.conf', (version, root) => {
   });
 
   it('with a vsz_limit too small for Node, the login still goes on and the log says why nothing was recorded', async () => {
-    const dc = await startDovecot({ users: 1, version, editConf: (c) => c.replace(/^(\s*user = poprelay\n)/gm, '$1  vsz_limit = 96M\n') });
+    const dc = await startDovecot({ users: 1, version, editConf: (c) => withVszLimit(c, '96M') });
     try {
       expect((await pop3Login({ ...dc.pop3, localAddress: '127.4.0.2' }, 'user0', PASSWORD)).ok).toBe(true);
       await eventually(() => /poprelay-pop3: Error: poprelay: not recorded: the recorder \(.*\) ended with status \d+/.test(dc.log()));

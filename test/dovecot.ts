@@ -210,6 +210,11 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
   }
 }
 
+/** A Dovecot snippet with `vsz_limit = value` added to each post-login service (after its user line), as the installer adds it. */
+export function withVszLimit(conf: string, value: string): string {
+  return conf.replace(/^(\s*user = poprelay\n)/gm, `$1  vsz_limit = ${value}\n`);
+}
+
 /**
  * The shipped snippet with the instance's script; every other line as
  * shipped. The baseline scripts get no poprelay options: "$@" must be
@@ -220,7 +225,7 @@ function poprelayConf(script: string, kind: HookKind, version: DovecotVersion): 
   const shipped = readFileSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), 'utf8');
   const withOptions = kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
   const nodeFirst = kind === 'node-noop' || kind === 'node-continues';
-  const limited = nodeFirst ? withOptions.replace(/^(\s*user = poprelay\n)/gm, `$1  vsz_limit = ${version === '2.3' ? '0' : 'unlimited'}\n`) : withOptions;
+  const limited = nodeFirst ? withVszLimit(withOptions, version === '2.3' ? '0' : 'unlimited') : withOptions;
   return limited.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
 }
 

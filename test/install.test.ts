@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { parseDoveconfProtocols, parseDoveconfServices, vszBytes } from '../src/doctor.js';
-import { configHead, doveconf, dovecotVersions, treeOf, TRIXIE } from './dovecot.js';
+import { configHead, doveconf, dovecotVersions, treeOf, TRIXIE, withVszLimit } from './dovecot.js';
 import { DOCTOR_ALL_OK, doctorStatuses, dumpMap, expectVerified, ROOT } from './helpers.js';
 import { safeDir } from './peers.js';
 
@@ -218,7 +218,7 @@ describe('poprelay doctor', () => {
     ['Dovecot without the snippet', (t) => writeFileSync(t.dovecotConf, '!include /etc/dovecot/dovecot.conf\n'), 'dovecot pop3', /pop3 logins do not run poprelay-login/],
     [
       'a vsz_limit too small for Node',
-      (t) => writeFileSync(t.conf, readFileSync(t.conf, 'utf8').replace(/^(\s*user = poprelay\n)/gm, '$1  vsz_limit = 96M\n')),
+      (t) => writeFileSync(t.conf, withVszLimit(readFileSync(t.conf, 'utf8'), '96M')),
       'hook',
       /within vsz_limit = 96 ?M with IP=192\.0\.2\.254 did not record it in /,
     ],

@@ -26,7 +26,12 @@ export interface Endpoint {
   localAddress?: string;
 }
 
-export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000): Promise<Conversation> {
+/**
+ * Runs `steps` on one connection; resolves with the conversation once the
+ * server closes it. `held`, if given, is called once every step has had its
+ * reply, with a function that closes the connection (a session kept open).
+ */
+export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000, held?: (close: () => void) => void): Promise<Conversation> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const socket: Socket = connect({ host: ep.host, port: ep.port, localAddress: ep.localAddress });
@@ -47,6 +52,10 @@ export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000): Promi
         if (next?.send !== undefined) {
           conv.transcript += `C: ${next.send}\n`;
           socket.write(`${next.send}\r\n`);
+        }
+        if (step === steps.length && held !== undefined) {
+          clearTimeout(timer);
+          held(() => socket.destroy());
         }
       }
     };
@@ -123,31 +132,15 @@ export interface HeldSession {
 
 export function holdSession(ep: Endpoint, steps: Step[], timeoutMs = 60_000): Promise<HeldSession> {
   return new Promise((resolve, reject) => {
-    const socket: Socket = connect({ host: ep.host, port: ep.port, localAddress: ep.localAddress });
-    const closed = new Promise<void>((res) => socket.on('close', () => res()));
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`timeout at step ${step}; transcript:\n${transcript}`));
-    }, timeoutMs);
-    let transcript = '';
-    let pending = '';
-    let step = 0;
-    socket.setEncoding('latin1');
-    socket.on('error', reject);
-    socket.on('data', (d: string) => {
-      transcript += d;
-      pending += d;
-      while (step < steps.length && steps[step]?.until.test(pending)) {
-        pending = '';
-        step++;
-        const next = steps[step];
-        if (next?.send !== undefined) socket.write(`${next.send}\r\n`);
-      }
-      if (step === steps.length) {
-        clearTimeout(timer);
-        resolve({ close: () => (socket.destroy(), closed) });
-      }
-    });
+    const ended = converse(ep, steps, timeoutMs, (close) =>
+      resolve({
+        close: () => {
+          close();
+          return ended.then(() => undefined);
+        },
+      }),
+    );
+    ended.catch(reject);
   });
 }
 

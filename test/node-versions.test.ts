@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { PASSWORD, startDovecot } from './dovecot.js';
+import { PASSWORD, startDovecot, withVszLimit } from './dovecot.js';
 import { BIN, dumpMap, eventually, expectVerified } from './helpers.js';
 import { pop3Login } from './mailclient.js';
 
@@ -22,8 +22,7 @@ describe.each(['22', '24'])('the addon built for this Node.js, under Node.js %s'
     if (!existsSync(node)) throw new Error(`${node} is missing: run scripts/install-deps.sh --test as root`);
     expect((await execa(node, ['--version'])).stdout).toMatch(new RegExp(`^v${major}\\.`));
     // Node 24 does not start within Dovecot's default vsz_limit; the installer then sets one (test/install.test.ts).
-    const noLimit = (c: string) => c.replace(/^(\s*user = poprelay\n)/gm, '$1  vsz_limit = 0\n');
-    const dc = await startDovecot({ users: 1, node, editConf: major === '24' ? noLimit : undefined });
+    const dc = await startDovecot({ users: 1, node, editConf: major === '24' ? (c) => withVszLimit(c, '0') : undefined });
     try {
       const login = await pop3Login({ ...dc.pop3, localAddress: '127.6.0.1' }, 'user0', PASSWORD);
       expect(login.ok).toBe(true);
