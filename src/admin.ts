@@ -5,9 +5,9 @@ import { createInterface } from 'node:readline';
 
 import { parseClientAddress, sortByAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, outJson, parseCommandLine, stringOption, UsageError, type OptionSpec, type OptionValues } from './cli.js';
-import type { Config } from './config.js';
+import type { Config, MapSettings } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
-import { ensureMap, mapSettings, putEntry, readEntries, readQueued, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
+import { ensureMap, putEntry, readEntries, readQueued, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
 import { mapStats } from './stats.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
@@ -74,8 +74,8 @@ function describe(e: RelayEntry, now: number, timeoutSeconds: number) {
   };
 }
 
-function sortedEntries(cfg: Config): RelayEntry[] {
-  return sortByAddress(readEntries(mapSettings(cfg)), (e) => e.address);
+function sortedEntries(s: MapSettings): RelayEntry[] {
+  return sortByAddress(readEntries(s), (e) => e.address);
 }
 
 function table(rows: string[][]): string[] {
@@ -97,7 +97,7 @@ never changed. Run it as the user the Dovecot hook runs as, so that the map
 belongs to that user.`,
     args: [],
     run: (ctx) => {
-      const s = mapSettings(ctx.config());
+      const s = ctx.config().map;
       if (ensureMap(s)) out(`created ${s.path} (${s.type}, mode ${s.mode.toString(8).padStart(4, '0')})`);
       else out(`${s.path} exists and is a usable ${s.type} map; left as it is`);
       return 0;
@@ -118,11 +118,10 @@ value is not a number; "invalid value" for all-digit values past the year
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
-      const timeout = ctx.config().timeoutMinutes * 60;
-      const s = mapSettings(ctx.config());
+      const s = ctx.config().map;
       const items = [
-        ...sortedEntries(ctx.config()).map((e) => describe(e, ctx.now, timeout)),
-        ...sortByAddress(readQueued(s), (q) => q.address.text).map((q) => ({ ...describe({ address: q.address.text, keys: q.address.keys, time: q.time }, ctx.now, timeout), queued: true })),
+        ...sortedEntries(s).map((e) => describe(e, ctx.now, s.timeoutSeconds)),
+        ...sortByAddress(readQueued(s), (q) => q.address.text).map((q) => ({ ...describe({ address: q.address.text, keys: q.address.keys, time: q.time }, ctx.now, s.timeoutSeconds), queued: true })),
       ];
       if (ctx.values.json === true) {
         outJson(items);
@@ -154,7 +153,7 @@ ignore list does not (you asked for this address).`,
     options: { permanent: { type: 'boolean' } },
     run: (ctx) => {
       const addr = addressArg(ctx);
-      const s = mapSettings(ctx.config());
+      const s = ctx.config().map;
       if (ctx.values.permanent === true) {
         putEntry(s, addr, 'OK');
         out(`added ${addr.text} (permanent)`);
@@ -162,7 +161,7 @@ ignore list does not (you asked for this address).`,
       }
       if (recordLogin(s, addr, ctx.now) === 'permanent') {
         out(`${addr.text} has a permanent entry, left as it is (remove it with: poprelay del ${addr.text})`);
-      } else out(`added ${addr.text} (may relay for ${formatDuration(ctx.config().timeoutMinutes * 60)})`);
+      } else out(`added ${addr.text} (may relay for ${formatDuration(s.timeoutSeconds)})`);
       return 0;
     },
   },
@@ -175,7 +174,7 @@ was not there.`,
     args: ['ADDR'],
     run: (ctx) => {
       const addr = addressArg(ctx);
-      if (!removeAddress(mapSettings(ctx.config()), addr)) {
+      if (!removeAddress(ctx.config().map, addr)) {
         process.stderr.write(`poprelay: ${addr.text} is not in the map\n`);
         return 1;
       }
@@ -193,7 +192,7 @@ still counts until the sweep removes it, and the answer says so.`,
     args: ['ADDR'],
     run: (ctx) => {
       const addr = addressArg(ctx);
-      const s = mapSettings(ctx.config());
+      const s = ctx.config().map;
       const entry = readEntries(s).find((e) => e.address === addr.text);
       if (entry === undefined) {
         const queued = readQueued(s).filter((q) => q.address.text === addr.text);
@@ -203,7 +202,7 @@ still counts until the sweep removes it, and the answer says so.`,
         } else out(`${addr.text} may not relay: not in the map`);
         return 1;
       }
-      const d = describe(entry, ctx.now, ctx.config().timeoutMinutes * 60);
+      const d = describe(entry, ctx.now, s.timeoutSeconds);
       const partial = addr.keys.length > entry.keys.length ? ` (only the key ${entry.keys.join(', ')} is present)` : '';
       if (d.permanent) out(`${addr.text} may relay: permanent entry${partial}`);
       else if (d.invalid) out(`${addr.text} may relay until the next sweep: its value is no possible time (invalid), so the sweep removes it${partial}`);
@@ -227,7 +226,8 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
     args: [],
     options: JSON_OPTION,
     run: (ctx) => {
-      const stats = mapStats(ctx.config(), ctx.now);
+      const s = ctx.config().map;
+      const stats = mapStats(s, ctx.now);
       if (ctx.values.json === true) {
         outJson(stats);
         return 0;
@@ -236,7 +236,7 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
         e === null ? '-' : `${e.address}, last login ${formatTime(e.lastLogin)} (${formatAgo(e.lastLogin, ctx.now)})`;
       out(`map:        ${stats.map} (${stats.type}, ${stats.bytes} bytes)`);
       out(`entries:    ${stats.entries} (${stats.dated} dated, ${stats.permanent} permanent; ${stats.keys} keys)`);
-      out(`expired:    ${stats.expired} (older than ${ctx.config().timeoutMinutes} minutes, removed by the next sweep)`);
+      out(`expired:    ${stats.expired} (older than ${s.timeoutSeconds / 60} minutes, removed by the next sweep)`);
       out(`oldest:     ${when(stats.oldest)}`);
       out(`newest:     ${when(stats.newest)}`);
       out(`queued:     ${stats.queued} login${stats.queued === 1 ? '' : 's'} not yet in the map${stats.oldestQueued === null ? '' : `; oldest ${when(stats.oldestQueued)}`}`);
@@ -257,29 +257,28 @@ they log in again. Asks for confirmation on the terminal unless --yes.`,
     args: [],
     options: { yes: { type: 'boolean', short: 'y' } },
     run: async (ctx) => {
-      const s = mapSettings(ctx.config());
+      const s = ctx.config().map;
       const dated = readEntries(s).filter((e) => e.time !== null).length;
       if (dated === 0) {
-        out(`${ctx.config().dbfile}: no dated entries to remove`);
+        out(`${s.path}: no dated entries to remove`);
         return 0;
       }
       if (ctx.values.yes !== true) {
         if (!process.stdin.isTTY) throw new UsageError('flush needs confirmation: stdin is not a terminal, so give --yes');
-        if (!(await confirm(`Remove all ${dated} dated entries from ${ctx.config().dbfile} (permanent entries stay)? [y/N] `))) {
+        if (!(await confirm(`Remove all ${dated} dated entries from ${s.path} (permanent entries stay)? [y/N] `))) {
           process.stderr.write('poprelay: not flushed\n');
           return 1;
         }
       }
       // Every dated entry is "older than the timeout" at the end of time.
-      const report = sweepMap(s, { now: Number.MAX_SAFE_INTEGER, timeoutSeconds: 0 });
-      out(`${ctx.config().dbfile}: removed ${report.removed.length}, permanent ${report.permanent}`);
+      const report = sweepMap({ ...s, timeoutSeconds: 0 }, { now: Number.MAX_SAFE_INTEGER });
+      out(`${s.path}: removed ${report.removed.length}, permanent ${report.permanent}`);
       return 0;
     },
   },
-};
 
-COMMANDS.doctor = {
-  usage: `Usage: poprelay doctor [--config FILE] [PATH OPTIONS]
+  doctor: {
+    usage: `Usage: poprelay doctor [--config FILE] [PATH OPTIONS]
 
 Checks a live installation and prints one line per check, OK, WARN or FAIL,
 with the fix for each problem: the config parses; Dovecot's effective
@@ -298,27 +297,28 @@ Exit 0 when nothing FAILed, 1 otherwise.
   --postfix-main-cf FILE   (default ${DEFAULT_DOCTOR_PATHS.postfixMainCf})
   --cron-file FILE         (default ${DEFAULT_DOCTOR_PATHS.cronFile})
   --systemd-timer FILE     (default ${DEFAULT_DOCTOR_PATHS.systemdTimer})`,
-  args: [],
-  options: {
-    'hook-user': { type: 'string' },
-    'doveconf-config': { type: 'string' },
-    'sendmail-cf': { type: 'string' },
-    'postfix-main-cf': { type: 'string' },
-    'cron-file': { type: 'string' },
-    'systemd-timer': { type: 'string' },
-  },
-  run: (ctx) => {
-    const v = ctx.values;
-    const checks = runDoctor(ctx.config, {
-      doveconfConfig: stringOption(v['doveconf-config']),
-      hookUser: stringOption(v['hook-user']),
-      sendmailCf: stringOption(v['sendmail-cf']) ?? DEFAULT_DOCTOR_PATHS.sendmailCf,
-      postfixMainCf: stringOption(v['postfix-main-cf']) ?? DEFAULT_DOCTOR_PATHS.postfixMainCf,
-      cronFile: stringOption(v['cron-file']) ?? DEFAULT_DOCTOR_PATHS.cronFile,
-      systemdTimer: stringOption(v['systemd-timer']) ?? DEFAULT_DOCTOR_PATHS.systemdTimer,
-    });
-    for (const line of formatChecks(checks)) out(line);
-    return checks.some((c) => c.status === 'FAIL') ? 1 : 0;
+    args: [],
+    options: {
+      'hook-user': { type: 'string' },
+      'doveconf-config': { type: 'string' },
+      'sendmail-cf': { type: 'string' },
+      'postfix-main-cf': { type: 'string' },
+      'cron-file': { type: 'string' },
+      'systemd-timer': { type: 'string' },
+    },
+    run: (ctx) => {
+      const v = ctx.values;
+      const checks = runDoctor(ctx.config, {
+        doveconfConfig: stringOption(v['doveconf-config']),
+        hookUser: stringOption(v['hook-user']),
+        sendmailCf: stringOption(v['sendmail-cf']) ?? DEFAULT_DOCTOR_PATHS.sendmailCf,
+        postfixMainCf: stringOption(v['postfix-main-cf']) ?? DEFAULT_DOCTOR_PATHS.postfixMainCf,
+        cronFile: stringOption(v['cron-file']) ?? DEFAULT_DOCTOR_PATHS.cronFile,
+        systemdTimer: stringOption(v['systemd-timer']) ?? DEFAULT_DOCTOR_PATHS.systemdTimer,
+      });
+      for (const line of formatChecks(checks)) out(line);
+      return checks.some((c) => c.status === 'FAIL') ? 1 : 0;
+    },
   },
 };
 
@@ -363,7 +363,7 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
   const config = (): Config => {
     if (cfg === undefined) {
       cfg = configFrom(values);
-      if (name !== 'doctor') actAsMapOwner(cfg.dbfile);
+      if (name !== 'doctor') actAsMapOwner(cfg.map.path);
     }
     return cfg;
   };

@@ -12,18 +12,25 @@ import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mail/poprelay.ini';
 
+/** The map and how to write it: dbfile, dbtype, lock_timeout_ms, map_mode and timeout_minutes, in the units the code uses. */
+export interface MapSettings {
+  path: string;
+  type: DbType;
+  lockTimeoutMs: number;
+  /** Mode of a map created by poprelay. */
+  mode: number;
+  /** How long an entry lets its address relay; a queued login older than this is dropped, not applied. */
+  timeoutSeconds: number;
+}
+
 export interface Config {
   /** The file the settings came from; null when no file exists and defaults apply. */
   source: string | null;
-  dbfile: string;
-  dbtype: DbType;
-  timeoutMinutes: number;
-  lockTimeoutMs: number;
+  map: MapSettings;
   /** A login whose entry is younger than this writes nothing; 0: every login writes. */
   refreshSeconds: number;
   /** The ignore list, in the order written. */
   ignore: readonly Network[];
-  mapMode: number;
   logRecorded: boolean;
   /** Whether the sweep asks Dovecot which addresses have a live session; auto: when the anvil socket exists. */
   liveSessions: LiveSessions;
@@ -234,13 +241,9 @@ export function parseConfig(text: string, source: string | null): Config {
   }
   return {
     source,
-    dbfile: p.dbfile,
-    dbtype: p.dbtype,
-    timeoutMinutes: p.timeout_minutes,
-    lockTimeoutMs: p.lock_timeout_ms,
+    map: { path: p.dbfile, type: p.dbtype, lockTimeoutMs: p.lock_timeout_ms, mode: p.map_mode, timeoutSeconds: p.timeout_minutes * 60 },
     refreshSeconds: p.refresh_seconds,
     ignore: p.ignore,
-    mapMode: p.map_mode,
     logRecorded: p.log_recorded,
     liveSessions: p.live_sessions,
     dovecotAnvil: p.dovecot_anvil,

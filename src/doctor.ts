@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 
 import type { Config } from './config.js';
 import { isPoprelayError, quoteUntrusted } from './errors.js';
-import { readEntries, mapSettings, readRecords, type MapSettings } from './map.js';
+import type { MapSettings } from './config.js';
+import { readEntries, readRecords } from './map.js';
 import { liveAddresses } from './live.js';
 import { queueDir, readQueue } from './queue.js';
 import { formatAgo, unixNow } from './timefmt.js';
@@ -167,7 +168,7 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; service?: HookSer
 }
 
 function mapChecks(cfg: Config, user: string): Check[] {
-  const s = mapSettings(cfg);
+  const s = cfg.map;
   const checks: Check[] = [];
   try {
     const n = readRecords(s).length;
@@ -284,7 +285,7 @@ function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
  * config, or one that cannot start within the limit, shows up here.
  */
 function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
-  const s = mapSettings(cfg);
+  const s = cfg.map;
   const had = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   const env = { IP: TEST_ADDRESS, USER: 'poprelay-doctor' };
   const r = asUser(user, hook, env, vszBytes(vsz));
@@ -332,10 +333,10 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   const user = paths.hookUser ?? dovecot.service?.user ?? 'poprelay';
   const mapOk = mapChecks(cfg, user);
   checks.push(...mapOk);
-  if (existsSync(dirname(cfg.dbfile))) checks.push(dirPathCheck(cfg.dbfile));
+  if (existsSync(dirname(cfg.map.path))) checks.push(dirPathCheck(cfg.map.path));
   checks.push(sweepCheck(paths));
   checks.push(liveCheck(cfg));
-  checks.push(mtaCheck(paths, cfg.dbfile));
+  checks.push(mtaCheck(paths, cfg.map.path));
   if (dovecot.service === undefined) checks.push(bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'));
   else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL')) checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));
   else checks.push(liveHookCheck(cfg, { ...dovecot.service, user }));

@@ -110,7 +110,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
   let who = `user=${env.USER ?? '(none)'}`;
   let dbfile: string | undefined;
   try {
-    const [{ isIgnored, loadConfig }, { parseClientAddress }, { mapSettings, queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
+    const [{ isIgnored, loadConfig }, { parseClientAddress }, { queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
       import('./config.js'),
       import('./address.js'),
       import('./map.js'),
@@ -131,13 +131,13 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       return false;
     }
     const cfg = loadConfig(args.config, env);
-    dbfile = cfg.dbfile;
+    dbfile = cfg.map.path;
     if (isIgnored(cfg, addr)) {
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
       return true;
     }
-    actAsMapOwner(cfg.dbfile);
-    const outcome = queueLogin(mapSettings(cfg), addr, Math.floor(Date.now() / 1000), cfg.refreshSeconds);
+    actAsMapOwner(cfg.map.path);
+    const outcome = queueLogin(cfg.map, addr, Math.floor(Date.now() / 1000), cfg.refreshSeconds);
     if (cfg.logRecorded) {
       log('info', outcome === 'permanent' ? `${addr.text} has a permanent entry, left as it is (${who})` : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`);
     }

@@ -8,8 +8,8 @@ import { dirname } from 'node:path';
 import type { NativeError } from './bdb.js';
 import { errnoCode, PoprelayError } from './errors.js';
 
-/** What a failure of an unknown kind means: a damaged map when reading it, an I/O problem when writing a copy. */
-export type UnknownMeans = 'corrupt' | 'io';
+/** What a failure with no errno of its own means: a damaged map when reading it, an I/O problem when writing a copy. */
+export type OtherFailure = 'corrupt' | 'io';
 
 function userDescription(): string {
   try {
@@ -58,7 +58,7 @@ export function typeMismatchError(path: string, actual: string, configured: stri
  * map", "write a new copy of the map for", ...) into the error an
  * administrator can act on. A PoprelayError passes unchanged.
  */
-export function mapError(e: unknown, path: string, doing: string, unknown: UnknownMeans = 'corrupt'): PoprelayError {
+export function mapError(e: unknown, path: string, doing: string, otherwise: OtherFailure = 'corrupt'): PoprelayError {
   if (e instanceof PoprelayError) return e;
   const code = errnoCode(e);
   const detail = ((e as NativeError).detail ?? (e instanceof Error ? e.message : String(e))).replace(/\/proc\/self\/fd\/\d+/g, path);
@@ -106,7 +106,7 @@ export function mapError(e: unknown, path: string, doing: string, unknown: Unkno
     case 'ENOENT':
       return new PoprelayError('ERR_MAP_MISSING', `cannot ${doing} ${path}: it does not exist`, { cause: e });
     default:
-      if (unknown === 'io') return io(code === undefined ? detail : `${detail} (${code})`);
+      if (otherwise === 'io') return io(code === undefined ? detail : `${detail} (${code})`);
       return new PoprelayError(
         'ERR_MAP_CORRUPT',
         `cannot ${doing} ${path}: it is not a readable Berkeley DB file (libdb: ${detail}). ` +
@@ -117,10 +117,10 @@ export function mapError(e: unknown, path: string, doing: string, unknown: Unkno
 }
 
 /** Runs `step`, translating whatever it throws with mapError. */
-export function translated<T>(path: string, doing: string, step: () => T, unknown: UnknownMeans = 'corrupt'): T {
+export function translated<T>(path: string, doing: string, step: () => T, otherwise: OtherFailure = 'corrupt'): T {
   try {
     return step();
   } catch (e) {
-    throw mapError(e, path, doing, unknown);
+    throw mapError(e, path, doing, otherwise);
   }
 }

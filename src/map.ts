@@ -5,18 +5,14 @@
 // queue.ts's job.
 
 import { addressOfKey, type ClientAddress } from './address.js';
-import type { Config } from './config.js';
-import { applyQueue, HOLD_TARGET_MS, letWaitersIn, lookupKeys, readRecords, updateMap, type MapSettings } from './mapfile.js';
+import type { MapSettings } from './config.js';
+import { applyQueue, HOLD_TARGET_MS, letWaitersIn, lookupKeys, readRecords, updateMap } from './mapfile.js';
 import { PoprelayError } from './errors.js';
 import { mapError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
 import { applyLogin, classifyValue } from './values.js';
 
-export { ensureMap, readRecords, updateMap, type MapSettings } from './mapfile.js';
-
-export function mapSettings(cfg: Config): MapSettings {
-  return { path: cfg.dbfile, type: cfg.dbtype, lockTimeoutMs: cfg.lockTimeoutMs, mode: cfg.mapMode, timeoutSeconds: cfg.timeoutMinutes * 60 };
-}
+export { ensureMap, readRecords, updateMap } from './mapfile.js';
 
 /** One address (or other key) in the map; an IPv6 login's two keys form one entry. */
 export interface RelayEntry {
@@ -161,7 +157,6 @@ export interface SweepReport {
 
 export interface SweepOptions {
   now: number;
-  timeoutSeconds: number;
   dryRun?: boolean;
   /** Addresses with a live POP3/IMAP session: each counts as a login now. */
   live?: readonly ClientAddress[];
@@ -183,7 +178,7 @@ export interface SweepOptions {
  * a login never waits for more than one batch.
  */
 export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
-  const cutoff = o.now - o.timeoutSeconds;
+  const cutoff = o.now - s.timeoutSeconds;
   const report: SweepReport = { removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] };
   const live = o.live ?? [];
   // Logins left queued (a writer killed mid-way, a burst that outlasted

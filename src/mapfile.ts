@@ -14,22 +14,13 @@
 import { closeSync, fchownSync, linkSync, lstatSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 
-import { flock, openDatabase, unpackRecords, type Database, type DbType } from './bdb.js';
+import { flock, openDatabase, unpackRecords, type Database } from './bdb.js';
+import type { MapSettings } from './config.js';
 import { errnoCode, isPoprelayError } from './errors.js';
 import { lockTimeoutError, mapError, mapMissingError, nulKeysError, translated, typeMismatchError } from './map-errors.js';
 import { readQueue, removeQueued, type QueuedLogin } from './queue.js';
 import { createExclusive, fdPath, openRegular, syncDirectory } from './safefs.js';
 import { applyLogin } from './values.js';
-
-export interface MapSettings {
-  path: string;
-  type: DbType;
-  lockTimeoutMs: number;
-  /** Mode of a map created by poprelay. */
-  mode: number;
-  /** timeout_minutes in seconds: a queued login older than this is dropped, not applied. */
-  timeoutSeconds: number;
-}
 
 const SCAN_BATCH = 4096;
 const COPY_CHUNK = 1 << 20;

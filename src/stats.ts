@@ -5,9 +5,9 @@
 import { closeSync, lstatSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-import type { Config } from './config.js';
+import type { Config, MapSettings } from './config.js';
 import { failuresSoFar } from './failures.js';
-import { mapSettings, readEntries, readQueued, type RelayEntry } from './map.js';
+import { readEntries, readQueued, type RelayEntry } from './map.js';
 import { createExclusive, openRegular, syncDirectory } from './safefs.js';
 
 /** What the last sweep did, kept beside the map in <dbfile>.sweep (JSON). */
@@ -96,27 +96,27 @@ export function replaceFile(path: string, text: string, mode = 0o644): void {
 export type MetricNumbers = Pick<MapStats, 'dated' | 'permanent' | 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'>;
 
 /** What costs no walk of the map: its size, the queue, the failures, the last sweep. */
-function besideTheMap(cfg: Config): Pick<MapStats, 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'> {
-  const queued = readQueued(mapSettings(cfg)).sort((a, b) => a.time - b.time);
+function besideTheMap(s: MapSettings): Pick<MapStats, 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'> {
+  const queued = readQueued(s).sort((a, b) => a.time - b.time);
   return {
-    bytes: lstatSync(cfg.dbfile).size,
+    bytes: lstatSync(s.path).size,
     queued: queued.length,
     oldestQueued: queued[0] === undefined ? null : { address: queued[0].address.text, lastLogin: queued[0].time },
-    recordingFailuresTotal: failuresSoFar(cfg.dbfile),
-    lastSweep: readSweepRecord(cfg.dbfile),
+    recordingFailuresTotal: failuresSoFar(s.path),
+    lastSweep: readSweepRecord(s.path),
   };
 }
 
-export function mapStats(cfg: Config, now: number): MapStats {
-  const timeout = cfg.timeoutMinutes * 60;
-  const entries = readEntries(mapSettings(cfg)); // counted, not listed: no address sort
+export function mapStats(s: MapSettings, now: number): MapStats {
+  const timeout = s.timeoutSeconds;
+  const entries = readEntries(s); // counted, not listed: no address sort
   const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
   const timed = dated.filter((e) => e.invalid !== true); // an invalid value has no time to show
   const edge = (e: (RelayEntry & { time: number }) | undefined): Edge | null => (e === undefined ? null : { address: e.address, lastLogin: e.time });
-  const { bytes, ...rest } = besideTheMap(cfg);
+  const { bytes, ...rest } = besideTheMap(s);
   return {
-    map: cfg.dbfile,
-    type: cfg.dbtype,
+    map: s.path,
+    type: s.type,
     bytes,
     entries: entries.length,
     keys: entries.reduce((n, e) => n + e.keys.length, 0),
@@ -164,11 +164,11 @@ export function prometheusText(st: MetricNumbers, now: number): string {
  * sweep before it left.
  */
 export function recordSweep(cfg: Config, now: number, done: Omit<SweepRecord, 'failuresTotal' | 'failures'>, counts: Pick<MapStats, 'dated' | 'permanent'>): void {
-  const beside = besideTheMap(cfg);
+  const beside = besideTheMap(cfg.map);
   const total = beside.recordingFailuresTotal;
   // A count below the last one means the file was removed: counting starts again.
   const previous = Math.min(total, beside.lastSweep?.failuresTotal ?? 0);
   const record: SweepRecord = { ...done, failuresTotal: total, failures: total - previous };
-  replaceFile(sweepRecordFile(cfg.dbfile), `${JSON.stringify(record)}\n`);
+  replaceFile(sweepRecordFile(cfg.map.path), `${JSON.stringify(record)}\n`);
   if (cfg.metricsFile !== null) replaceFile(cfg.metricsFile, prometheusText({ ...counts, ...beside, lastSweep: record }, now));
 }

@@ -8,7 +8,7 @@ import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError 
 import { isIgnored, type Config } from './config.js';
 import { escapeControls, PoprelayError } from './errors.js';
 import { liveAddresses } from './live.js';
-import { mapSettings, sweepMap, type RelayEntry } from './map.js';
+import { sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
 import { recordSweep } from './stats.js';
 import { formatAgo } from './timefmt.js';
@@ -64,9 +64,9 @@ export function sweepMain(argv: readonly string[]): number {
   // Asked before taking the map owner's rights: run as root, the sweep can
   // read Dovecot's anvil socket, which the hook's user must not.
   const live = liveSessions(cfg);
-  actAsMapOwner(cfg.dbfile);
+  actAsMapOwner(cfg.map.path);
   const dryRun = values['dry-run'] === true;
-  const report = sweepMap(mapSettings(cfg), { now, timeoutSeconds: cfg.timeoutMinutes * 60, dryRun, live });
+  const report = sweepMap(cfg.map, { now, dryRun, live });
   if (!dryRun) {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {
@@ -87,7 +87,7 @@ export function sweepMain(argv: readonly string[]): number {
   }
   if (values.quiet !== true) {
     const refreshed = report.refreshed > 0 ? `, ${dryRun ? 'would refresh' : 'refreshed'} ${report.refreshed} live` : '';
-    out(`${dryRun ? 'dry run, ' : ''}${cfg.dbfile}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}${refreshed}`);
+    out(`${dryRun ? 'dry run, ' : ''}${cfg.map.path}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}${refreshed}`);
   }
   return 0;
 }

@@ -7,7 +7,8 @@
 import { readdirSync } from 'node:fs';
 import { expect, it } from 'vitest';
 
-import { readEntries, readQueued, type MapSettings } from '../src/map.js';
+import type { MapSettings } from '../src/config.js';
+import { readEntries, readQueued } from '../src/map.js';
 import { queueDir } from '../src/queue.js';
 import { BIN, configured, expectVerified, makemapSized, run, runCrowd, type CrowdLogin } from './helpers.js';
 

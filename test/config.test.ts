@@ -22,11 +22,7 @@ describe('parseConfig', () => {
     const c = parseConfig('', null);
     expect(c).toMatchObject({
       source: null,
-      dbfile: '/var/lib/poprelay/popip.db',
-      dbtype: 'hash',
-      timeoutMinutes: 15,
-      lockTimeoutMs: 2000,
-      mapMode: 0o644,
+      map: { path: '/var/lib/poprelay/popip.db', type: 'hash', timeoutSeconds: 900, lockTimeoutMs: 2000, mode: 0o644 },
       logRecorded: true,
     });
     expect(c.ignore.map((n) => `${n.address}/${n.prefix}`)).toEqual(['127.0.0.0/8', '::1/128']);
@@ -52,11 +48,7 @@ describe('parseConfig', () => {
     );
     expect(c).toMatchObject({
       source: '/x.ini',
-      dbfile: '/etc/mail/popip.db',
-      dbtype: 'btree',
-      timeoutMinutes: 30,
-      lockTimeoutMs: 500,
-      mapMode: 0o640,
+      map: { path: '/etc/mail/popip.db', type: 'btree', timeoutSeconds: 1800, lockTimeoutMs: 500, mode: 0o640 },
       logRecorded: false,
     });
     expect(isIgnored(c, parseClientAddress('10.200.0.1'))).toBe(true);
@@ -123,8 +115,8 @@ describe('loadConfig', () => {
     const b = join(dir, 'b.ini');
     writeFileSync(a, 'timeout_minutes = 5\n');
     writeFileSync(b, 'timeout_minutes = 7\n');
-    expect(loadConfig(a, { POPRELAY_CONFIG: b }).timeoutMinutes).toBe(5);
-    expect(loadConfig(undefined, { POPRELAY_CONFIG: b })).toMatchObject({ timeoutMinutes: 7, source: b });
+    expect(loadConfig(a, { POPRELAY_CONFIG: b }).map.timeoutSeconds).toBe(300);
+    expect(loadConfig(undefined, { POPRELAY_CONFIG: b })).toMatchObject({ map: { timeoutSeconds: 420 }, source: b });
   });
 
   it('fails when a named file does not exist', () => {
@@ -144,6 +136,6 @@ describe('loadConfig', () => {
       code: 'ERR_CONFIG',
     });
     chmodSync(f, 0o644);
-    expect(await mapop(['config', f], 'nobody')).toEqual({ ok: 3 });
+    expect(await mapop(['config', f], 'nobody')).toEqual({ ok: 180 });
   });
 });

@@ -12,7 +12,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseClientAddress } from '../src/address.js';
 import { openDatabase } from '../src/bdb.js';
 import { isPoprelayError } from '../src/errors.js';
-import { readEntries, recordLogin, updateMap, type MapSettings } from '../src/map.js';
+import type { MapSettings } from '../src/config.js';
+import { readEntries, recordLogin, updateMap } from '../src/map.js';
 import { asUser, BIN, configured, expectVerified, makemap, MAPOP, run, settings, tempDir } from './helpers.js';
 
 const T = Math.floor(Date.now() / 1000);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, expect } from 'vitest';
 
-import type { MapSettings } from '../src/map.js';
+import type { MapSettings } from '../src/config.js';
 import { appCopy } from './app.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname;

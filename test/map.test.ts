@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
 import { openDatabase } from '../src/bdb.js';
+import type { MapSettings } from '../src/config.js';
 import { PoprelayError } from '../src/errors.js';
 import {
   putEntry,
@@ -16,7 +17,6 @@ import {
   recordLogin,
   removeAddress,
   sweepMap,
-  type MapSettings,
 } from '../src/map.js';
 import { dumpMap, expectVerified, holdLock, lockWaiter, makemap, mapop, settings, tempDir } from './helpers.js';
 
@@ -159,7 +159,7 @@ describe('refusing maps it must not touch', () => {
       () => recordLogin(s, ip('192.0.2.77'), T),
       () => readEntries(s),
       () => removeAddress(s, ip('192.0.2.77')),
-      () => sweepMap(s, { now: T, timeoutSeconds: 900 }),
+      () => sweepMap(s, { now: T }),
     ];
     for (const op of ops) {
       const e = failure(op);
@@ -301,7 +301,7 @@ describe('sweeping', () => {
 
   it('removes entries older than the timeout, IPv6 keys together, and keeps the rest', async () => {
     const s = seeded('sweep.db');
-    const r = sweepMap(s, { now: T, timeoutSeconds: TIMEOUT });
+    const r = sweepMap(s, { now: T });
     expect(r.removed.map((e) => e.address).sort()).toEqual(['192.0.2.1', '192.0.2.6', '2001:db8::1']);
     expect(r.kept).toBe(4);
     expect(r.permanent).toBe(1);
@@ -321,7 +321,7 @@ describe('sweeping', () => {
     const s = seeded('dry.db');
     const before = readFileSync(s.path);
     const ino = statSync(s.path).ino;
-    const r = sweepMap(s, { now: T, timeoutSeconds: TIMEOUT, dryRun: true });
+    const r = sweepMap(s, { now: T, dryRun: true });
     expect(r.removed.map((e) => e.address).sort()).toEqual(['192.0.2.1', '192.0.2.6', '2001:db8::1']);
     expect(readFileSync(s.path).equals(before)).toBe(true);
     expect(statSync(s.path).ino).toBe(ino);
@@ -334,7 +334,7 @@ describe('sweeping', () => {
     db.put(Buffer.from('ipv6:2001:db8:0:0:0:0:0:8'), Buffer.from(String(T - 5000)));
     db.put(Buffer.from('2001:db8::8'), Buffer.from('OK'));
     db.close();
-    const r = sweepMap(s, { now: T, timeoutSeconds: TIMEOUT });
+    const r = sweepMap(s, { now: T });
     expect(r.removed.map((e) => e.address)).toEqual(['2001:db8::7']);
     expect(r.permanent).toBe(1);
     expect((await dumpMap(s.path)).map(([k]) => k)).toEqual(['2001:db8::8', 'ipv6:2001:db8:0:0:0:0:0:8']);
@@ -362,14 +362,14 @@ describe('sweeping', () => {
   it('an empty map sweeps to nothing', async () => {
     const s = settings(dir, 'empty.db');
     openDatabase(s.path, { type: 'hash', readonly: false, create: true }).close();
-    expect(sweepMap(s, { now: T, timeoutSeconds: TIMEOUT })).toEqual({ removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] });
+    expect(sweepMap(s, { now: T })).toEqual({ removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] });
     await expectVerified(s.path);
   });
 
   it('a missing map is an error for the sweeper and for removal, which leave no file behind', () => {
     const d = tempDir();
     const s = settings(d, 'nothere.db');
-    for (const op of [() => sweepMap(s, { now: T, timeoutSeconds: TIMEOUT }), () => removeAddress(s, ip('192.0.2.1'))]) {
+    for (const op of [() => sweepMap(s, { now: T }), () => removeAddress(s, ip('192.0.2.1'))]) {
       const e = failure(op);
       expect(e.code).toBe('ERR_MAP_MISSING');
       expect(e.message).toMatch(/does not exist/);
