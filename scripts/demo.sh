@@ -131,7 +131,7 @@ step 5/8 "The map, as poprelay list shows it"
   echo "include(\`/usr/share/sendmail/cf/m4/cf.m4')dnl"
   echo "OSTYPE(\`linux')dnl"
   echo "define(\`confDONT_PROBE_INTERFACES',\`True')dnl"
-  sed "s|/var/lib/poprelay/popip|${map%.db}|" docs/mta/sendmail.mc
+  sed "s|/var/lib/poprelay/popip|${map%.db}|" etc/mta/sendmail.mc
   echo "MAILER(\`local')dnl"
   echo "MAILER(\`smtp')dnl"
 } > "$tree/sendmail.mc"

@@ -83,7 +83,6 @@ config_arg=
 lib=$prefix/lib/poprelay
 sbin=$prefix/sbin
 man=$prefix/share/man
-manpages=(man5/poprelay.ini.5 man8/poprelay.8 man8/poprelay-login.8 man8/poprelay-sweep.8)
 map=$map_dir/popip.db
 programs=(poprelay-login poprelay-sweep poprelay)
 
@@ -100,6 +99,12 @@ say() { echo "install.sh: $*"; }
 [[ -n "$node" ]] || node=$(command -v node || true)
 [[ -n "$node" && "$node" == /* ]] || die "no Node.js found; give its absolute path with --node"
 [[ $uninstall -eq 1 || $dry_run -eq 1 || $(id -u) -eq 0 ]] || die "run as root (or with --dry-run)"
+
+# What an install ships: package.json's "files", copied into $lib (the
+# manual pages and configuration installed below come from those folders).
+mapfile -t shipped < <("$node" -e 'for (const f of require(process.argv[1]).files) console.log(f.replace(/\/$/, ""))' "$src/package.json")
+manpages=()
+for m in "$src"/man/man[58]/*.[58]; do manpages+=("${m#"$src/man/"}"); done
 
 if [[ $uninstall -eq 1 ]]; then
   for p in "${programs[@]}"; do run rm -f "$root$sbin/$p"; done
@@ -128,12 +133,15 @@ fi
 # 3. The programs: a copy of what they load at run time, with absolute paths
 #    written in (Dovecot runs the hook with no PATH), linked into sbin. The
 #    hook is a sh front: its node= and recorder= lines get the paths.
+#    Besides "files": package.json (it makes dist/*.js ES modules) and the
+#    one run-time dependency, ini.
 say "installing programs into $root$lib, linked from $root$sbin"
-run mkdir -p "$root$lib/bin" "$root$lib/build/Release" "$root$lib/node_modules" "$root$sbin"
-run rm -rf "$root$lib/dist" "$root$lib/node_modules/ini"
-run cp -R "$src/dist" "$root$lib/dist"
-run cp "$src/build/Release/poprelay_bdb.node" "$root$lib/build/Release/"
-run cp -R "$src/node_modules/ini" "$root$lib/node_modules/ini"
+run mkdir -p "$root$lib/node_modules" "$root$sbin"
+for f in "${shipped[@]}" node_modules/ini; do
+  run rm -rf "$root$lib/$f"
+  run mkdir -p "$(dirname "$root$lib/$f")"
+  run cp -R "$src/$f" "$root$lib/$f"
+done
 run cp "$src/package.json" "$root$lib/package.json"
 # The hook's Node flags (bin/poprelay-login): Node 24 refuses --no-expose-wasm.
 hook_flags='--jitless --no-expose-wasm'
@@ -170,7 +178,7 @@ else
   say "writing $root$ini"
   run mkdir -p "$(dirname "$root$ini")"
   if [[ $dry_run -eq 0 ]]; then
-    sed "s|^dbfile = .*|dbfile = $map|" "$src/dovecot-conf/poprelay.ini" > "$root$ini"
+    sed "s|^dbfile = .*|dbfile = $map|" "$src/etc/poprelay.ini" > "$root$ini"
     chmod 644 "$root$ini"
   fi
 fi
@@ -234,11 +242,11 @@ say "installing the cron entry $root$cron_dir/poprelay and the systemd timer int
 run mkdir -p "$root$cron_dir" "$root$systemd_dir"
 if [[ $dry_run -eq 0 ]]; then
   sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
-    -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" "$src/scripts/poprelay.cron" > "$root$cron_dir/poprelay"
+    -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" "$src/etc/cron.d/poprelay" > "$root$cron_dir/poprelay"
   chmod 644 "$root$cron_dir/poprelay"
   sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
-    -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/scripts/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
-  cp "$src/scripts/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
+    -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
+  cp "$src/etc/systemd/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
 fi
 if [[ -z "$root" && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
   run systemctl daemon-reload
@@ -249,7 +257,7 @@ fi
 mapbase=${map%.db}
 cat <<EOF
 
-poprelay is installed. Add the MTA side yourself (docs/mta/ has each with comments):
+poprelay is installed. Add the MTA side yourself ($lib/etc/mta/ has each with comments):
 
   sendmail, in sendmail.mc before the MAILER() lines, then rebuild sendmail.cf:
     FEATURE(\`drac', \`hash -o $mapbase')dnl

@@ -33,6 +33,9 @@ export const DEFAULT_DOCTOR_PATHS: DoctorPaths = {
   systemdTimer: '/etc/systemd/system/poprelay-sweep.timer',
 };
 
+/** The configuration poprelay ships (etc/ beside dist/), in the checkout or the installed copy. */
+const SHIPPED = fileURLToPath(new URL('../etc/', import.meta.url));
+
 export type Status = 'OK' | 'WARN' | 'FAIL';
 
 export interface Check {
@@ -234,7 +237,7 @@ function dirPathCheck(mapPath: string): Check {
 
 /**
  * Which schedule runs the sweep. The cron entry defers to systemd where it
- * runs (scripts/poprelay.cron), so there the timer must be enabled.
+ * runs (etc/cron.d/poprelay), so there the timer must be enabled.
  */
 function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/system')): Check {
   // The cron.d line that runs the sweep: five time fields (or one @keyword), the user, the command.
@@ -252,12 +255,12 @@ function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/s
     const fields = cronLine.trim().split(/\s+/);
     const user = fields[(fields[0] ?? '').startsWith('@') ? 1 : 5];
     if (user !== 'root') {
-      return bad('WARN', 'sweep', `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`, 'run it as root, as scripts/poprelay.cron does: it takes the map owner\'s rights for the map');
+      return bad('WARN', 'sweep', `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`, `run it as root, as ${SHIPPED}cron.d/poprelay does: it takes the map owner's rights for the map`);
     }
     return ok('sweep', `${paths.cronFile} runs poprelay-sweep as root${systemdRuns ? '' : ' (systemd does not run here, so its timer does not)'}`);
   }
-  if (timer && !systemdRuns) return bad('FAIL', 'sweep', `only ${paths.systemdTimer} schedules poprelay-sweep, and systemd does not run here: entries never expire`, `install scripts/poprelay.cron as ${paths.cronFile}`);
-  return bad('FAIL', 'sweep', `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`, 'run scripts/install.sh, or install scripts/poprelay.cron as /etc/cron.d/poprelay');
+  if (timer && !systemdRuns) return bad('FAIL', 'sweep', `only ${paths.systemdTimer} schedules poprelay-sweep, and systemd does not run here: entries never expire`, `install ${SHIPPED}cron.d/poprelay as ${paths.cronFile}`);
+  return bad('FAIL', 'sweep', `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`, `run poprelay's scripts/install.sh, or install ${SHIPPED}cron.d/poprelay as /etc/cron.d/poprelay`);
 }
 
 function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
@@ -272,10 +275,10 @@ function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
     (new RegExp(`check_client_access\\s+hash:${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`, 'm').test(text) ? found : missing).push(paths.postfixMainCf);
   }
   if (missing.length > 0) {
-    return bad('FAIL', 'mta', `${missing.join(' and ')} does not use the map ${base}`, 'add the lines from docs/mta/ (install.sh prints them) and reload the MTA');
+    return bad('FAIL', 'mta', `${missing.join(' and ')} does not use the map ${base}`, `add the lines from ${SHIPPED}mta/ (install.sh prints them) and reload the MTA`);
   }
   if (found.length > 0) return ok('mta', `${found.join(' and ')} ${found.length > 1 ? 'use' : 'uses'} the map`);
-  return bad('WARN', 'mta', `no ${paths.sendmailCf} or ${paths.postfixMainCf} found`, 'for Exim, check that acl_check_rcpt has the statement from docs/mta/exim4-acl.conf');
+  return bad('WARN', 'mta', `no ${paths.sendmailCf} or ${paths.postfixMainCf} found`, `for Exim, check that acl_check_rcpt has the statement from ${SHIPPED}mta/exim4-acl.conf`);
 }
 
 /**
@@ -326,7 +329,7 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
     cfg = loadCfg();
     checks.push(ok('config', cfg.source === null ? 'no poprelay.ini; the defaults apply' : `${cfg.source} parses`));
   } catch (e) {
-    return [bad('FAIL', 'config', (e as Error).message, 'correct the file (see dovecot-conf/poprelay.ini for every key)')];
+    return [bad('FAIL', 'config', (e as Error).message, `correct the file (see poprelay.ini(5), or ${SHIPPED}poprelay.ini for every key)`)];
   }
   const dovecot = dovecotChecks(paths);
   checks.push(...dovecot.checks);

@@ -24,8 +24,8 @@ none waits longer than a minute, and with live_sessions it asks Dovecot
 (doveadm who) which addresses have a live POP3 or IMAP session and keeps
 each as if it had just logged in. It records what it did beside the map
 (dbfile.sweep, shown by poprelay stats) and in metrics_file if set. Run it
-every minute as root (scripts/poprelay.cron, or the systemd timer
-scripts/poprelay-sweep.timer): it asks Dovecot, then takes the map owner's
+every minute as root (/etc/cron.d/poprelay, or the systemd timer
+poprelay-sweep.timer): it asks Dovecot, then takes the map owner's
 rights for the map.
 
   --dry-run      change nothing; list each entry that would be removed, with its age

@@ -1,7 +1,7 @@
 // scripts/install.sh into a temporary tree (every path an option), and
 // poprelay doctor against that install and against each way of breaking it.
 
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -46,6 +46,11 @@ function tree(dir = safeDir()): Tree {
   return { ...t, args };
 }
 
+/** package.json's "files": what an install ships. */
+function shippedFiles(): string[] {
+  return (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] }).files.map((f) => f.replace(/\/$/, ''));
+}
+
 const install = (args: string[]) => execa('bash', [join(ROOT, 'scripts/install.sh'), ...args], { reject: false });
 
 describe('scripts/install.sh', () => {
@@ -70,6 +75,12 @@ describe('scripts/install.sh', () => {
       expect(readlinkSync(join(t.sbin, p))).toBe(join(t.dir, 'usr/lib/poprelay/bin', p));
     }
     for (const p of ['poprelay-sweep', 'poprelay']) expect(readFileSync(join(t.sbin, p), 'utf8').split('\n')[0]).toBe(`#!${process.execPath}`);
+    // What ships is package.json's "files", besides package.json itself and the run-time dependency ini.
+    const lib = join(t.dir, 'usr/lib/poprelay');
+    const files = shippedFiles();
+    for (const f of files) expect(existsSync(join(lib, f)), f).toBe(true);
+    expect(readdirSync(lib).sort()).toEqual([...new Set(files.map((f) => f.split('/')[0] ?? f)), 'node_modules', 'package.json'].sort());
+    expect(readdirSync(join(lib, 'node_modules'))).toEqual(['ini']);
     const front = readFileSync(join(t.sbin, 'poprelay-login'), 'utf8');
     expect(front.split('\n')[0]).toBe('#!/bin/sh');
     expect(front).toMatch(new RegExp(`^node='${process.execPath}'$`, 'm'));

@@ -66,7 +66,7 @@ describe('the pages and the programs agree', () => {
 
   it('poprelay.ini.5 describes every key with its default, and no other', async () => {
     // The shipped sample states every key with its default (test/sample-config.test.ts checks that).
-    const sample = readFileSync(join(ROOT, 'dovecot-conf/poprelay.ini'), 'utf8');
+    const sample = readFileSync(join(ROOT, 'etc/poprelay.ini'), 'utf8');
     const defaults = Object.fromEntries([...sample.matchAll(/^([a-z_]+) = (.*)$/gm)].map((m) => [m[1]!, m[2]!]));
     const source = readFileSync(pagePath('poprelay.ini.5'), 'utf8').split('.SH KEYS\n')[1]!.split('.SH ')[0]!;
     expect([...source.matchAll(/^\.TP\n\.B (\S+)$/gm)].map((m) => m[1]!).sort()).toEqual(Object.keys(defaults).sort());

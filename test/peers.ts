@@ -1,7 +1,7 @@
 // The real map readers, driven without any MTA daemon: sendmail -bt with a
 // .cf built by m4, Postfix's postmap -q and Exim -be/-bs, both unpacked by
 // scripts/install-deps.sh --test. The MTA configuration comes from the
-// shipped docs/mta/ snippets, with only the map path changed.
+// shipped etc/mta/ snippets, with only the map path changed.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,7 +42,7 @@ export function checkPeersInstalled(): void {
 }
 
 function shipped(name: string, mapBase: string): string {
-  return readFileSync(join(ROOT, 'docs/mta', name), 'utf8').replaceAll('/var/lib/poprelay/popip', mapBase);
+  return readFileSync(join(ROOT, 'etc/mta', name), 'utf8').replaceAll('/var/lib/poprelay/popip', mapBase);
 }
 
 /** The map name without .db, as MTA configurations name it. */

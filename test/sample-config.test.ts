@@ -6,7 +6,7 @@ import { parseConfig } from '../src/config.js';
 import { ROOT } from './helpers.js';
 
 it('the shipped sample config parses and states the defaults', () => {
-  const text = readFileSync(join(ROOT, 'dovecot-conf/poprelay.ini'), 'utf8');
+  const text = readFileSync(join(ROOT, 'etc/poprelay.ini'), 'utf8');
   const { source: _s, ...sample } = parseConfig(text, 'sample');
   const { source: _d, ...defaults } = parseConfig('', null);
   expect(sample).toEqual(defaults);

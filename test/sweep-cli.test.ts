@@ -167,13 +167,13 @@ describe('poprelay-sweep', () => {
 
 describe('scheduling files', () => {
   it('the cron.d line runs poprelay-sweep --quiet every minute as root, unless systemd runs', () => {
-    const lines = readFileSync(`${ROOT}/scripts/poprelay.cron`, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+    const lines = readFileSync(`${ROOT}/etc/cron.d/poprelay`, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
     expect(lines).toEqual(['SHELL=/bin/sh', '* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x /usr/local/sbin/poprelay-sweep ] || /usr/local/sbin/poprelay-sweep --quiet']);
   });
 
   it('the systemd service and timer pass systemd-analyze verify', async () => {
     // MANPATH: verify also looks up the Documentation= pages, which the installer installs.
-    const r = await execa('systemd-analyze', ['verify', `${ROOT}/scripts/poprelay-sweep.service`, `${ROOT}/scripts/poprelay-sweep.timer`], {
+    const r = await execa('systemd-analyze', ['verify', `${ROOT}/etc/systemd/poprelay-sweep.service`, `${ROOT}/etc/systemd/poprelay-sweep.timer`], {
       reject: false,
       env: { MANPATH: join(ROOT, 'man') },
     });
