@@ -42,7 +42,7 @@ export function cpuSection(verdict: Verdict): string[] {
     '',
     `User + system CPU of every process involved (bash \`times\` over its children), ${RUNS} runs of each, interleaved;`,
     'every run writes the map (10 entries, `refresh_seconds = 0`). Milliseconds. The recorder is one bundled CommonJS',
-    'file that loads no node:child_process, node:crypto or node:net (README, Design). Target: the hook as Dovecot runs',
+    'file that loads no node:child_process, node:crypto or node:net (docs/design.md). Target: the hook as Dovecot runs',
     'it at most 1.25 times a bare `node -e 0`.',
     '',
     ...header(['process', 'median', 'p90', 'ratio to node -e 0']),

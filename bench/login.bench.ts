@@ -267,7 +267,7 @@ it('benchmarks', async () => {
   const r100k = recordMed[100_000] ?? [1, 1];
   md.push('', `100,000 entries against 10 (target: at most 1.1): in-process ${(r100k[0] / r10[0]).toFixed(2)}x, hook process ${(r100k[1] / r10[1]).toFixed(2)}x.`);
   const copyWhy =
-    'By design: every write copies the map, changes the copy, fsyncs it and renames it into place (README, Design), so its cost grows with ' +
+    'By design: every write copies the map, changes the copy, fsyncs it and renames it into place (docs/design.md), so its cost grows with ' +
     'the file (section 2, in-process). In-place updates would be O(1) but a writer killed between page writes corrupts the map ' +
     '(shown with strace fault injection) and unlocked readers such as Exim could read half-written pages. The login does not pay this: ' +
     'the front hands the login on before the recording starts (section 1, 100,000-entry map row).';

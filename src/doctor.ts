@@ -179,7 +179,7 @@ function mapChecks(cfg: Config, user: string): Check[] {
   } catch (e) {
     const fix = isPoprelayError(e, 'ERR_MAP_MISSING')
       ? `create it as ${user}: runuser -u ${user} -- poprelay init`
-      : 'see "Recovering a damaged map" in the README';
+      : 'see "Recovering a damaged map" in docs/operating.md';
     return [bad('FAIL', 'map', (e as Error).message, fix)];
   }
   const dir = dirname(s.path);

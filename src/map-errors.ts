@@ -110,7 +110,7 @@ export function mapError(e: unknown, path: string, doing: string, otherwise: Oth
       return new PoprelayError(
         'ERR_MAP_CORRUPT',
         `cannot ${doing} ${path}: it is not a readable Berkeley DB file (libdb: ${detail}). ` +
-          `poprelay left it untouched; check it with db5.3_verify ${path} and see "Recovering a damaged map" in the README.`,
+          `poprelay left it untouched; check it with db5.3_verify ${path} and see "Recovering a damaged map" in docs/operating.md.`,
         { cause: e },
       );
   }

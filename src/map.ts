@@ -1,4 +1,4 @@
-// The relay map's meaning (README, "Design"): keys are lowercase without a
+// The relay map's meaning (docs/design.md): keys are lowercase without a
 // trailing NUL (as `makemap hash` writes); values are as values.ts says. An
 // IPv6 login writes two keys, one entry. How the file is locked, copied and
 // published, and how logins are queued for it, is mapfile.ts's and
@@ -97,7 +97,7 @@ export type LoginOutcome =
  * The hook's recording: never waits for the lock. A login whose entry is
  * already permanent, or younger than `refreshSeconds`, costs one read-only
  * lookup (a reconnect storm writes nothing). Otherwise the login is queued
- * durably first, then applied by whoever holds the lock (README, "Design").
+ * durably first, then applied by whoever holds the lock (docs/design.md).
  * A failure to apply (a corrupt map, say) throws, and the login stays
  * queued until the map can take it.
  */

@@ -1,5 +1,5 @@
 // The map as a file: how poprelay opens, checks, locks, copies and
-// publishes it (README, "Design"). A published map file is never modified.
+// publishes it (docs/design.md). A published map file is never modified.
 // A writer queues on a lock file beside the map, takes flock(LOCK_EX) on the
 // live file (as makemap and postmap do), copies it, applies every queued
 // login and its own change to the copy, fsyncs it and renames it over the

@@ -1,4 +1,4 @@
-// The login queue beside the map, <dbfile>.queue/ (README, "Design"). A
+// The login queue beside the map, <dbfile>.queue/ (docs/design.md). A
 // login is first made durable here, without waiting for anyone, and
 // whichever writer holds the map's lock applies every queued login in its
 // next copy of the map (group commit). A record is one empty file whose

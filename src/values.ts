@@ -1,4 +1,4 @@
-// What a map value means (README, "The map"): the decimal Unix time of the
+// What a map value means (docs/design.md, "The map"): the decimal Unix time of the
 // last login, or, for any value that is not all digits (such as "OK"
 // written by hand), a permanent entry. All digits but past the year 2286
 // (more than 10 digits) is no time a login could have written: such an

@@ -103,7 +103,7 @@ describe('a map built by hand with makemap', () => {
     const map = await makemap(dir, 'popip', ['192.0.2.100 OK', 'ipv6:2001:db8:0:0:0:0:0:100 OK', '2001:db8::100 OK', `192.0.2.101 ${T - 7200}`]);
     const { chmodSync, statSync, writeFileSync } = await import('node:fs');
     // makemap as root makes the map smmta-owned and 0640, which Exim (as
-    // Debian-exim) and Postfix's smtpd cannot read; README, "Migrating",
+    // Debian-exim) and Postfix's smtpd cannot read; docs/operating.md, "Migrating",
     // tells the administrator to chmod 0644 as done here. poprelay keeps
     // whatever owner and mode it finds.
     expect(statSync(map).mode & 0o777).toBe(0o640);
