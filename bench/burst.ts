@@ -7,10 +7,12 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 
 import { lookupKeys } from '../src/mapfile.js';
-import { PASSWORD, startDovecot } from '../test/dovecot.js';
-import { BIN, makemapSized, ROOT, runCrowd, type CrowdResult } from '../test/helpers.js';
-import { pop3Login } from '../test/mailclient.js';
-import { safeDir } from '../test/peers.js';
+import { PASSWORD, startDovecot } from '../test/support/dovecot.js';
+import { pop3Login } from '../test/support/mailclient.js';
+import { makemapSized } from '../test/support/maps.js';
+import { BIN, ROOT } from '../test/support/paths.js';
+import { type CrowdResult, runCrowd } from '../test/support/processes.js';
+import { safeDir } from '../test/support/tmp.js';
 import { header, ms, row, stats, type Verdict } from './report.js';
 
 const CROWDS = [50, 200, 500];

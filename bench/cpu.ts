@@ -5,8 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { appCopy, installHook } from '../test/app.js';
-import { safeDir } from '../test/peers.js';
+import { appCopy, installHook } from '../test/support/app.js';
+import { safeDir } from '../test/support/tmp.js';
 import { header, ms, row, stats, type Verdict } from './report.js';
 
 const RUNS = 100;

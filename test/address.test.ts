@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 
 import { addressOfKey, compressIPv6, inNetwork, parseClientAddress, parseNetwork, type Network } from '../src/address.js';
 import { PoprelayError } from '../src/errors.js';
-import { hostileCases } from './hostile.js';
+import { thrown } from './support/errors.js';
+import { hostileCases } from './support/hostile.js';
 
 describe('parseClientAddress accepts', () => {
   it.each([
@@ -75,12 +76,7 @@ describe('parseClientAddress rejects', () => {
     ['1.2.3.4:5', /bad group|embedded/],
     ['x'.repeat(10000), /longer than 45/],
   ])('%j', (input, why) => {
-    let err: unknown;
-    try {
-      parseClientAddress(input);
-    } catch (e) {
-      err = e;
-    }
+    const err = thrown(() => parseClientAddress(input));
     expect(err).toBeInstanceOf(PoprelayError);
     expect((err as PoprelayError).code).toBe('ERR_BAD_ADDRESS');
     expect((err as PoprelayError).message).toMatch(why);

@@ -5,8 +5,10 @@ import { readFileSync, statSync } from 'node:fs';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { BIN, configured, dumpMap, expectVerified, makemap, run } from './helpers.js';
-import { hostileCases } from './hostile.js';
+import { hostileCases } from './support/hostile.js';
+import { configured, dumpMap, expectVerified, makemap } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { run } from './support/processes.js';
 
 const T = 1_800_000_000; // 2027-01-15 08:00:00 UTC
 const now = ['--now', String(T)];

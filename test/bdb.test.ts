@@ -6,18 +6,14 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { flock, libdbVersion, openDatabase, unpackRecords, type NativeError } from '../src/bdb.js';
-import { dumpHeader, dumpMap, expectVerified, holdLock, tempDir } from './helpers.js';
+import { thrown } from './support/errors.js';
+import { holdLock } from './support/locks.js';
+import { dumpHeader, dumpMap, expectVerified } from './support/maps.js';
+import { tempDir } from './support/tmp.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-function thrown(f: () => unknown): NativeError {
-  try {
-    f();
-  } catch (e) {
-    return e as NativeError;
-  }
-  throw new Error('did not throw');
-}
+const nativeError = (f: () => unknown): NativeError => thrown(f) as NativeError;
 
 describe('Database', () => {
   const dir = tempDir();
@@ -77,7 +73,7 @@ describe('Database', () => {
     const path = join(dir, 'ro.db');
     openDatabase(path, { type: 'hash', readonly: false, create: true }).close();
     const db = openDatabase(path, { type: 'hash', readonly: true });
-    const e = thrown(() => db.put(b('k'), b('v')));
+    const e = nativeError(() => db.put(b('k'), b('v')));
     expect(e.message).toContain(path);
     expect(e.op).toBe('put');
     expect(e.errno).not.toBe(0);
@@ -86,7 +82,7 @@ describe('Database', () => {
 
   it('reports a missing file with ENOENT and the path', () => {
     const path = join(dir, 'missing.db');
-    const e = thrown(() => openDatabase(path, { type: 'hash', readonly: true }));
+    const e = nativeError(() => openDatabase(path, { type: 'hash', readonly: true }));
     expect(e.code).toBe('ENOENT');
     expect(e.path).toBe(path);
     expect(e.message).toContain(path);
@@ -95,7 +91,7 @@ describe('Database', () => {
   it('reports a file that is not a database with libdb\'s message', () => {
     const path = join(dir, 'junk.db');
     writeFileSync(path, Buffer.alloc(8192, 0x5a));
-    const e = thrown(() => openDatabase(path, { type: 'unknown', readonly: true }));
+    const e = nativeError(() => openDatabase(path, { type: 'unknown', readonly: true }));
     expect(e.code).toBe('EINVAL');
     expect(e.detail).toMatch(/checksum error|unexpected file type or format/);
   });
@@ -103,7 +99,7 @@ describe('Database', () => {
   it('reports a type mismatch when opened as the other type', () => {
     const path = join(dir, 'typed.db');
     openDatabase(path, { type: 'btree', readonly: false, create: true }).close();
-    const e = thrown(() => openDatabase(path, { type: 'hash', readonly: true }));
+    const e = nativeError(() => openDatabase(path, { type: 'hash', readonly: true }));
     expect(e.errno).toBeGreaterThan(0);
     expect(e.message).toContain(path);
   });
@@ -193,7 +189,7 @@ describe('flock', () => {
   });
 
   it('throws on a bad fd with EBADF', () => {
-    const e = thrown(() => flock(9999, 'ex'));
+    const e = nativeError(() => flock(9999, 'ex'));
     expect(e.code).toBe('EBADF');
   });
 });

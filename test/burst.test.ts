@@ -10,7 +10,9 @@ import { expect, it } from 'vitest';
 import type { MapSettings } from '../src/config.js';
 import { readEntries, readQueued } from '../src/map.js';
 import { queueDir } from '../src/queue.js';
-import { BIN, configured, expectVerified, makemapSized, run, runCrowd, type CrowdLogin } from './helpers.js';
+import { configured, expectVerified, makemapSized } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { type CrowdLogin, run, runCrowd } from './support/processes.js';
 
 const OLD = 100_000;
 const CROWD = 300;

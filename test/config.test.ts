@@ -5,16 +5,14 @@ import { describe, expect, it } from 'vitest';
 import { parseClientAddress } from '../src/address.js';
 import { DEFAULT_CONFIG_PATH, isIgnored, loadConfig, parseConfig } from '../src/config.js';
 import { PoprelayError } from '../src/errors.js';
-import { mapop, tempDir } from './helpers.js';
+import { thrown } from './support/errors.js';
+import { mapop } from './support/processes.js';
+import { tempDir } from './support/tmp.js';
 
 function configError(text: string): PoprelayError {
-  try {
-    parseConfig(text, '/etc/mail/poprelay.ini');
-  } catch (e) {
-    if (e instanceof PoprelayError) return e;
-    throw e;
-  }
-  throw new Error('no error');
+  const e = thrown(() => parseConfig(text, '/etc/mail/poprelay.ini'));
+  expect(e).toBeInstanceOf(PoprelayError);
+  return e as PoprelayError;
 }
 
 describe('parseConfig', () => {

@@ -11,9 +11,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries } from '../src/map.js';
-import { dovecotVersions, freePort, pop3Greets, terminate, untilServing } from './dovecot.js';
-import { DOCTOR_ALL_OK, doctorStatuses, eventually, expectVerified, ROOT, settings, tempDir } from './helpers.js';
-import { pop3, pop3Login, type Endpoint } from './mailclient.js';
+import { DOCTOR_ALL_OK, doctorStatuses } from './support/doctor.js';
+import { dovecotVersions, freePort, pop3Greets, terminate } from './support/dovecot.js';
+import { type Endpoint, pop3, pop3Login } from './support/mailclient.js';
+import { expectVerified, settings } from './support/maps.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/tmp.js';
+import { eventually, untilServing } from './support/wait.js';
 
 describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 13 (Dovecot 2.4)', () => {
   const work = tempDir('poprelay-debian13-');

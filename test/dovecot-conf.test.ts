@@ -2,14 +2,17 @@
 // 2.4 (chrooted): accepted on top of each one's stock configuration, and the
 // hook works within Dovecot's default vsz_limit, so they set none.
 
-import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { doveconf, dovecotVersions, PASSWORD, startDovecot, treeOf, withVszLimit, type DovecotVersion } from './dovecot.js';
 import { readEntries } from '../src/map.js';
-import { eventually, ROOT, settings } from './helpers.js';
-import { pop3Login } from './mailclient.js';
+import { doveconf, type DovecotVersion, dovecotVersions, PASSWORD, startDovecot, treeOf, withVszLimit } from './support/dovecot.js';
+import { pop3Login } from './support/mailclient.js';
+import { settings } from './support/maps.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/tmp.js';
+import { eventually } from './support/wait.js';
 
 // Each version with the tree it runs in.
 const VERSIONS = dovecotVersions().map((v): [DovecotVersion, string] => [v, treeOf(v)]);
@@ -18,26 +21,22 @@ describe.each(VERSIONS)('dovecot-conf/%s/95-poprelay.conf', (version, root) => {
   it('passes doveconf -n installed into a copy of the stock /etc/dovecot', async () => {
     // As the installer puts it: conf.d/95-poprelay.conf, which the stock
     // dovecot.conf includes.
-    const copy = mkdtempSync(join(root, '/tmp/poprelay-etc-dovecot-'));
-    try {
-      cpSync(join(root, '/etc/dovecot'), copy, { recursive: true });
-      cpSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), join(copy, 'conf.d/95-poprelay.conf'));
-      const conf = join(copy.slice(root.length), 'dovecot.conf');
-      const r = await doveconf(version, ['-n', '-c', conf]);
-      expect(r.stderr).toBe('');
-      expect(r.exitCode).toBe(0);
-      expect(r.stdout).toMatch(new RegExp(`^# ${version.replace('.', '\\.')}\\.\\d`));
-      for (const svc of ['pop3', 'imap']) {
-        const block = new RegExp(
-          // 2.3's doveconf -n leaves out the unix_listener block (all its settings are defaults), 2.4's shows it empty.
-          `service poprelay-${svc} \\{\\n  executable = script-login /usr/local/sbin/poprelay-login --tag ${svc}\\n` +
-            `  user = poprelay\\n(  unix_listener poprelay-${svc} \\{\\n  \\}\\n)?\\}`,
-        );
-        expect(r.stdout).toMatch(block);
-        expect(r.stdout).toMatch(new RegExp(`service ${svc} \\{\\n  executable = ${svc} poprelay-${svc}\\n\\}`));
-      }
-    } finally {
-      rmSync(copy, { recursive: true, force: true });
+    const copy = tempDir('poprelay-etc-dovecot-', join(root, '/tmp'));
+    cpSync(join(root, '/etc/dovecot'), copy, { recursive: true });
+    cpSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), join(copy, 'conf.d/95-poprelay.conf'));
+    const conf = join(copy.slice(root.length), 'dovecot.conf');
+    const r = await doveconf(version, ['-n', '-c', conf]);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^# ${version.replace('.', '\\.')}\\.\\d`));
+    for (const svc of ['pop3', 'imap']) {
+      const block = new RegExp(
+        // 2.3's doveconf -n leaves out the unix_listener block (all its settings are defaults), 2.4's shows it empty.
+        `service poprelay-${svc} \\{\\n  executable = script-login /usr/local/sbin/poprelay-login --tag ${svc}\\n` +
+          `  user = poprelay\\n(  unix_listener poprelay-${svc} \\{\\n  \\}\\n)?\\}`,
+      );
+      expect(r.stdout).toMatch(block);
+      expect(r.stdout).toMatch(new RegExp(`service ${svc} \\{\\n  executable = ${svc} poprelay-${svc}\\n\\}`));
     }
   });
 

@@ -14,7 +14,10 @@ import { openDatabase } from '../src/bdb.js';
 import { isPoprelayError } from '../src/errors.js';
 import type { MapSettings } from '../src/config.js';
 import { readEntries, recordLogin, updateMap } from '../src/map.js';
-import { asUser, BIN, configured, expectVerified, makemap, MAPOP, run, settings, tempDir } from './helpers.js';
+import { configured, expectVerified, makemap, settings } from './support/maps.js';
+import { BIN, MAPOP } from './support/paths.js';
+import { asUser, run } from './support/processes.js';
+import { tempDir } from './support/tmp.js';
 
 const T = Math.floor(Date.now() / 1000);
 const ip = parseClientAddress;

@@ -5,21 +5,11 @@
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { BIN, expectVerified, makemap, run } from './helpers.js';
-import {
-  checkPeersInstalled,
-  eximConfig,
-  eximLookup,
-  eximRelays,
-  postconf,
-  postfixConfig,
-  postmapQuery,
-  safeDir,
-  sendmailConfig,
-  sendmailDecisions,
-  type Exim,
-  type Sendmail,
-} from './peers.js';
+import { expectVerified, makemap } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { checkPeersInstalled, type Exim, eximConfig, eximLookup, eximRelays, postconf, postfixConfig, postmapQuery, type Sendmail, sendmailConfig, sendmailDecisions } from './support/peers.js';
+import { run } from './support/processes.js';
+import { safeDir } from './support/tmp.js';
 
 const T = Math.floor(Date.now() / 1000);
 

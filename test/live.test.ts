@@ -12,9 +12,11 @@ import { loadConfig } from '../src/config.js';
 import { liveCheck } from '../src/doctor.js';
 import { liveAddresses, parseWho } from '../src/live.js';
 import { readEntries } from '../src/map.js';
-import { dovecotVersions, PASSWORD, startDovecot, treeOf, type Dovecot } from './dovecot.js';
-import { BIN, eventually, settings } from './helpers.js';
-import { holdSession, imapIdleSteps, pop3Login, pop3OpenSteps } from './mailclient.js';
+import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, treeOf } from './support/dovecot.js';
+import { holdSession, imapIdleSteps, pop3Login, pop3OpenSteps } from './support/mailclient.js';
+import { settings } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { eventually } from './support/wait.js';
 
 const MINUTE = 60;
 

@@ -10,8 +10,10 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 
 import { readEntries, readQueued, updateMap } from '../src/map.js';
-import { expectVerified, makemap, mapop, settings, type OpResult } from './helpers.js';
-import { checkPeersInstalled, eximConfig, eximLookup, postfixConfig, postmapQuery, safeDir, sendmailBt, sendmailConfig } from './peers.js';
+import { expectVerified, makemap, settings } from './support/maps.js';
+import { checkPeersInstalled, eximConfig, eximLookup, postfixConfig, postmapQuery, sendmailBt, sendmailConfig } from './support/peers.js';
+import { mapop, type OpResult } from './support/processes.js';
+import { safeDir } from './support/tmp.js';
 
 const WRITERS = 32;
 const PER_WRITER = 50;

@@ -6,9 +6,11 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries, type RelayEntry } from '../src/map.js';
-import { dovecotVersions, makeIPv6Link, PASSWORD, startDovecot, type Dovecot } from './dovecot.js';
-import { eventually, expectVerified, holdLock, settings } from './helpers.js';
-import { imapLogin, imapSelect, pop3, pop3Login } from './mailclient.js';
+import { type Dovecot, dovecotVersions, makeIPv6Link, PASSWORD, startDovecot } from './support/dovecot.js';
+import { holdLock } from './support/locks.js';
+import { imapLogin, imapSelect, pop3, pop3Login } from './support/mailclient.js';
+import { expectVerified, settings } from './support/maps.js';
+import { eventually } from './support/wait.js';
 
 const now = (): number => Math.floor(Date.now() / 1000);
 

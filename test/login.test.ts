@@ -10,8 +10,11 @@ import { describe, expect, it } from 'vitest';
 
 import { parseHookArgs } from '../src/login.js';
 import { readEntries } from '../src/map.js';
-import { dumpMap, expectVerified, holdLock, ROOT, settings, tempDir } from './helpers.js';
-import { HOSTILE_ADDRESSES, hostileCases } from './hostile.js';
+import { HOSTILE_ADDRESSES, hostileCases } from './support/hostile.js';
+import { holdLock } from './support/locks.js';
+import { dumpMap, expectVerified, settings } from './support/maps.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/tmp.js';
 
 const HOOK = join(ROOT, 'bin/poprelay-login');
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { BIN, ROOT } from './helpers.js';
+import { BIN, ROOT } from './support/paths.js';
 
 const PAGES = ['poprelay.8', 'poprelay-login.8', 'poprelay-sweep.8', 'poprelay.ini.5'];
 

@@ -18,19 +18,19 @@ import {
   removeAddress,
   sweepMap,
 } from '../src/map.js';
-import { dumpMap, expectVerified, holdLock, lockWaiter, makemap, mapop, settings, tempDir } from './helpers.js';
+import { thrown } from './support/errors.js';
+import { holdLock, lockWaiter } from './support/locks.js';
+import { dumpMap, expectVerified, makemap, settings } from './support/maps.js';
+import { mapop } from './support/processes.js';
+import { tempDir } from './support/tmp.js';
 
 const ip = parseClientAddress;
 const T = 1_800_000_000;
 
 function failure(f: () => unknown): PoprelayError {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof PoprelayError) return e;
-    throw e;
-  }
-  throw new Error('did not throw');
+  const e = thrown(f);
+  expect(e).toBeInstanceOf(PoprelayError);
+  return e as PoprelayError;
 }
 
 describe('recording', () => {

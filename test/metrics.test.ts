@@ -8,7 +8,9 @@ import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
 
 import type { MapStats } from '../src/stats.js';
-import { BIN, configured, run } from './helpers.js';
+import { configured } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { run } from './support/processes.js';
 
 const T = Math.floor(Date.now() / 1000);
 

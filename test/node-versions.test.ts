@@ -9,9 +9,11 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { PASSWORD, startDovecot, withVszLimit } from './dovecot.js';
-import { BIN, dumpMap, eventually, expectVerified } from './helpers.js';
-import { pop3Login } from './mailclient.js';
+import { PASSWORD, startDovecot, withVszLimit } from './support/dovecot.js';
+import { pop3Login } from './support/mailclient.js';
+import { dumpMap, expectVerified } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { eventually } from './support/wait.js';
 
 const NODES = '/var/cache/poprelay-test-peers/node';
 

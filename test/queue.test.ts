@@ -9,7 +9,10 @@ import { describe, expect, it } from 'vitest';
 import { parseClientAddress } from '../src/address.js';
 import { queueLogin, readEntries, readQueued, recordLogin, updateMap } from '../src/map.js';
 import { enqueueLogin, queueDir, readQueue } from '../src/queue.js';
-import { BIN, configured, dumpMap, expectVerified, holdLock, run } from './helpers.js';
+import { holdLock } from './support/locks.js';
+import { configured, dumpMap, expectVerified } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { run } from './support/processes.js';
 
 const T = Math.floor(Date.now() / 1000);
 const addr = parseClientAddress;

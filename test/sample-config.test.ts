@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 
 import { parseConfig } from '../src/config.js';
-import { ROOT } from './helpers.js';
+import { ROOT } from './support/paths.js';
 
 it('the shipped sample config parses and states the defaults', () => {
   const text = readFileSync(join(ROOT, 'etc/poprelay.ini'), 'utf8');

@@ -12,9 +12,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
 import { readEntries, recordLogin, updateMap } from '../src/map.js';
-import { appCopy, installHook } from './app.js';
-import { BIN, expectVerified, run, settings } from './helpers.js';
-import { safeDir } from './peers.js';
+import { appCopy, installHook } from './support/app.js';
+import { expectVerified, settings } from './support/maps.js';
+import { BIN } from './support/paths.js';
+import { run } from './support/processes.js';
+import { safeDir } from './support/tmp.js';
 
 let uid = 0;
 let gid = 0;

@@ -8,7 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { parseClientAddress } from '../src/address.js';
 import { openDatabase } from '../src/bdb.js';
 import { putEntry, readEntries } from '../src/map.js';
-import { BIN, configured, dumpMap, expectVerified, ROOT, run } from './helpers.js';
+import { configured, dumpMap, expectVerified } from './support/maps.js';
+import { BIN, ROOT } from './support/paths.js';
+import { run } from './support/processes.js';
 
 const T = 1_800_000_000;
 const ip = parseClientAddress;

@@ -13,8 +13,8 @@ import { execa } from 'execa';
 
 import { appCopy, installHook } from './app.js';
 import { converse, type Endpoint } from './mailclient.js';
-
-const ROOT = new URL('..', import.meta.url).pathname;
+import { ROOT } from './paths.js';
+import { untilServing } from './wait.js';
 
 /** What runs as the post-login script; the benchmark compares them all. */
 export type HookKind = 'poprelay' | 'none' | 'sh-exec' | 'node-noop' | 'node-continues';
@@ -61,26 +61,6 @@ export function doveconf(version: DovecotVersion, args: string[]) {
 /** A POP3 server answers on `ep`: it greets and takes QUIT. */
 export function pop3Greets(ep: Endpoint): Promise<unknown> {
   return converse(ep, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000);
-}
-
-/**
- * Polls `serving` until it succeeds. Fails at once when `proc` (what starts
- * the server) has ended, or after `ms`, with `output()` and the last error.
- */
-export async function untilServing(name: string, proc: ChildProcess, serving: () => Promise<unknown>, ms: number, output: () => string): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      await serving();
-      return;
-    } catch (e) {
-      const ended = proc.exitCode ?? proc.signalCode;
-      if (ended !== null || Date.now() > deadline) {
-        throw new Error(`${name} did not start${ended === null ? '' : ` (it ended: ${ended})`}: ${output()}\n${String(e)}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 /** Ends `proc` with SIGTERM and waits for it; nothing to do if it has ended. */

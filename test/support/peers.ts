@@ -4,37 +4,17 @@
 // shipped etc/mta/ snippets, with only the map path changed.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { afterAll } from 'vitest';
 
-const ROOT = new URL('..', import.meta.url).pathname;
+import { ROOT } from './paths.js';
+
 export const PEERS = '/var/cache/poprelay-test-peers/root';
 const POSTMAP = join(PEERS, 'usr/sbin/postmap');
 const POSTCONF = join(PEERS, 'usr/sbin/postconf');
 const EXIM = join(PEERS, 'usr/sbin/exim4');
 const POSTFIX_ENV = { LD_LIBRARY_PATH: join(PEERS, 'usr/lib/postfix') };
-const SAFE_BASE = '/var/lib/poprelay-tests';
-
-const made: string[] = [];
-afterAll(() => {
-  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-/**
- * A directory sendmail accepts for maps: root-owned 0755 with no group- or
- * world-writable parent (/tmp would be refused as "unsafe").
- */
-export function safeDir(): string {
-  mkdirSync(SAFE_BASE, { recursive: true, mode: 0o755 });
-  chmodSync(SAFE_BASE, 0o755);
-  const dir = mkdtempSync(join(SAFE_BASE, 'run-'));
-  chmodSync(dir, 0o755);
-  made.push(dir);
-  return dir;
-}
-
 export function checkPeersInstalled(): void {
   for (const f of [POSTMAP, EXIM]) {
     if (!existsSync(f)) throw new Error(`${f} is missing: run scripts/install-deps.sh --test as root`);
