@@ -1,5 +1,7 @@
-// What every section of the benchmark report shares: percentiles and
-// markdown rows.
+// What every section of the benchmark report shares: percentiles, markdown
+// rows, verdicts against targets, and timed runs of a command.
+
+import { spawnSync } from 'node:child_process';
 
 export interface Stats {
   n: number;
@@ -24,3 +26,15 @@ export function header(cols: string[], textColumns = 1): string[] {
 
 /** Records a measured value against its target, with the reason when it is missed. */
 export type Verdict = (target: string, value: number, limit: number, why: string) => void;
+
+/** Milliseconds of wall time for each of `runs` runs of a command. */
+export function timeRuns(runs: number, file: string, args: string[], env?: NodeJS.ProcessEnv): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const r = spawnSync(file, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    out.push(performance.now() - t0);
+    if (r.status !== 0) throw new Error(`${file} ${args.join(' ')}: exit ${r.status}: ${r.stderr}`);
+  }
+  return out;
+}

@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// npm run bench: not part of npm test. One file, one long run.
+// npm run bench: not part of npm test. One run (bench/run.bench.ts) of every section, in order.
 export default defineConfig({
   test: {
     include: ['bench/**/*.bench.ts'],

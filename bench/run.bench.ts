@@ -1,0 +1,49 @@
+// npm run bench: every section measured side by side in one run, written to
+// docs/benchmarks.md. No thresholds are enforced anywhere: each target is
+// compared in the report, with the reason where it is missed.
+
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { it } from 'vitest';
+
+import { libdbVersion } from '../src/bdb.js';
+import { ROOT } from '../test/support/paths.js';
+import { burstSection } from './burst.js';
+import { cpuSection } from './cpu.js';
+import { LOGINS, latencySection } from './latency.js';
+import { recordSection } from './record.js';
+import type { Verdict } from './report.js';
+import { sweepSection } from './sweep.js';
+
+it('benchmarks', async () => {
+  const md: string[] = [];
+  const now = Math.floor(Date.now() / 1000);
+  const cpu = cpus()[0]?.model ?? 'unknown';
+  const dovecotVersion = execFileSync('dovecot', ['--version'], { encoding: 'utf8' }).trim();
+  md.push(
+    '# poprelay benchmarks',
+    '',
+    'Written by `npm run bench` (bench/run.bench.ts, one file per section); every number below comes from the same run.',
+    'No thresholds are enforced anywhere: the targets are compared here, side by side.',
+    '',
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}`,
+    `- Node.js ${process.version}, Dovecot ${dovecotVersion}, ${libdbVersion}`,
+    `- logins per variant and concurrency: ${LOGINS}`,
+    '',
+  );
+  const verdicts: string[] = [];
+  const verdict: Verdict = (target, value, limit, why) => {
+    verdicts.push(`- ${target}: ${value.toFixed(2)} (target ${limit}) ${value <= limit ? 'met.' : `**missed**. ${why}`}`);
+  };
+  md.push(...(await latencySection(verdict, now)));
+  md.push('', ...(await recordSection(verdict, now)));
+  md.push('', ...(await sweepSection(verdict, now)));
+  md.push('', ...(await burstSection(verdict)));
+  md.push('', ...cpuSection(verdict));
+  md.push('', '## Targets', '', ...verdicts);
+  writeFileSync(join(ROOT, 'docs/benchmarks.md'), `${md.join('\n')}\n`);
+  console.log(md.join('\n'));
+});
