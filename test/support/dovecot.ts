@@ -35,6 +35,12 @@ export interface DovecotOptions {
   node?: string;
   /** Debian 12's Dovecot 2.3 (default), or 2.4 chrooted in TRIXIE; each with its own shipped snippet. */
   version?: DovecotVersion;
+  /**
+   * A Dovecot snippet as scripts/install.sh installed it, included as it is
+   * instead of the instance's own hook (the demo's); the instance's
+   * poprelay.ini and map are then unused.
+   */
+  installedSnippet?: string;
 }
 
 export type DovecotVersion = '2.3' | '2.4';
@@ -259,7 +265,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
 
   const [pop3Port, imapPort] = [await freePort(), await freePort()];
-  const script = hookScript(at, o.hook ?? 'poprelay', iniPath, o.node);
+  const script = o.installedSnippet === undefined ? hookScript(at, o.hook ?? 'poprelay', iniPath, o.node) : null;
   const base = at.inside(dir);
   const conf = [
     // Dovecot 2.4 requires these first.
@@ -277,7 +283,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
     `service imap-login {\n  inet_listener imap {\n    port = ${imapPort}\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}`,
     // No anti-brute-force penalty between the many test logins from one address.
     'auth_failure_delay = 0',
-    `!include ${base}/95-poprelay.conf`,
+    `!include ${o.installedSnippet === undefined ? `${base}/95-poprelay.conf` : at.inside(o.installedSnippet)}`,
   ];
   const snippet = script === null ? '' : poprelayConf(script, o.hook ?? 'poprelay', version);
   writeFileSync(join(dir, '95-poprelay.conf'), o.editConf ? o.editConf(snippet) : snippet);

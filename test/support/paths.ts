@@ -1,9 +1,17 @@
-// Where things are in the checkout the tests run from.
+// Where things are in the checkout the tests (and the demo, bundled) run from.
 
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
-/** The checkout's root, with a trailing slash. */
-export const ROOT = new URL('../..', import.meta.url).pathname;
+/** The nearest directory above this module with a package.json: the checkout's root, with a trailing slash. */
+function checkoutRoot(): string {
+  for (let dir = dirname(new URL(import.meta.url).pathname); dir !== '/'; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return `${dir}/`;
+  }
+  throw new Error(`no package.json above ${import.meta.url}`);
+}
+
+export const ROOT = checkoutRoot();
 
 export const BIN = {
   login: join(ROOT, 'bin/poprelay-login'),
