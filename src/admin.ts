@@ -1,6 +1,5 @@
 // poprelay: the administrator's command (list, add, del, check, stats, flush).
 
-import { lstatSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 import { parseClientAddress, sortByAddress } from './address.js';

@@ -136,7 +136,7 @@ describe('scripts/install.sh', () => {
     writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
     const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
     expect(dc.stderr).toBe('');
-    expect(dc.stdout).toMatch(/service poprelay-pop3 \{\n(?:.*\n)*?  vsz_limit = 0\n/);
+    expect(dc.stdout).toMatch(/service poprelay-pop3 \{\n(?:.*\n)*? {2}vsz_limit = 0\n/);
     const hook = await execa(join(t.sbin, 'poprelay-login'), ['--config', t.ini], { env: { IP: '192.0.2.9' }, reject: false });
     expect(hook.stderr).toBe('poprelay: recorded 192.0.2.9 (user=(none))\n'.trimEnd());
     expect(hook.exitCode).toBe(0);

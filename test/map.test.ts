@@ -2,7 +2,6 @@
 // with db5.3_verify and read back with db5.3_dump or sendmail's makemap.
 
 import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
@@ -13,7 +12,6 @@ import { PoprelayError } from '../src/errors.js';
 import {
   putEntry,
   readEntries,
-  readRecords,
   recordLogin,
   removeAddress,
   sweepMap,
