@@ -18,7 +18,10 @@ export default tseslint.config(
       // Control characters are what poprelay escapes in log lines and refuses in input: its patterns name them.
       'no-control-regex': 'off',
       // An unused binding is an error, except one named _ on purpose.
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' },
+      ],
     },
   },
 );

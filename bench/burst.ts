@@ -34,14 +34,28 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
     'found in the published map (looked up after each rename, and every 10 ms). The same N do-nothing Node processes',
     '(`node -e 0`) give the floor: the time the crowd takes just to start and exit. "poprelayd-style" is a Perl hook',
     'that ties the map with DB_File and writes in place under flock, one login at a time. Each run gets a fresh copy',
-    'of its map. Milliseconds from each process\'s start, to its exit and to its address being visible. Node\'s',
+    "of its map. Milliseconds from each process's start, to its exit and to its address being visible. Node's",
     'spawn() returns only once a child has started, so a crowd is started as fast as the machine lets it, not in',
     'one instant; every variant is started the same way. "recorded": visible by the time the crowd\'s last process',
-    'exited; a poprelay login still queued then (a lock holder stops applying others\' logins after lock_timeout_ms)',
+    "exited; a poprelay login still queued then (a lock holder stops applying others' logins after lock_timeout_ms)",
     'goes in with the next writer or the sweep, within a minute. "verifies": `db5.3_verify` on the map after the crowd.',
-    'Target: poprelay\'s p99 to visible within 1.25x of the do-nothing crowd\'s p99 to exit.',
+    "Target: poprelay's p99 to visible within 1.25x of the do-nothing crowd's p99 to exit.",
     '',
-    ...header(['N', 'map entries', 'variant', 'recorded', 'copies', 'verifies', 'exit p50', 'exit p99', 'visible p50', 'visible p99'], 3),
+    ...header(
+      [
+        'N',
+        'map entries',
+        'variant',
+        'recorded',
+        'copies',
+        'verifies',
+        'exit p50',
+        'exit p99',
+        'visible p50',
+        'visible p99',
+      ],
+      3,
+    ),
   ];
   const dir = safeDir();
   const originals = new Map<number, string>();
@@ -76,9 +90,21 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
         const seen = stats(visibleAfterStart(run.results));
         const exit = stats(run.results.map((r) => r.exitMs - r.startMs));
         const recorded = run.results.filter((r) => r.visibleMs !== null).length;
-        const verifies = (await execa('db5.3_verify', ['-q', map], { reject: false })).exitCode === 0 ? 'yes' : '**no**';
+        const verifies =
+          (await execa('db5.3_verify', ['-q', map], { reject: false })).exitCode === 0 ? 'yes' : '**no**';
         md.push(
-          row([crowd, n.toLocaleString('en'), label, `${recorded}/${crowd}`, label.startsWith('poprelay-login') ? run.copies : 'in place', verifies, ms(exit.median), ms(exit.p99), ms(seen.median), ms(seen.p99)]),
+          row([
+            crowd,
+            n.toLocaleString('en'),
+            label,
+            `${recorded}/${crowd}`,
+            label.startsWith('poprelay-login') ? run.copies : 'in place',
+            verifies,
+            ms(exit.median),
+            ms(exit.p99),
+            ms(seen.median),
+            ms(seen.p99),
+          ]),
         );
         if (label === 'poprelay-login') {
           verdict(
@@ -121,7 +147,8 @@ export async function stormSection(): Promise<string[]> {
   // The login and mail services get room for the whole storm (with Dovecot's default of 100 each, a third of
   // the logins time out waiting for a greeting, with or without a post-login script); the post-login service
   // keeps the default, as shipped.
-  const room = (c: string): string => `${c}\nservice pop3-login {\n  process_limit = ${STORM + 100}\n}\nservice pop3 {\n  process_limit = ${STORM + 100}\n}\n`;
+  const room = (c: string): string =>
+    `${c}\nservice pop3-login {\n  process_limit = ${STORM + 100}\n}\nservice pop3 {\n  process_limit = ${STORM + 100}\n}\n`;
   const dc = await startDovecot({ users: 4, ini: 'ignore =\nlog_recorded = no\n', editConf: room });
   try {
     let peak = 0;
@@ -132,7 +159,10 @@ export async function stormSection(): Promise<string[]> {
       while (sampling) {
         const rss = recorders();
         peak = Math.max(peak, rss.length);
-        peakKib = Math.max(peakKib, rss.reduce((a, b) => a + b, 0));
+        peakKib = Math.max(
+          peakKib,
+          rss.reduce((a, b) => a + b, 0),
+        );
         maxKib = Math.max(maxKib, ...rss, 0);
         await new Promise((r) => setTimeout(r, 10));
       }
@@ -165,8 +195,31 @@ export async function stormSection(): Promise<string[]> {
       'Recorders counted, and their resident memory summed, from /proc every 10 ms. Each recorder holds its post-login',
       'slot until it is done, so Dovecot bounds how many run at once.',
       '',
-      ...header(['logins', 'failed', 'PASS to +OK p50', 'p99', 'recorded', 'all visible after (ms)', 'peak recorders', 'their peak memory (MiB)', 'one recorder, max (MiB)'], 0),
-      row([STORM, STORM - ok.length, ms(lat.median), ms(lat.p99), `${visible()}/${STORM}`, ms(allSeen), peak, (peakKib / 1024).toFixed(0), (maxKib / 1024).toFixed(1)]),
+      ...header(
+        [
+          'logins',
+          'failed',
+          'PASS to +OK p50',
+          'p99',
+          'recorded',
+          'all visible after (ms)',
+          'peak recorders',
+          'their peak memory (MiB)',
+          'one recorder, max (MiB)',
+        ],
+        0,
+      ),
+      row([
+        STORM,
+        STORM - ok.length,
+        ms(lat.median),
+        ms(lat.p99),
+        `${visible()}/${STORM}`,
+        ms(allSeen),
+        peak,
+        (peakKib / 1024).toFixed(0),
+        (maxKib / 1024).toFixed(1),
+      ]),
     ];
   } finally {
     await dc.stop();

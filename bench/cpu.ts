@@ -13,7 +13,10 @@ const RUNS = 100;
 
 /** User + sys milliseconds of a command and all its children, from bash's `times` (millisecond resolution). */
 function cpuOf(cmd: string[], env: NodeJS.ProcessEnv): number {
-  const out = execFileSync('bash', ['-c', '"$@" </dev/null >/dev/null 2>&1; times', 'cpu', ...cmd], { env, encoding: 'utf8' });
+  const out = execFileSync('bash', ['-c', '"$@" </dev/null >/dev/null 2>&1; times', 'cpu', ...cmd], {
+    env,
+    encoding: 'utf8',
+  });
   const children = out.trim().split('\n')[1] ?? '';
   const secs = [...children.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
   return ((secs[0] ?? NaN) + (secs[1] ?? NaN)) * 1000;
@@ -29,7 +32,10 @@ export function cpuSection(verdict: Verdict): string[] {
   const flags = /^flags='(.*)'$/m.exec(readFileSync(hook, 'utf8'))?.[1]?.split(' ') ?? [];
   const variants: Array<[string, string[]]> = [
     ['`node -e 0`', [process.execPath, '-e', '0']],
-    ['poprelay-login as Dovecot runs it (sh front, the continued login `/bin/true`, timeout, recorder)', [hook, '--config', ini, '/bin/true']],
+    [
+      'poprelay-login as Dovecot runs it (sh front, the continued login `/bin/true`, timeout, recorder)',
+      [hook, '--config', ini, '/bin/true'],
+    ],
     [`the recorder alone (\`node ${flags.join(' ')}\`)`, [process.execPath, ...flags, recorder, '--config', ini]],
     ['the recorder alone, with the JIT', [process.execPath, recorder, '--config', ini]],
   ];

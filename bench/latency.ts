@@ -88,12 +88,18 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
         const dc = dcs[vi] as Dovecot;
         const from = Array.from({ length: conc }, () => {
           const i = serial++;
-          return { i, ip: `127.${30 + vi}.${(i >> 8) & 255}.${(i & 255) || 1}` };
+          return { i, ip: `127.${30 + vi}.${(i >> 8) & 255}.${i & 255 || 1}` };
         });
         // When each +OK arrived, and when each address was first found in the map (polled every 2 ms).
         const okAt = new Map<string, number>();
         const seenAt = new Map<string, number>();
-        const watching = watched.has(vi) ? watchMap(dc, from.map((f) => f.ip), seenAt) : Promise.resolve();
+        const watching = watched.has(vi)
+          ? watchMap(
+              dc,
+              from.map((f) => f.ip),
+              seenAt,
+            )
+          : Promise.resolve();
         const logins = from.map(({ i, ip }) => {
           const start = performance.now();
           return pop3Login({ ...dc.pop3, localAddress: ip }, `user${i % 4}`, PASSWORD).then(
@@ -135,14 +141,44 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
     '(target: at most 1.5). The login waits for the sh front only: Node starts after the login has gone on.',
     '',
   );
-  md.push(...header(['concurrency', 'sh', 'Node no-op', 'Node continues (before)', 'poprelay-login', 'ratio to sh', 'poprelay-login, 100k map', 'ratio to sh'], 0));
+  md.push(
+    ...header(
+      [
+        'concurrency',
+        'sh',
+        'Node no-op',
+        'Node continues (before)',
+        'poprelay-login',
+        'ratio to sh',
+        'poprelay-login, 100k map',
+        'ratio to sh',
+      ],
+      0,
+    ),
+  );
   for (const conc of [1, 16]) {
     const base = med(0, conc);
     const add = (vi: number): number => med(vi, conc) - base;
-    md.push(row([conc, ms(add(SH)), ms(add(NODE_NOOP)), ms(add(BEFORE)), ms(add(POPRELAY)), (add(POPRELAY) / add(SH)).toFixed(2), ms(add(POPRELAY_100K)), (add(POPRELAY_100K) / add(SH)).toFixed(2)]));
+    md.push(
+      row([
+        conc,
+        ms(add(SH)),
+        ms(add(NODE_NOOP)),
+        ms(add(BEFORE)),
+        ms(add(POPRELAY)),
+        (add(POPRELAY) / add(SH)).toFixed(2),
+        ms(add(POPRELAY_100K)),
+        (add(POPRELAY_100K) / add(SH)).toFixed(2),
+      ]),
+    );
     const contention = 'On 2 cores the recorders of the previous logins compete with the next logins for the CPU.';
     verdict(`login latency added, concurrency ${conc}, against /bin/sh exec`, add(POPRELAY) / add(SH), 1.5, contention);
-    verdict(`the same with a 100,000-entry map`, add(POPRELAY_100K) / add(SH), 1.5, `${contention} With a big map each recording also copies and fsyncs 5 MB.`);
+    verdict(
+      `the same with a 100,000-entry map`,
+      add(POPRELAY_100K) / add(SH),
+      1.5,
+      `${contention} With a big map each recording also copies and fsyncs 5 MB.`,
+    );
   }
   md.push(
     '',
@@ -156,7 +192,8 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
       const w = stats(windows.get(`${vi}/${conc}`) ?? []);
       md.push(row([variants[vi]?.label ?? '', conc, w.n, ms(w.median), ms(w.p99), ms(med(vi, conc) + w.median)]));
     }
-    const grew = stats(windows.get(`${POPRELAY}/${conc}`) ?? []).median - stats(windows.get(`${BEFORE}/${conc}`) ?? []).median;
+    const grew =
+      stats(windows.get(`${POPRELAY}/${conc}`) ?? []).median - stats(windows.get(`${BEFORE}/${conc}`) ?? []).median;
     const saved = med(BEFORE, conc) - med(POPRELAY, conc);
     verdict(
       `window to visible, concurrency ${conc}: growth over the hook before the front, as a share of the start-up it saved the login`,
@@ -178,18 +215,35 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
       hook: kind,
       users: 1,
       ini: 'ignore =\nlog_recorded = no\n',
-      editConf: (c) => c.replace(/executable = script-login /g, `executable = script-login /usr/bin/time -a -o ${file} -f %M `),
+      editConf: (c) =>
+        c.replace(/executable = script-login /g, `executable = script-login /usr/bin/time -a -o ${file} -f %M `),
     });
     try {
-      for (let i = 0; i < 20; i++) await pop3Login({ ...dc.pop3, localAddress: `127.40.0.${i + 1}` }, 'user0', PASSWORD).catch((e: Error) => { throw new Error(`${e.message}\n${dc.log()}`); });
+      for (let i = 0; i < 20; i++)
+        await pop3Login({ ...dc.pop3, localAddress: `127.40.0.${i + 1}` }, 'user0', PASSWORD).catch((e: Error) => {
+          throw new Error(`${e.message}\n${dc.log()}`);
+        });
       await new Promise((r) => setTimeout(r, 500));
       const kb = readFileSync(file, 'utf8').trim().split('\n').map(Number);
-      rss.push(row([kind === 'poprelay' ? 'poprelay-login (front and recorder)' : 'do-nothing Node script', kb.length, (stats(kb).median / 1024).toFixed(1), (Math.max(...kb) / 1024).toFixed(1)]));
+      rss.push(
+        row([
+          kind === 'poprelay' ? 'poprelay-login (front and recorder)' : 'do-nothing Node script',
+          kb.length,
+          (stats(kb).median / 1024).toFixed(1),
+          (Math.max(...kb) / 1024).toFixed(1),
+        ]),
+      );
     } finally {
       await dc.stop();
     }
   }
-  md.push('', 'Peak RSS of the post-login script process (GNU time `%M`, including the script-login it runs), MiB:', '', ...header(['script', 'logins', 'median', 'max']), ...rss);
+  md.push(
+    '',
+    'Peak RSS of the post-login script process (GNU time `%M`, including the script-login it runs), MiB:',
+    '',
+    ...header(['script', 'logins', 'median', 'max']),
+    ...rss,
+  );
   for (const dc of dcs) await dc.stop();
   return md;
 }

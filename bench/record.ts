@@ -40,11 +40,23 @@ export async function recordSection(verdict: Verdict, now: number): Promise<stri
     const a = stats(inproc);
     const b = stats(hook);
     recordMed[n] = [a.median, b.median];
-    md.push(row([n.toLocaleString('en'), `${(Number(execFileSync('stat', ['-c', '%s', map], { encoding: 'utf8' })) / 1024).toFixed(0)} KiB`, ms(a.median), ms(a.p90), ms(b.median), ms(b.p90)]));
+    md.push(
+      row([
+        n.toLocaleString('en'),
+        `${(Number(execFileSync('stat', ['-c', '%s', map], { encoding: 'utf8' })) / 1024).toFixed(0)} KiB`,
+        ms(a.median),
+        ms(a.p90),
+        ms(b.median),
+        ms(b.p90),
+      ]),
+    );
   }
   const r10 = recordMed[10] ?? [1, 1];
   const r100k = recordMed[100_000] ?? [1, 1];
-  md.push('', `100,000 entries against 10 (target: at most 1.1): in-process ${(r100k[0] / r10[0]).toFixed(2)}x, hook process ${(r100k[1] / r10[1]).toFixed(2)}x.`);
+  md.push(
+    '',
+    `100,000 entries against 10 (target: at most 1.1): in-process ${(r100k[0] / r10[0]).toFixed(2)}x, hook process ${(r100k[1] / r10[1]).toFixed(2)}x.`,
+  );
   const copyWhy =
     'By design: every write copies the map, changes the copy, fsyncs it and renames it into place (docs/design.md), so its cost grows with ' +
     'the file (section 2, in-process). In-place updates would be O(1) but a writer killed between page writes corrupts the map ' +

@@ -36,7 +36,9 @@ it('benchmarks', async () => {
   );
   const verdicts: string[] = [];
   const verdict: Verdict = (target, value, limit, why) => {
-    verdicts.push(`- ${target}: ${value.toFixed(2)} (target ${limit}) ${value <= limit ? 'met.' : `**missed**. ${why}`}`);
+    verdicts.push(
+      `- ${target}: ${value.toFixed(2)} (target ${limit}) ${value <= limit ? 'met.' : `**missed**. ${why}`}`,
+    );
   };
   md.push(...(await latencySection(verdict, now)));
   md.push('', ...(await recordSection(verdict, now)));

@@ -18,9 +18,20 @@ export async function sweepSection(verdict: Verdict, now: number): Promise<strin
     '',
     'Maps made by makemap, half the entries expired. `db5.3_dump` reads the same map as the C baseline. The',
     'sweep runs on a fresh copy each time (3 runs). "Record during sweep" is a separate process recording',
-    'an address every 100 ms (10 logins a second) while the sweep runs: each record\'s time, lock wait included.',
+    "an address every 100 ms (10 logins a second) while the sweep runs: each record's time, lock wait included.",
     '',
-    ...header(['entries', 'db5.3_dump median', 'poprelay-sweep median', 'ratio (target ≤ 3)', 'record idle, median', 'record during sweep, median', 'max'], 0),
+    ...header(
+      [
+        'entries',
+        'db5.3_dump median',
+        'poprelay-sweep median',
+        'ratio (target ≤ 3)',
+        'record idle, median',
+        'record during sweep, median',
+        'max',
+      ],
+      0,
+    ),
   );
   for (const n of [100_000, 1_000_000]) {
     const dir = safeDir();
@@ -43,7 +54,17 @@ export async function sweepSection(verdict: Verdict, now: number): Promise<strin
     timeRuns(1, process.execPath, [BIN.sweep, '--quiet', '--config', ini]);
     const rec = (await during).ok as number[];
     const sw = stats(sweeps).median;
-    md.push(row([n.toLocaleString('en'), ms(dump), ms(sw), (sw / dump).toFixed(2), ms(stats(idle.ok as number[]).median), ms(stats(rec).median), ms(Math.max(...rec))]));
+    md.push(
+      row([
+        n.toLocaleString('en'),
+        ms(dump),
+        ms(sw),
+        (sw / dump).toFixed(2),
+        ms(stats(idle.ok as number[]).median),
+        ms(stats(rec).median),
+        ms(Math.max(...rec)),
+      ]),
+    );
     verdict(
       `sweep of ${n.toLocaleString('en')} entries against db5.3_dump`,
       sw / dump,

@@ -42,9 +42,23 @@ async function demo(tree: string, started: (dc: Dovecot) => void): Promise<void>
   const snippet = join(tree, 'etc/dovecot/conf.d/95-poprelay.conf');
 
   step(`Installing poprelay with scripts/install.sh into ${tree}`);
-  const dirs = ['--prefix', 'usr', '--map-dir', 'var/lib/poprelay', '--dovecot-confdir', 'etc/dovecot/conf.d', '--cron-dir', 'etc/cron.d', '--systemd-dir', 'etc/systemd/system'];
+  const dirs = [
+    '--prefix',
+    'usr',
+    '--map-dir',
+    'var/lib/poprelay',
+    '--dovecot-confdir',
+    'etc/dovecot/conf.d',
+    '--cron-dir',
+    'etc/cron.d',
+    '--systemd-dir',
+    'etc/systemd/system',
+  ];
   const args = dirs.map((a, i) => (i % 2 === 1 ? join(tree, a) : a));
-  const installed = await execa('bash', [join(ROOT, 'scripts/install.sh'), ...args, '--config', ini], { reject: false, all: true });
+  const installed = await execa('bash', [join(ROOT, 'scripts/install.sh'), ...args, '--config', ini], {
+    reject: false,
+    all: true,
+  });
   if (installed.exitCode !== 0) show(installed.all ?? '');
   expectThat(installed.exitCode === 0, `scripts/install.sh failed (exit ${installed.exitCode})`);
   // Loopback is on the default ignore list; the demo's client comes from 127.0.0.42.
@@ -61,8 +75,25 @@ async function demo(tree: string, started: (dc: Dovecot) => void): Promise<void>
   const login = await pop3Login({ ...dc.pop3, localAddress: CLIENT }, 'user0', PASSWORD);
   show(`S: ${(login.replies[2] ?? '').trim()}`);
   expectThat(login.ok, 'the login failed');
-  const logged = await eventually(() => dc.log().split('\n').find((l) => l.includes(`poprelay: recorded ${CLIENT} `)), 60_000, 'the log line of the recording').catch(() => undefined);
-  show(`Dovecot's log says:\n  ${(logged ?? dc.log().split('\n').filter((l) => l.includes('poprelay')).join('\n  ')).replace(/^\S+ \d+ [\d:]+ /, '')}`);
+  const logged = await eventually(
+    () =>
+      dc
+        .log()
+        .split('\n')
+        .find((l) => l.includes(`poprelay: recorded ${CLIENT} `)),
+    60_000,
+    'the log line of the recording',
+  ).catch(() => undefined);
+  show(
+    `Dovecot's log says:\n  ${(
+      logged ??
+      dc
+        .log()
+        .split('\n')
+        .filter((l) => l.includes('poprelay'))
+        .join('\n  ')
+    ).replace(/^\S+ \d+ [\d:]+ /, '')}`,
+  );
   expectThat(logged !== undefined, 'the login was not recorded');
 
   step('The map, as poprelay list shows it');
@@ -71,14 +102,16 @@ async function demo(tree: string, started: (dc: Dovecot) => void): Promise<void>
   step(`sendmail -bt with the shipped FEATURE(\`drac', \`hash -o ${map.slice(0, -3)}')`);
   const sm = await sendmailConfig(tree, map);
   const relays = async (): Promise<boolean[]> => (await sendmailDecisions(sm, [CLIENT, OTHER])).map((d) => d.relay);
-  const verdict = (addr: string, relay: boolean | undefined): string => `client ${addr}: Relay_ok returns ${relay === true ? 'RELAY (may relay)' : 'no RELAY (may not relay)'}`;
+  const verdict = (addr: string, relay: boolean | undefined): string =>
+    `client ${addr}: Relay_ok returns ${relay === true ? 'RELAY (may relay)' : 'no RELAY (may not relay)'}`;
   const [first, other] = await relays();
   show(`${verdict(CLIENT, first)}\n${verdict(OTHER, other)}`);
   expectThat(first === true, 'sendmail does not let the recorded address relay');
   expectThat(other === false, 'sendmail lets an unrecorded address relay');
 
   const later = String(Math.floor(Date.now() / 1000) + 16 * 60);
-  const sweep = async (extra: string[]): Promise<string> => (await execa(join(sbin, 'poprelay-sweep'), ['--config', ini, ...extra])).stdout;
+  const sweep = async (extra: string[]): Promise<string> =>
+    (await execa(join(sbin, 'poprelay-sweep'), ['--config', ini, ...extra])).stdout;
   step('poprelay-sweep --dry-run, now and with the clock 16 minutes ahead (timeout: 15 minutes)');
   show(`now:\n  ${await sweep(['--dry-run'])}`);
   show(`in 16 minutes:\n  ${(await sweep(['--dry-run', '--now', later])).replaceAll('\n', '\n  ')}`);

@@ -29,7 +29,9 @@ function parseIPv4(s: string): number[] | string {
   const octets: number[] = [];
   for (const p of parts) {
     if (!DEC_OCTET.test(p)) {
-      return /^0[0-9]+$/.test(p) ? `leading zero in "${p}" (ambiguous: octal or decimal)` : 'not a dotted quad of four decimal numbers';
+      return /^0[0-9]+$/.test(p)
+        ? `leading zero in "${p}" (ambiguous: octal or decimal)`
+        : 'not a dotted quad of four decimal numbers';
     }
     const n = Number(p);
     if (n > 255) return `octet ${p} is out of range 0-255`;
@@ -55,7 +57,8 @@ function parseIPv6(s: string): number[] | string {
         out.push(((v4[0] ?? 0) << 8) | (v4[1] ?? 0), ((v4[2] ?? 0) << 8) | (v4[3] ?? 0));
         continue;
       }
-      if (!HEX_GROUP.test(g)) return g === '' ? 'empty group (a single ":" where "::" or a number belongs)' : `bad group "${g}"`;
+      if (!HEX_GROUP.test(g))
+        return g === '' ? 'empty group (a single ":" where "::" or a number belongs)' : `bad group "${g}"`;
       out.push(parseInt(g, 16));
     }
     return out;
@@ -75,7 +78,7 @@ function parseIPv6(s: string): number[] | string {
 export function compressIPv6(groups: readonly number[]): string {
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -263,7 +266,11 @@ export function inNetwork(addr: ClientAddress, net: Network): boolean {
 function displayRank(text: string): string {
   const addr = addressOfKey(text);
   if (addr === null) return `2${text}`;
-  if (addr.family === 4) return `0${addr.text.split('.').map((o) => o.padStart(3, '0')).join('.')}`;
+  if (addr.family === 4)
+    return `0${addr.text
+      .split('.')
+      .map((o) => o.padStart(3, '0'))
+      .join('.')}`;
   const g = parseIPv6(addr.text);
   return `1${typeof g === 'string' ? '' : g.map((x) => x.toString(16).padStart(4, '0')).join(':')}`;
 }

@@ -3,10 +3,30 @@
 import { createInterface } from 'node:readline';
 
 import { parseClientAddress, sortByAddress } from './address.js';
-import { COMMON_OPTIONS, configFrom, nowFrom, out, outJson, parseCommandLine, stringOption, UsageError, type OptionSpec, type OptionValues } from './cli.js';
+import {
+  COMMON_OPTIONS,
+  configFrom,
+  nowFrom,
+  out,
+  outJson,
+  parseCommandLine,
+  stringOption,
+  UsageError,
+  type OptionSpec,
+  type OptionValues,
+} from './cli.js';
 import type { Config, MapSettings } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
-import { ensureMap, putEntry, readEntries, readQueued, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
+import {
+  ensureMap,
+  putEntry,
+  readEntries,
+  readQueued,
+  recordLogin,
+  removeAddress,
+  sweepMap,
+  type RelayEntry,
+} from './map.js';
 import { actAsMapOwner } from './privilege.js';
 import { mapStats } from './stats.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
@@ -120,7 +140,10 @@ value is not a number; "invalid value" for all-digit values past the year
       const s = ctx.config().map;
       const items = [
         ...sortedEntries(s).map((e) => describe(e, ctx.now, s.timeoutSeconds)),
-        ...sortByAddress(readQueued(s), (q) => q.address.text).map((q) => ({ ...describe({ address: q.address.text, keys: q.address.keys, time: q.time }, ctx.now, s.timeoutSeconds), queued: true })),
+        ...sortByAddress(readQueued(s), (q) => q.address.text).map((q) => ({
+          ...describe({ address: q.address.text, keys: q.address.keys, time: q.time }, ctx.now, s.timeoutSeconds),
+          queued: true,
+        })),
       ];
       if (ctx.values.json === true) {
         outJson(items);
@@ -130,10 +153,21 @@ value is not a number; "invalid value" for all-digit values past the year
       for (const i of items) {
         if (i.lastLogin === null) rows.push([i.address, '-', '-', 'permanent']);
         else if (i.invalid) rows.push([i.address, '-', '-', 'invalid value: removed by the next sweep']);
-        else if (i.queued) rows.push([i.address, formatTime(i.lastLogin), formatDuration(Math.max(0, i.ageSeconds ?? 0)), 'queued: not yet in the map']);
+        else if (i.queued)
+          rows.push([
+            i.address,
+            formatTime(i.lastLogin),
+            formatDuration(Math.max(0, i.ageSeconds ?? 0)),
+            'queued: not yet in the map',
+          ]);
         else {
           const age = (i.ageSeconds ?? 0) < 0 ? 'future' : formatDuration(i.ageSeconds ?? 0);
-          rows.push([i.address, formatTime(i.lastLogin), age, i.expired ? 'expired' : formatDuration(i.leftSeconds ?? 0)]);
+          rows.push([
+            i.address,
+            formatTime(i.lastLogin),
+            age,
+            i.expired ? 'expired' : formatDuration(i.leftSeconds ?? 0),
+          ]);
         }
       }
       for (const line of table(rows)) out(line);
@@ -197,18 +231,27 @@ still counts until the sweep removes it, and the answer says so.`,
         const queued = readQueued(s).filter((q) => q.address.text === addr.text);
         if (queued.length > 0) {
           const last = Math.max(...queued.map((q) => q.time));
-          out(`${addr.text} may not relay yet: its login ${formatAgo(last, ctx.now)} is queued, not yet in the map (the next writer or the sweep applies it)`);
+          out(
+            `${addr.text} may not relay yet: its login ${formatAgo(last, ctx.now)} is queued, not yet in the map (the next writer or the sweep applies it)`,
+          );
         } else out(`${addr.text} may not relay: not in the map`);
         return 1;
       }
       const d = describe(entry, ctx.now, s.timeoutSeconds);
       const partial = addr.keys.length > entry.keys.length ? ` (only the key ${entry.keys.join(', ')} is present)` : '';
       if (d.permanent) out(`${addr.text} may relay: permanent entry${partial}`);
-      else if (d.invalid) out(`${addr.text} may relay until the next sweep: its value is no possible time (invalid), so the sweep removes it${partial}`);
+      else if (d.invalid)
+        out(
+          `${addr.text} may relay until the next sweep: its value is no possible time (invalid), so the sweep removes it${partial}`,
+        );
       else if (d.expired) {
-        out(`${addr.text} may relay until the next sweep: last login ${formatAgo(entry.time ?? 0, ctx.now)}, expired${partial}`);
+        out(
+          `${addr.text} may relay until the next sweep: last login ${formatAgo(entry.time ?? 0, ctx.now)}, expired${partial}`,
+        );
       } else {
-        out(`${addr.text} may relay: last login ${formatAgo(entry.time ?? 0, ctx.now)}, ${formatDuration(d.leftSeconds ?? 0)} left${partial}`);
+        out(
+          `${addr.text} may relay: last login ${formatAgo(entry.time ?? 0, ctx.now)}, ${formatDuration(d.leftSeconds ?? 0)} left${partial}`,
+        );
       }
       return 0;
     },
@@ -238,8 +281,12 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
       out(`expired:    ${stats.expired} (older than ${s.timeoutSeconds / 60} minutes, removed by the next sweep)`);
       out(`oldest:     ${when(stats.oldest)}`);
       out(`newest:     ${when(stats.newest)}`);
-      out(`queued:     ${stats.queued} login${stats.queued === 1 ? '' : 's'} not yet in the map${stats.oldestQueued === null ? '' : `; oldest ${when(stats.oldestQueued)}`}`);
-      out(`failures:   ${stats.recordingFailuresTotal} login${stats.recordingFailuresTotal === 1 ? '' : 's'} the hook could not record (in all)`);
+      out(
+        `queued:     ${stats.queued} login${stats.queued === 1 ? '' : 's'} not yet in the map${stats.oldestQueued === null ? '' : `; oldest ${when(stats.oldestQueued)}`}`,
+      );
+      out(
+        `failures:   ${stats.recordingFailuresTotal} login${stats.recordingFailuresTotal === 1 ? '' : 's'} the hook could not record (in all)`,
+      );
       const last = stats.lastSweep;
       out(
         `last sweep: ${last === null ? '-' : `${formatTime(last.at)} (${formatAgo(last.at, ctx.now)}): removed ${last.removed}, refreshed ${last.refreshed} live, ${last.failures} recording failure${last.failures === 1 ? '' : 's'} since the one before, took ${last.durationSeconds} s`}`,
@@ -263,7 +310,8 @@ they log in again. Asks for confirmation on the terminal unless --yes.`,
         return 0;
       }
       if (ctx.values.yes !== true) {
-        if (!process.stdin.isTTY) throw new UsageError('flush needs confirmation: stdin is not a terminal, so give --yes');
+        if (!process.stdin.isTTY)
+          throw new UsageError('flush needs confirmation: stdin is not a terminal, so give --yes');
         if (!(await confirm(`Remove all ${dated} dated entries from ${s.path} (permanent entries stay)? [y/N] `))) {
           process.stderr.write('poprelay: not flushed\n');
           return 1;
@@ -343,9 +391,15 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
   }
   const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (cmd === undefined) {
-    throw new UsageError(`unknown command ${JSON.stringify(name)}; commands: ${Object.keys(COMMANDS).join(', ')} (see poprelay --help)`);
+    throw new UsageError(
+      `unknown command ${JSON.stringify(name)}; commands: ${Object.keys(COMMANDS).join(', ')} (see poprelay --help)`,
+    );
   }
-  const { values, positionals } = parseCommandLine(rest, { ...COMMON_OPTIONS, ...cmd.options }, `poprelay ${name} --help`);
+  const { values, positionals } = parseCommandLine(
+    rest,
+    { ...COMMON_OPTIONS, ...cmd.options },
+    `poprelay ${name} --help`,
+  );
   if (values.help === true) {
     out(`${cmd.usage}\n\nOptions of every command: --config FILE, --now SECONDS (testing), -h/--help.\n${EXIT_STATUS}`);
     return 0;

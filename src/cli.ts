@@ -38,7 +38,8 @@ export function parseCommandLine(
 export function nowFrom(values: OptionValues): number {
   const v = values.now;
   if (v === undefined) return unixNow();
-  if (typeof v !== 'string' || !/^[0-9]{1,12}$/.test(v)) throw new UsageError(`--now takes Unix seconds, not ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || !/^[0-9]{1,12}$/.test(v))
+    throw new UsageError(`--now takes Unix seconds, not ${JSON.stringify(v)}`);
   return Number(v);
 }
 

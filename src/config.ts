@@ -130,7 +130,8 @@ const KEYS = {
   },
   map_mode: {
     default: '0644',
-    allowed: 'an octal mode such as 0644 or 0640: read-write for the owner, never group- or world-writable (sendmail refuses such maps)',
+    allowed:
+      'an octal mode such as 0644 or 0640: read-write for the owner, never group- or world-writable (sendmail refuses such maps)',
     parse: parseMode,
   },
   log_recorded: {
@@ -149,7 +150,7 @@ const KEYS = {
   },
   dovecot_anvil: {
     default: '/run/dovecot/anvil',
-    allowed: 'the absolute path of Dovecot\'s anvil socket (base_dir/anvil)',
+    allowed: "the absolute path of Dovecot's anvil socket (base_dir/anvil)",
     parse: absolutePath(),
   },
   doveadm: {
@@ -214,7 +215,8 @@ export function parseConfig(text: string, source: string | null): Config {
   checkNames(text, where);
   const values = new Map<KeyName, string>();
   for (const [k, v] of Object.entries(raw)) {
-    if (!isKeyName(k)) throw unknownName(where, typeof v === 'object' && v !== null ? `section [${k}]` : `key ${quoteUntrusted(k)}`);
+    if (!isKeyName(k))
+      throw unknownName(where, typeof v === 'object' && v !== null ? `section [${k}]` : `key ${quoteUntrusted(k)}`);
     if (typeof v === 'object') throw configError(where, `key "${k}" is given as a list; give it once`);
     values.set(k, String(v).trim());
   }
@@ -225,7 +227,10 @@ export function parseConfig(text: string, source: string | null): Config {
     const value = spec.parse(given ?? spec.default);
     if (value === undefined) {
       const detail = spec.explain ? ` (${spec.explain(given ?? '')})` : '';
-      throw configError(where, `key "${name}": value ${quoteUntrusted(given ?? '')} is not allowed${detail}; expected ${spec.allowed}`);
+      throw configError(
+        where,
+        `key "${name}": value ${quoteUntrusted(given ?? '')} is not allowed${detail}; expected ${spec.allowed}`,
+      );
     }
     parsed[name] = value;
   }
@@ -241,7 +246,13 @@ export function parseConfig(text: string, source: string | null): Config {
   }
   return {
     source,
-    map: { path: p.dbfile, type: p.dbtype, lockTimeoutMs: p.lock_timeout_ms, mode: p.map_mode, timeoutSeconds: p.timeout_minutes * 60 },
+    map: {
+      path: p.dbfile,
+      type: p.dbtype,
+      lockTimeoutMs: p.lock_timeout_ms,
+      mode: p.map_mode,
+      timeoutSeconds: p.timeout_minutes * 60,
+    },
     refreshSeconds: p.refresh_seconds,
     ignore: p.ignore,
     logRecorded: p.log_recorded,
@@ -272,8 +283,16 @@ export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.e
     if (e instanceof PoprelayError) throw e;
     const code = errnoCode(e);
     if (code === 'ENOENT' && named === undefined) return parseConfig('', null);
-    const how = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable by this user' : `cannot be read (${code ?? String(e)})`;
-    throw configError(path, `${how}${named !== undefined && code === 'ENOENT' ? '; it was named by --config or POPRELAY_CONFIG' : ''}`);
+    const how =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'is not readable by this user'
+          : `cannot be read (${code ?? String(e)})`;
+    throw configError(
+      path,
+      `${how}${named !== undefined && code === 'ENOENT' ? '; it was named by --config or POPRELAY_CONFIG' : ''}`,
+    );
   }
   return parseConfig(text, path);
 }
@@ -296,6 +315,9 @@ function checkRootMayObey(path: string, st: Stats): void {
           ? `its directory ${dir} can be changed by another user than root`
           : null;
   if (problem !== null) {
-    throw configError(path, `${problem}; run as root, poprelay obeys only a config that only root can change. Fix: ${fix}`);
+    throw configError(
+      path,
+      `${problem}; run as root, poprelay obeys only a config that only root can change. Fix: ${fix}`,
+    );
   }
 }

@@ -61,12 +61,18 @@ function bad(status: 'WARN' | 'FAIL', name: string, detail: string, fix: string)
  * Dovecot's vsz_limit); null when this process may not switch users.
  * Bounded: a hook that hangs must not hang doctor.
  */
-function asUser(user: string, cmd: string[], env: NodeJS.ProcessEnv = {}, vsz: number | null = null): { status: number | null; stderr: string } | null {
+function asUser(
+  user: string,
+  cmd: string[],
+  env: NodeJS.ProcessEnv = {},
+  vsz: number | null = null,
+): { status: number | null; stderr: string } | null {
   if (process.getuid?.() !== 0) return null;
   const gid = spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout?.trim() ?? '';
   if (!/^\d+$/.test(gid)) return { status: 1, stderr: `no user ${user}` };
   const asThem = ['setpriv', `--reuid=${user}`, `--regid=${gid}`, '--init-groups', ...cmd];
-  const [file = 'setpriv', ...args] = vsz === null ? asThem : ['prlimit', `--as=${vsz}`, `--data=${vsz}`, '--', ...asThem];
+  const [file = 'setpriv', ...args] =
+    vsz === null ? asThem : ['prlimit', `--as=${vsz}`, `--data=${vsz}`, '--', ...asThem];
   const r = spawnSync(file, args, { env, encoding: 'utf8', timeout: 120_000 });
   return { status: r.status, stderr: r.stderr ?? '' };
 }
@@ -111,7 +117,11 @@ export function parseDoveconfServices(text: string): Map<string, DovecotService>
  */
 export function parseDoveconfProtocols(text: string): string[] {
   const list = /^protocols = (.*)$/m.exec(text);
-  if (list) return (list[1] ?? '').replace(/"/g, ' ').split(/\s+/).filter((p) => p !== '');
+  if (list)
+    return (list[1] ?? '')
+      .replace(/"/g, ' ')
+      .split(/\s+/)
+      .filter((p) => p !== '');
   const block = /^protocols \{\n((?:[ \t]+.*\n)*)\}/m.exec(text);
   if (block) return [...(block[1] ?? '').matchAll(/^\s+(\S+) = yes$/gm)].map((m) => m[1] ?? '');
   return ['imap', 'pop3'];
@@ -139,8 +149,13 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; service?: HookSer
   try {
     text = execFileSync('doveconf', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
-    const why = (e as { code?: string; stderr?: string }).code === 'ENOENT' ? 'doveconf not found' : ((e as { stderr?: string }).stderr ?? String(e)).trim();
-    return { checks: [bad('FAIL', 'dovecot', why, 'install Dovecot, or fix the configuration doveconf -n complains about')] };
+    const why =
+      (e as { code?: string; stderr?: string }).code === 'ENOENT'
+        ? 'doveconf not found'
+        : ((e as { stderr?: string }).stderr ?? String(e)).trim();
+    return {
+      checks: [bad('FAIL', 'dovecot', why, 'install Dovecot, or fix the configuration doveconf -n complains about')],
+    };
   }
   const services = parseDoveconfServices(text);
   const protocols = parseDoveconfProtocols(text);
@@ -156,16 +171,28 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; service?: HookSer
     const post = exec[1];
     const svc = post === undefined ? undefined : services.get(post);
     const words = svc?.executable?.split(/\s+/) ?? [];
-    if (post === undefined || svc === undefined || words[0] !== 'script-login' || !(words[1] ?? '').endsWith('/poprelay-login')) {
+    if (
+      post === undefined ||
+      svc === undefined ||
+      words[0] !== 'script-login' ||
+      !(words[1] ?? '').endsWith('/poprelay-login')
+    ) {
       checks.push(
-        bad('FAIL', name, `${proto} logins do not run poprelay-login (service ${proto}: executable = ${exec.join(' ') || '(default)'})`, 'install dovecot-conf/2.3/95-poprelay.conf (or 2.4) into conf.d and reload Dovecot'),
+        bad(
+          'FAIL',
+          name,
+          `${proto} logins do not run poprelay-login (service ${proto}: executable = ${exec.join(' ') || '(default)'})`,
+          'install dovecot-conf/2.3/95-poprelay.conf (or 2.4) into conf.d and reload Dovecot',
+        ),
       );
       continue;
     }
     // doveconf -n leaves out defaults: the service then has default_vsz_limit.
     const vsz = svc.vsz_limit ?? /^default_vsz_limit = (.*)$/m.exec(text)?.[1] ?? '256M';
     service = { hook: words.slice(1), user: svc.user || 'root', vsz };
-    checks.push(ok(name, `post-login service ${post} runs ${service.hook.join(' ')} as ${service.user}, vsz_limit = ${vsz}`));
+    checks.push(
+      ok(name, `post-login service ${post} runs ${service.hook.join(' ')} as ${service.user}, vsz_limit = ${vsz}`),
+    );
   }
   return { checks, service };
 }
@@ -185,15 +212,37 @@ function mapChecks(cfg: Config, user: string): Check[] {
   const dir = dirname(s.path);
   const canWrite = asUser(user, ['test', '-w', dir]);
   const canRead = asUser(user, ['test', '-r', s.path]);
-  if (canWrite === null || canRead === null) checks.push(bad('WARN', 'map access', `cannot check access as ${user} without root`, 'run poprelay doctor as root'));
+  if (canWrite === null || canRead === null)
+    checks.push(
+      bad('WARN', 'map access', `cannot check access as ${user} without root`, 'run poprelay doctor as root'),
+    );
   else if (canWrite.status !== 0 || canRead.status !== 0) {
-    checks.push(bad('FAIL', 'map access', `${user} cannot ${canRead.status !== 0 ? `read ${s.path}` : `write the directory ${dir}`}`, `chown ${user} ${dir} && chmod 0755 ${dir}`));
+    checks.push(
+      bad(
+        'FAIL',
+        'map access',
+        `${user} cannot ${canRead.status !== 0 ? `read ${s.path}` : `write the directory ${dir}`}`,
+        `chown ${user} ${dir} && chmod 0755 ${dir}`,
+      ),
+    );
   } else checks.push(ok('map access', `${user} can read the map and replace it in ${dir}`));
   checks.push(queueCheck(s, user));
   const mode = lstatSync(s.path).mode & 0o777;
-  if ((mode & 0o004) !== 0) checks.push(ok('map readers', `mode ${mode.toString(8)}: sendmail, Postfix and Exim can read it`));
-  else if ((mode & 0o040) !== 0) checks.push(bad('WARN', 'map readers', `mode ${mode.toString(8)}: only the group can read it`, 'make sure the MTA users (smmta, postfix, Debian-exim) are in the map\'s group'));
-  else checks.push(bad('FAIL', 'map readers', `mode ${mode.toString(8)}: the MTAs cannot read it`, `chmod 0644 ${s.path}`));
+  if ((mode & 0o004) !== 0)
+    checks.push(ok('map readers', `mode ${mode.toString(8)}: sendmail, Postfix and Exim can read it`));
+  else if ((mode & 0o040) !== 0)
+    checks.push(
+      bad(
+        'WARN',
+        'map readers',
+        `mode ${mode.toString(8)}: only the group can read it`,
+        "make sure the MTA users (smmta, postfix, Debian-exim) are in the map's group",
+      ),
+    );
+  else
+    checks.push(
+      bad('FAIL', 'map readers', `mode ${mode.toString(8)}: the MTAs cannot read it`, `chmod 0644 ${s.path}`),
+    );
   return checks;
 }
 
@@ -206,10 +255,20 @@ function queueCheck(s: MapSettings, user: string): Check {
   try {
     q = readQueue(s.path);
   } catch (e) {
-    return bad('FAIL', 'map queue', `cannot read ${queueDir(s.path)}: ${(e as Error).message}`, `remove it if it is not a directory; ${user} recreates it`);
+    return bad(
+      'FAIL',
+      'map queue',
+      `cannot read ${queueDir(s.path)}: ${(e as Error).message}`,
+      `remove it if it is not a directory; ${user} recreates it`,
+    );
   }
   if (q.strays.length > 0) {
-    return bad('WARN', 'map queue', `${queueDir(s.path)} holds ${q.strays.length} file(s) that are not queued logins, such as ${quoteUntrusted(q.strays[0] ?? '')}`, 'remove them; only poprelay writes there');
+    return bad(
+      'WARN',
+      'map queue',
+      `${queueDir(s.path)} holds ${q.strays.length} file(s) that are not queued logins, such as ${quoteUntrusted(q.strays[0] ?? '')}`,
+      'remove them; only poprelay writes there',
+    );
   }
   const now = unixNow();
   const oldest = Math.min(...q.logins.map((l) => l.time));
@@ -229,7 +288,12 @@ function dirPathCheck(mapPath: string): Check {
   for (let d = dirname(mapPath); ; d = dirname(d)) {
     const st = statSync(d);
     if ((st.mode & 0o022) !== 0) {
-      return bad('FAIL', 'map directory', `${d} is group- or world-writable: sendmail refuses the map as unsafe`, `chmod go-w ${d}, or move the map (dbfile) elsewhere`);
+      return bad(
+        'FAIL',
+        'map directory',
+        `${d} is group- or world-writable: sendmail refuses the map as unsafe`,
+        `chmod go-w ${d}, or move the map (dbfile) elsewhere`,
+      );
     }
     if (d === '/') return ok('map directory', `no directory above ${mapPath} is group- or world-writable`);
   }
@@ -241,26 +305,55 @@ function dirPathCheck(mapPath: string): Check {
  */
 function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/system')): Check {
   // The cron.d line that runs the sweep: five time fields (or one @keyword), the user, the command.
-  const cronLine = existsSync(paths.cronFile) ? /^[^#\n]*poprelay-sweep.*$/m.exec(readFileSync(paths.cronFile, 'utf8'))?.[0] : undefined;
+  const cronLine = existsSync(paths.cronFile)
+    ? /^[^#\n]*poprelay-sweep.*$/m.exec(readFileSync(paths.cronFile, 'utf8'))?.[0]
+    : undefined;
   const cron = cronLine !== undefined;
   const timer = existsSync(paths.systemdTimer);
   if (systemdRuns && timer) {
     const enabled = spawnSync('systemctl', ['is-enabled', 'poprelay-sweep.timer'], { encoding: 'utf8' });
     if (enabled.error === undefined && enabled.stdout.trim() !== 'enabled') {
-      return bad('FAIL', 'sweep', `${paths.systemdTimer} exists but is ${enabled.stdout.trim() || 'not enabled'}, and the cron entry defers to systemd: nothing sweeps`, 'systemctl enable --now poprelay-sweep.timer');
+      return bad(
+        'FAIL',
+        'sweep',
+        `${paths.systemdTimer} exists but is ${enabled.stdout.trim() || 'not enabled'}, and the cron entry defers to systemd: nothing sweeps`,
+        'systemctl enable --now poprelay-sweep.timer',
+      );
     }
-    return ok('sweep', `systemd runs, and ${paths.systemdTimer} schedules poprelay-sweep${cron ? ` (${paths.cronFile} defers to it)` : ''}`);
+    return ok(
+      'sweep',
+      `systemd runs, and ${paths.systemdTimer} schedules poprelay-sweep${cron ? ` (${paths.cronFile} defers to it)` : ''}`,
+    );
   }
   if (cronLine !== undefined) {
     const fields = cronLine.trim().split(/\s+/);
     const user = fields[(fields[0] ?? '').startsWith('@') ? 1 : 5];
     if (user !== 'root') {
-      return bad('WARN', 'sweep', `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`, `run it as root, as ${SHIPPED}cron.d/poprelay does: it takes the map owner's rights for the map`);
+      return bad(
+        'WARN',
+        'sweep',
+        `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`,
+        `run it as root, as ${SHIPPED}cron.d/poprelay does: it takes the map owner's rights for the map`,
+      );
     }
-    return ok('sweep', `${paths.cronFile} runs poprelay-sweep as root${systemdRuns ? '' : ' (systemd does not run here, so its timer does not)'}`);
+    return ok(
+      'sweep',
+      `${paths.cronFile} runs poprelay-sweep as root${systemdRuns ? '' : ' (systemd does not run here, so its timer does not)'}`,
+    );
   }
-  if (timer && !systemdRuns) return bad('FAIL', 'sweep', `only ${paths.systemdTimer} schedules poprelay-sweep, and systemd does not run here: entries never expire`, `install ${SHIPPED}cron.d/poprelay as ${paths.cronFile}`);
-  return bad('FAIL', 'sweep', `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`, `run poprelay's scripts/install.sh, or install ${SHIPPED}cron.d/poprelay as /etc/cron.d/poprelay`);
+  if (timer && !systemdRuns)
+    return bad(
+      'FAIL',
+      'sweep',
+      `only ${paths.systemdTimer} schedules poprelay-sweep, and systemd does not run here: entries never expire`,
+      `install ${SHIPPED}cron.d/poprelay as ${paths.cronFile}`,
+    );
+  return bad(
+    'FAIL',
+    'sweep',
+    `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`,
+    `run poprelay's scripts/install.sh, or install ${SHIPPED}cron.d/poprelay as /etc/cron.d/poprelay`,
+  );
 }
 
 function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
@@ -272,13 +365,26 @@ function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
   }
   if (existsSync(paths.postfixMainCf)) {
     const text = readFileSync(paths.postfixMainCf, 'utf8');
-    (new RegExp(`check_client_access\\s+hash:${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`, 'm').test(text) ? found : missing).push(paths.postfixMainCf);
+    (new RegExp(`check_client_access\\s+hash:${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`, 'm').test(text)
+      ? found
+      : missing
+    ).push(paths.postfixMainCf);
   }
   if (missing.length > 0) {
-    return bad('FAIL', 'mta', `${missing.join(' and ')} does not use the map ${base}`, `add the lines from ${SHIPPED}mta/ (install.sh prints them) and reload the MTA`);
+    return bad(
+      'FAIL',
+      'mta',
+      `${missing.join(' and ')} does not use the map ${base}`,
+      `add the lines from ${SHIPPED}mta/ (install.sh prints them) and reload the MTA`,
+    );
   }
   if (found.length > 0) return ok('mta', `${found.join(' and ')} ${found.length > 1 ? 'use' : 'uses'} the map`);
-  return bad('WARN', 'mta', `no ${paths.sendmailCf} or ${paths.postfixMainCf} found`, `for Exim, check that acl_check_rcpt has the statement from ${SHIPPED}mta/exim4-acl.conf`);
+  return bad(
+    'WARN',
+    'mta',
+    `no ${paths.sendmailCf} or ${paths.postfixMainCf} found`,
+    `for Exim, check that acl_check_rcpt has the statement from ${SHIPPED}mta/exim4-acl.conf`,
+  );
 }
 
 /**
@@ -292,10 +398,18 @@ function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
   const had = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   const env = { IP: TEST_ADDRESS, USER: 'poprelay-doctor' };
   const r = asUser(user, hook, env, vszBytes(vsz));
-  if (r === null) return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
+  if (r === null)
+    return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
   const recorded = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   // Removed as the hook's user too: root writes nothing in its directory.
-  if (!had && recorded) asUser(user, [process.execPath, ADMIN_PROGRAM, 'del', TEST_ADDRESS, ...(cfg.source === null ? [] : ['--config', cfg.source])]);
+  if (!had && recorded)
+    asUser(user, [
+      process.execPath,
+      ADMIN_PROGRAM,
+      'del',
+      TEST_ADDRESS,
+      ...(cfg.source === null ? [] : ['--config', cfg.source]),
+    ]);
   if (r.status !== 0 || !recorded) {
     const said = r.stderr.trim() || `exit ${r.status}`;
     return bad(
@@ -305,21 +419,47 @@ function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
       'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config needs --config on its executable line; Node needs a vsz_limit of at least 256M',
     );
   }
-  return ok('hook', `${hook.join(' ')} run as ${user} within vsz_limit = ${vsz} recorded ${TEST_ADDRESS} in ${s.path} (removed again)`);
+  return ok(
+    'hook',
+    `${hook.join(' ')} run as ${user} within vsz_limit = ${vsz} recorded ${TEST_ADDRESS} in ${s.path} (removed again)`,
+  );
 }
 
 /** Whether the sweep can ask Dovecot which sessions are live (live_sessions). */
 export function liveCheck(cfg: Config): Check {
-  if (cfg.liveSessions === 'no') return ok('live sessions', 'off (live_sessions = no): a session that outlasts timeout_minutes loses the right to relay');
+  if (cfg.liveSessions === 'no')
+    return ok(
+      'live sessions',
+      'off (live_sessions = no): a session that outlasts timeout_minutes loses the right to relay',
+    );
   if (!existsSync(cfg.dovecotAnvil)) {
-    return bad('WARN', 'live sessions', `no ${cfg.dovecotAnvil}: is Dovecot running? Until it is, the sweep keeps no address for a live session`, 'start Dovecot, or set dovecot_anvil to its base_dir/anvil');
+    return bad(
+      'WARN',
+      'live sessions',
+      `no ${cfg.dovecotAnvil}: is Dovecot running? Until it is, the sweep keeps no address for a live session`,
+      'start Dovecot, or set dovecot_anvil to its base_dir/anvil',
+    );
   }
   const answer = liveAddresses(cfg.dovecotAnvil, cfg.doveadm);
-  if ('addresses' in answer) return ok('live sessions', `doveadm who answers on ${cfg.dovecotAnvil}: ${answer.addresses.length} address(es) with a live POP3 or IMAP session`);
+  if ('addresses' in answer)
+    return ok(
+      'live sessions',
+      `doveadm who answers on ${cfg.dovecotAnvil}: ${answer.addresses.length} address(es) with a live POP3 or IMAP session`,
+    );
   if (cfg.liveSessions === 'auto' && answer.error.endsWith(' not found')) {
-    return bad('WARN', 'live sessions', 'doveadm not found: the sweep does not ask Dovecot, and a session that outlasts timeout_minutes loses the right to relay', 'install dovecot-core, or set live_sessions = no');
+    return bad(
+      'WARN',
+      'live sessions',
+      'doveadm not found: the sweep does not ask Dovecot, and a session that outlasts timeout_minutes loses the right to relay',
+      'install dovecot-core, or set live_sessions = no',
+    );
   }
-  return bad('FAIL', 'live sessions', answer.error, 'run the sweep as root (the anvil socket is root\'s), and set dovecot_anvil to Dovecot\'s base_dir/anvil');
+  return bad(
+    'FAIL',
+    'live sessions',
+    answer.error,
+    "run the sweep as root (the anvil socket is root's), and set dovecot_anvil to Dovecot's base_dir/anvil",
+  );
 }
 
 export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
@@ -329,7 +469,14 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
     cfg = loadCfg();
     checks.push(ok('config', cfg.source === null ? 'no poprelay.ini; the defaults apply' : `${cfg.source} parses`));
   } catch (e) {
-    return [bad('FAIL', 'config', (e as Error).message, `correct the file (see poprelay.ini(5), or ${SHIPPED}poprelay.ini for every key)`)];
+    return [
+      bad(
+        'FAIL',
+        'config',
+        (e as Error).message,
+        `correct the file (see poprelay.ini(5), or ${SHIPPED}poprelay.ini for every key)`,
+      ),
+    ];
   }
   const dovecot = dovecotChecks(paths);
   checks.push(...dovecot.checks);
@@ -340,12 +487,19 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   checks.push(sweepCheck(paths));
   checks.push(liveCheck(cfg));
   checks.push(mtaCheck(paths, cfg.map.path));
-  if (dovecot.service === undefined) checks.push(bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'));
-  else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL')) checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));
+  if (dovecot.service === undefined)
+    checks.push(
+      bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'),
+    );
+  else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL'))
+    checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));
   else checks.push(liveHookCheck(cfg, { ...dovecot.service, user }));
   return checks;
 }
 
 export function formatChecks(checks: readonly Check[]): string[] {
-  return checks.flatMap((c) => [`${c.status.padEnd(4)}  ${c.name}: ${c.detail}`, ...(c.fix === undefined ? [] : [`      fix: ${c.fix}`])]);
+  return checks.flatMap((c) => [
+    `${c.status.padEnd(4)}  ${c.name}: ${c.detail}`,
+    ...(c.fix === undefined ? [] : [`      fix: ${c.fix}`]),
+  ]);
 }

@@ -45,7 +45,10 @@ export function errnoCode(e: unknown): string | undefined {
  */
 export function quoteUntrusted(text: string, max = 64): string {
   const shown = text.length > max ? text.slice(0, max) : text;
-  const quoted = JSON.stringify(shown).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const quoted = JSON.stringify(shown).replace(
+    /[\u007f-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
   return text.length > max ? `${quoted}... (${text.length} chars)` : quoted;
 }
 

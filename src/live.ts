@@ -22,7 +22,10 @@ export function parseWho(text: string): ClientAddress[] {
   const cols = head.split('\t');
   const service = cols.includes('service') ? cols.indexOf('service') : cols.indexOf('proto');
   const ip = cols.indexOf('ip');
-  if (service < 0 || ip < 0) throw new Error(`unexpected doveadm who output (no "service" or "proto", and "ip" columns): ${JSON.stringify(head.slice(0, 200))}`);
+  if (service < 0 || ip < 0)
+    throw new Error(
+      `unexpected doveadm who output (no "service" or "proto", and "ip" columns): ${JSON.stringify(head.slice(0, 200))}`,
+    );
   const found = new Map<string, ClientAddress>();
   for (const line of lines) {
     const fields = line.split('\t');
@@ -46,13 +49,21 @@ export function liveAddresses(anvil: string, doveadm: string): LiveAnswer {
   const r = spawnSync(doveadm, ['-O', '-f', 'tab', 'who', '-1', '-a', anvil], { encoding: 'utf8', timeout: 10_000 });
   if (r.error !== undefined) {
     const code = (r.error as NodeJS.ErrnoException).code;
-    return { error: code === 'ENOENT' ? `${doveadm} not found` : code === 'ETIMEDOUT' ? `${doveadm} who did not answer within 10 s` : r.error.message };
+    return {
+      error:
+        code === 'ENOENT'
+          ? `${doveadm} not found`
+          : code === 'ETIMEDOUT'
+            ? `${doveadm} who did not answer within 10 s`
+            : r.error.message,
+    };
   }
   // A doveadm of another version than the anvil it asks exits 0 with an
   // empty list and "Error: Invalid input: VERSION..." (seen with 2.3's
   // doveadm and 2.4's anvil): any complaint means no answer.
   const complaint = r.stderr.trim();
-  if (r.status !== 0 || complaint !== '') return { error: `${doveadm} who -a ${anvil} failed: ${complaint.split('\n')[0] || `exit ${r.status}`}` };
+  if (r.status !== 0 || complaint !== '')
+    return { error: `${doveadm} who -a ${anvil} failed: ${complaint.split('\n')[0] || `exit ${r.status}`}` };
   try {
     return { addresses: parseWho(r.stdout) };
   } catch (e) {

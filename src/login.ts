@@ -45,7 +45,8 @@ export function parseHookArgs(argv: readonly string[]): HookArgs {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] ?? '';
     if (a === '--') {
-      for (const w of argv.slice(i + 1)) out.problems.push(`argument ${JSON.stringify(w)} ignored: the front (bin/poprelay-login) runs the command`);
+      for (const w of argv.slice(i + 1))
+        out.problems.push(`argument ${JSON.stringify(w)} ignored: the front (bin/poprelay-login) runs the command`);
       break;
     }
     if (a === '--help' || a === '-h') out.help = true;
@@ -110,13 +111,14 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
   let who = `user=${env.USER ?? '(none)'}`;
   let dbfile: string | undefined;
   try {
-    const [{ isIgnored, loadConfig }, { parseClientAddress }, { queueLogin }, { quoteUntrusted }, { actAsMapOwner }] = await Promise.all([
-      import('./config.js'),
-      import('./address.js'),
-      import('./map.js'),
-      import('./errors.js'),
-      import('./privilege.js'),
-    ]);
+    const [{ isIgnored, loadConfig }, { parseClientAddress }, { queueLogin }, { quoteUntrusted }, { actAsMapOwner }] =
+      await Promise.all([
+        import('./config.js'),
+        import('./address.js'),
+        import('./map.js'),
+        import('./errors.js'),
+        import('./privilege.js'),
+      ]);
     who = describeUser(env.USER, args.tag, quoteUntrusted);
     const ipText = env.IP;
     if (ipText === undefined || ipText === '') {
@@ -139,7 +141,12 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     actAsMapOwner(cfg.map.path);
     const outcome = queueLogin(cfg.map, addr, Math.floor(Date.now() / 1000), cfg.refreshSeconds);
     if (cfg.logRecorded) {
-      log('info', outcome === 'permanent' ? `${addr.text} has a permanent entry, left as it is (${who})` : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`);
+      log(
+        'info',
+        outcome === 'permanent'
+          ? `${addr.text} has a permanent entry, left as it is (${who})`
+          : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`,
+      );
     }
     return true;
   } catch (e) {

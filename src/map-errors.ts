@@ -61,7 +61,10 @@ export function typeMismatchError(path: string, actual: string, configured: stri
 export function mapError(e: unknown, path: string, doing: string, otherwise: OtherFailure = 'corrupt'): PoprelayError {
   if (e instanceof PoprelayError) return e;
   const code = errnoCode(e);
-  const detail = ((e as NativeError).detail ?? (e instanceof Error ? e.message : String(e))).replace(/\/proc\/self\/fd\/\d+/g, path);
+  const detail = ((e as NativeError).detail ?? (e instanceof Error ? e.message : String(e))).replace(
+    /\/proc\/self\/fd\/\d+/g,
+    path,
+  );
   const dir = dirname(path);
   /** The file that failed, when not the map itself (its lock file, its queue, a copy). */
   const named = (e as NodeJS.ErrnoException).path;

@@ -39,7 +39,10 @@ function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
     const time = v.kind === 'permanent' ? null : v.kind === 'dated' ? v.time : 0;
     const e = byAddress.get(address);
     if (e === undefined) {
-      byAddress.set(address, v.kind === 'invalid' ? { address, keys: [key], time, invalid: true } : { address, keys: [key], time });
+      byAddress.set(
+        address,
+        v.kind === 'invalid' ? { address, keys: [key], time, invalid: true } : { address, keys: [key], time },
+      );
     } else {
       e.keys.push(key);
       // Permanent wins; otherwise the newer time counts. Invalid only when every key is.
@@ -111,14 +114,17 @@ export function queueLogin(s: MapSettings, addr: ClientAddress, now: number, ref
   if (values !== null && values.every((v) => v !== null)) {
     const kinds = values.map((v) => classifyValue(v ?? ''));
     if (kinds.every((k) => k.kind === 'permanent')) return 'permanent';
-    if (kinds.every((k) => k.kind === 'permanent' || (k.kind === 'dated' && now - k.time < refreshSeconds))) return 'fresh';
+    if (kinds.every((k) => k.kind === 'permanent' || (k.kind === 'dated' && now - k.time < refreshSeconds)))
+      return 'fresh';
   }
   translated(s.path, 'queue a login for', () => enqueueLogin(s.path, addr, now), 'io');
   try {
     return applyQueue(s) === 'applied' ? 'recorded' : 'queued';
   } catch (e) {
     const err = mapError(e, s.path, 'apply the login queue to');
-    throw new PoprelayError(err.code, `${err.message} The login is queued and goes in once the map can take it.`, { cause: e });
+    throw new PoprelayError(err.code, `${err.message} The login is queued and goes in once the map can take it.`, {
+      cause: e,
+    });
   }
 }
 
@@ -213,7 +219,7 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     return report;
   }
   let size = o.batchSize ?? FIRST_BATCH;
-  for (let i = 0; i < expired.length; ) {
+  for (let i = 0; i < expired.length;) {
     if (i > 0) letWaitersIn();
     const batch = expired.slice(i, i + size);
     i += batch.length;
@@ -225,7 +231,9 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
         for (const e of batch) {
           // Both keys of an IPv6 address, even if the scan saw only one; an
           // IPv4 address (no ':') has just its own.
-          const keys = e.address.includes(':') ? [...new Set([...e.keys, ...(addressOfKey(e.address)?.keys ?? [])])] : e.keys;
+          const keys = e.address.includes(':')
+            ? [...new Set([...e.keys, ...(addressOfKey(e.address)?.keys ?? [])])]
+            : e.keys;
           const encoded = keys.map(enc);
           const current = encoded.map((k) => db.get(k)?.toString('latin1'));
           if (current.every((v) => v === undefined)) continue; // removed meanwhile

@@ -11,13 +11,30 @@
 // through safefs.ts: no links followed, no FIFO waited on, libdb pointed at
 // the descriptor and not at the name (docs/security.md).
 
-import { closeSync, fchownSync, linkSync, lstatSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  fchownSync,
+  linkSync,
+  lstatSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
 import { dirname } from 'node:path';
 
 import { flock, openDatabase, unpackRecords, type Database } from './bdb.js';
 import type { MapSettings } from './config.js';
 import { errnoCode, isPoprelayError } from './errors.js';
-import { lockTimeoutError, mapError, mapMissingError, nulKeysError, translated, typeMismatchError } from './map-errors.js';
+import {
+  lockTimeoutError,
+  mapError,
+  mapMissingError,
+  nulKeysError,
+  translated,
+  typeMismatchError,
+} from './map-errors.js';
 import { readQueue, removeQueued, type QueuedLogin } from './queue.js';
 import { createExclusive, fdPath, openRegular, syncDirectory } from './safefs.js';
 import { applyLogin } from './values.js';
@@ -227,10 +244,10 @@ function copyLive(s: MapSettings, live: LiveMap): number {
   try {
     if (process.geteuid?.() === 0) fchownSync(fd, live.st.uid, live.st.gid);
     const buf = Buffer.allocUnsafe(COPY_CHUNK);
-    for (let pos = 0; ; ) {
+    for (let pos = 0; ;) {
       const n = readSync(live.fd, buf, 0, COPY_CHUNK, pos);
       if (n === 0) break;
-      for (let w = 0; w < n; ) w += writeSync(fd, buf, w, n - w, pos + w);
+      for (let w = 0; w < n;) w += writeSync(fd, buf, w, n - w, pos + w);
       pos += n;
     }
     return fd;
@@ -256,7 +273,12 @@ function applyQueued(db: Database, queued: readonly QueuedLogin[], cutoff: numbe
  * anything). Returns how many queued logins it took off the queue; with no
  * change and an empty queue it does nothing at all.
  */
-function commit(s: MapSettings, change: ((db: Database) => boolean) | null, createIfMissing: boolean, deadline: number): number {
+function commit(
+  s: MapSettings,
+  change: ((db: Database) => boolean) | null,
+  createIfMissing: boolean,
+  deadline: number,
+): number {
   const queued = translated(s.path, 'read the login queue of', () => readQueue(s.path).logins);
   if (change === null && queued.length === 0) return 0;
   const live = lockLive(s, createIfMissing, deadline);

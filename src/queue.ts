@@ -58,7 +58,9 @@ function openOrMakeQueue(mapPath: string): number {
  * hook several milliseconds of start-up.
  */
 function recordName(address: ClientAddress, time: number): string {
-  return `${time}_${address.text}_${process.pid}_${Math.floor(Math.random() * 2 ** 48).toString(16).padStart(12, '0')}`;
+  return `${time}_${address.text}_${process.pid}_${Math.floor(Math.random() * 2 ** 48)
+    .toString(16)
+    .padStart(12, '0')}`;
 }
 
 /** Queues a login durably: when this returns, a crash cannot lose it. */

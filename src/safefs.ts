@@ -66,7 +66,10 @@ let procChecked = false;
 export function fdPath(fd: number): string {
   if (!procChecked) {
     if (!existsSync('/proc/self/fd')) {
-      throw codeError('ENOPROC', '/proc is not mounted: poprelay opens the map through /proc/self/fd so that no name can be swapped under it');
+      throw codeError(
+        'ENOPROC',
+        '/proc is not mounted: poprelay opens the map through /proc/self/fd so that no name can be swapped under it',
+      );
     }
     procChecked = true;
   }

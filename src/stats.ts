@@ -65,8 +65,16 @@ export function readSweepRecord(dbfile: string): SweepRecord | null {
   }
   try {
     const r = JSON.parse(text) as Record<string, unknown>;
-    const n = (f: keyof SweepRecord): number => (typeof r[f] === 'number' && Number.isFinite(r[f]) ? Number(r[f]) : NaN);
-    const rec: SweepRecord = { at: n('at'), removed: n('removed'), refreshed: n('refreshed'), durationSeconds: n('durationSeconds'), failuresTotal: n('failuresTotal'), failures: n('failures') };
+    const n = (f: keyof SweepRecord): number =>
+      typeof r[f] === 'number' && Number.isFinite(r[f]) ? Number(r[f]) : NaN;
+    const rec: SweepRecord = {
+      at: n('at'),
+      removed: n('removed'),
+      refreshed: n('refreshed'),
+      durationSeconds: n('durationSeconds'),
+      failuresTotal: n('failuresTotal'),
+      failures: n('failures'),
+    };
     return Object.values(rec).every((v) => !Number.isNaN(v)) ? rec : null;
   } catch {
     return null;
@@ -93,10 +101,15 @@ export function replaceFile(path: string, text: string, mode = 0o644): void {
 }
 
 /** The numbers the metrics carry. */
-export type MetricNumbers = Pick<MapStats, 'dated' | 'permanent' | 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'>;
+export type MetricNumbers = Pick<
+  MapStats,
+  'dated' | 'permanent' | 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'
+>;
 
 /** What costs no walk of the map: its size, the queue, the failures, the last sweep. */
-function besideTheMap(s: MapSettings): Pick<MapStats, 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'> {
+function besideTheMap(
+  s: MapSettings,
+): Pick<MapStats, 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'> {
   const queued = readQueued(s).sort((a, b) => a.time - b.time);
   return {
     bytes: lstatSync(s.path).size,
@@ -110,9 +123,12 @@ function besideTheMap(s: MapSettings): Pick<MapStats, 'bytes' | 'queued' | 'olde
 export function mapStats(s: MapSettings, now: number): MapStats {
   const timeout = s.timeoutSeconds;
   const entries = readEntries(s); // counted, not listed: no address sort
-  const dated = entries.filter((e): e is RelayEntry & { time: number } => e.time !== null).sort((a, b) => a.time - b.time);
+  const dated = entries
+    .filter((e): e is RelayEntry & { time: number } => e.time !== null)
+    .sort((a, b) => a.time - b.time);
   const timed = dated.filter((e) => e.invalid !== true); // an invalid value has no time to show
-  const edge = (e: (RelayEntry & { time: number }) | undefined): Edge | null => (e === undefined ? null : { address: e.address, lastLogin: e.time });
+  const edge = (e: (RelayEntry & { time: number }) | undefined): Edge | null =>
+    e === undefined ? null : { address: e.address, lastLogin: e.time };
   const { bytes, ...rest } = besideTheMap(s);
   return {
     map: s.path,
@@ -136,22 +152,43 @@ export function prometheusText(st: MetricNumbers, now: number): string {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, v] of samples) lines.push(`${name}${labels} ${v}`);
   };
-  metric('poprelay_entries', 'gauge', 'Addresses in the relay map, by kind; queued: logins beside the map not yet in it.', [
-    ['{kind="dated"}', st.dated],
-    ['{kind="permanent"}', st.permanent],
-    ['{kind="queued"}', st.queued],
-  ]);
+  metric(
+    'poprelay_entries',
+    'gauge',
+    'Addresses in the relay map, by kind; queued: logins beside the map not yet in it.',
+    [
+      ['{kind="dated"}', st.dated],
+      ['{kind="permanent"}', st.permanent],
+      ['{kind="queued"}', st.queued],
+    ],
+  );
   metric('poprelay_map_bytes', 'gauge', 'Size of the relay map file.', [['', st.bytes]]);
-  metric('poprelay_queue_oldest_age_seconds', 'gauge', 'Age of the oldest login queued beside the map; 0 when none is.', [
-    ['', st.oldestQueued === null ? 0 : Math.max(0, now - st.oldestQueued.lastLogin)],
+  metric(
+    'poprelay_queue_oldest_age_seconds',
+    'gauge',
+    'Age of the oldest login queued beside the map; 0 when none is.',
+    [['', st.oldestQueued === null ? 0 : Math.max(0, now - st.oldestQueued.lastLogin)]],
+  );
+  metric('poprelay_recording_failures_total', 'counter', 'Logins the hook could not record.', [
+    ['', st.recordingFailuresTotal],
   ]);
-  metric('poprelay_recording_failures_total', 'counter', 'Logins the hook could not record.', [['', st.recordingFailuresTotal]]);
   if (st.lastSweep !== null) {
-    metric('poprelay_sweep_recording_failures', 'gauge', 'Logins the hook could not record between the last two sweeps.', [['', st.lastSweep.failures]]);
+    metric(
+      'poprelay_sweep_recording_failures',
+      'gauge',
+      'Logins the hook could not record between the last two sweeps.',
+      [['', st.lastSweep.failures]],
+    );
     metric('poprelay_sweep_removed', 'gauge', 'Entries the last sweep removed.', [['', st.lastSweep.removed]]);
-    metric('poprelay_sweep_refreshed', 'gauge', 'Addresses with a live session the last sweep refreshed.', [['', st.lastSweep.refreshed]]);
-    metric('poprelay_sweep_duration_seconds', 'gauge', 'How long the last sweep took.', [['', st.lastSweep.durationSeconds]]);
-    metric('poprelay_sweep_timestamp_seconds', 'gauge', 'When the last sweep finished (Unix time).', [['', st.lastSweep.at]]);
+    metric('poprelay_sweep_refreshed', 'gauge', 'Addresses with a live session the last sweep refreshed.', [
+      ['', st.lastSweep.refreshed],
+    ]);
+    metric('poprelay_sweep_duration_seconds', 'gauge', 'How long the last sweep took.', [
+      ['', st.lastSweep.durationSeconds],
+    ]);
+    metric('poprelay_sweep_timestamp_seconds', 'gauge', 'When the last sweep finished (Unix time).', [
+      ['', st.lastSweep.at],
+    ]);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -163,12 +200,18 @@ export function prometheusText(st: MetricNumbers, now: number): string {
  * twice). The failures it reports are those counted since the record the
  * sweep before it left.
  */
-export function recordSweep(cfg: Config, now: number, done: Omit<SweepRecord, 'failuresTotal' | 'failures'>, counts: Pick<MapStats, 'dated' | 'permanent'>): void {
+export function recordSweep(
+  cfg: Config,
+  now: number,
+  done: Omit<SweepRecord, 'failuresTotal' | 'failures'>,
+  counts: Pick<MapStats, 'dated' | 'permanent'>,
+): void {
   const beside = besideTheMap(cfg.map);
   const total = beside.recordingFailuresTotal;
   // A count below the last one means the file was removed: counting starts again.
   const previous = Math.min(total, beside.lastSweep?.failuresTotal ?? 0);
   const record: SweepRecord = { ...done, failuresTotal: total, failures: total - previous };
   replaceFile(sweepRecordFile(cfg.map.path), `${JSON.stringify(record)}\n`);
-  if (cfg.metricsFile !== null) replaceFile(cfg.metricsFile, prometheusText({ ...counts, ...beside, lastSweep: record }, now));
+  if (cfg.metricsFile !== null)
+    replaceFile(cfg.metricsFile, prometheusText({ ...counts, ...beside, lastSweep: record }, now));
 }

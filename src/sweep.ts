@@ -56,8 +56,10 @@ export function sweepMain(argv: readonly string[]): number {
     process.stdout.write(SWEEP_USAGE);
     return 0;
   }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}; see poprelay-sweep --help`);
-  if (values.verbose === true && values.quiet === true) throw new UsageError('--verbose and --quiet exclude each other');
+  if (positionals.length > 0)
+    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}; see poprelay-sweep --help`);
+  if (values.verbose === true && values.quiet === true)
+    throw new UsageError('--verbose and --quiet exclude each other');
   const started = performance.now();
   const now = nowFrom(values);
   const cfg = configFrom(values);
@@ -71,10 +73,21 @@ export function sweepMain(argv: readonly string[]): number {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {
       // After the sweep every dated entry left is one it kept.
-      recordSweep(cfg, now, { at: now, removed: report.removed.length, refreshed: report.refreshed, durationSeconds }, { dated: report.kept, permanent: report.permanent });
+      recordSweep(
+        cfg,
+        now,
+        { at: now, removed: report.removed.length, refreshed: report.refreshed, durationSeconds },
+        { dated: report.kept, permanent: report.permanent },
+      );
     } catch (e) {
-      const what = cfg.metricsFile === null ? '' : ` or metrics_file ${cfg.metricsFile} (the map's owner must be able to write its directory)`;
-      throw new PoprelayError('ERR_SWEEP_RECORD', `the sweep is done, but its record beside the map${what} could not be written: ${(e as Error).message}`);
+      const what =
+        cfg.metricsFile === null
+          ? ''
+          : ` or metrics_file ${cfg.metricsFile} (the map's owner must be able to write its directory)`;
+      throw new PoprelayError(
+        'ERR_SWEEP_RECORD',
+        `the sweep is done, but its record beside the map${what} could not be written: ${(e as Error).message}`,
+      );
     }
   }
   const ago = (e: RelayEntry): string => formatAgo(e.time ?? now, now);
@@ -83,11 +96,15 @@ export function sweepMain(argv: readonly string[]): number {
     for (const e of byAddress(report.removed)) out(`${verb} ${e.address} (last login ${ago(e)})`);
   }
   if (values.verbose === true) {
-    for (const e of byAddress(report.future)) out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
+    for (const e of byAddress(report.future))
+      out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
   }
   if (values.quiet !== true) {
-    const refreshed = report.refreshed > 0 ? `, ${dryRun ? 'would refresh' : 'refreshed'} ${report.refreshed} live` : '';
-    out(`${dryRun ? 'dry run, ' : ''}${cfg.map.path}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}${refreshed}`);
+    const refreshed =
+      report.refreshed > 0 ? `, ${dryRun ? 'would refresh' : 'refreshed'} ${report.refreshed} live` : '';
+    out(
+      `${dryRun ? 'dry run, ' : ''}${cfg.map.path}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}${refreshed}`,
+    );
   }
   return 0;
 }
@@ -105,7 +122,9 @@ function liveSessions(cfg: Config): ClientAddress[] {
   const answer = liveAddresses(cfg.dovecotAnvil, cfg.doveadm);
   if ('error' in answer) {
     if (cfg.liveSessions === 'auto' && answer.error.endsWith(' not found')) return [];
-    process.stderr.write(`poprelay-sweep: live sessions not checked (${escapeControls(answer.error)}); sweeping as if none were live\n`);
+    process.stderr.write(
+      `poprelay-sweep: live sessions not checked (${escapeControls(answer.error)}); sweeping as if none were live\n`,
+    );
     return [];
   }
   return answer.addresses.filter((a) => !isIgnored(cfg, a));

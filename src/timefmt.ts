@@ -24,5 +24,7 @@ export function unixNow(): number {
 
 /** "3m05s ago", or "10m00s in the future" for a time ahead of now. */
 export function formatAgo(unixSeconds: number, now: number): string {
-  return unixSeconds > now ? `${formatDuration(unixSeconds - now)} in the future` : `${formatDuration(now - unixSeconds)} ago`;
+  return unixSeconds > now
+    ? `${formatDuration(unixSeconds - now)} in the future`
+    : `${formatDuration(now - unixSeconds)} ago`;
 }

@@ -1,7 +1,14 @@
 import { SocketAddress } from 'node:net';
 import { describe, expect, it } from 'vitest';
 
-import { addressOfKey, compressIPv6, inNetwork, parseClientAddress, parseNetwork, type Network } from '../src/address.js';
+import {
+  addressOfKey,
+  compressIPv6,
+  inNetwork,
+  parseClientAddress,
+  parseNetwork,
+  type Network,
+} from '../src/address.js';
 import { PoprelayError } from '../src/errors.js';
 import { thrown } from './support/errors.js';
 import { hostileCases } from './support/hostile.js';
@@ -107,7 +114,7 @@ describe('compressIPv6 follows RFC 5952', () => {
 it('writes the same IPv6 text as inet_ntop, which Postfix and Exim see, for 20,000 zero-heavy addresses', () => {
   // A fixed-seed generator: groups are mostly 0 so that runs of every length occur.
   let seed = 12345;
-  const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   for (let n = 0; n < 20_000; n++) {
     const groups = Array.from({ length: 8 }, () => (rnd() < 0.6 ? 0 : Math.floor(rnd() * 0x10000)));
     if (groups.slice(0, 6).every((g) => g === 0)) groups[0] = 0x2001; // skip ::/96 and ::ffff:0:0/96 forms

@@ -49,9 +49,39 @@ describe('poprelay list', () => {
     const { ini } = await populated();
     const r = await run(BIN.admin, ['list', '--json', '--config', ini, ...now]);
     expect(JSON.parse(r.stdout)).toEqual([
-      { address: '10.0.0.1', keys: ['10.0.0.1'], permanent: false, lastLogin: T + 600, ageSeconds: -600, leftSeconds: 900, expired: false, invalid: false, queued: false },
-      { address: '192.0.2.7', keys: ['192.0.2.7'], permanent: false, lastLogin: T - 185, ageSeconds: 185, leftSeconds: 715, expired: false, invalid: false, queued: false },
-      { address: '192.0.2.100', keys: ['192.0.2.100'], permanent: true, lastLogin: null, ageSeconds: null, leftSeconds: null, expired: false, invalid: false, queued: false },
+      {
+        address: '10.0.0.1',
+        keys: ['10.0.0.1'],
+        permanent: false,
+        lastLogin: T + 600,
+        ageSeconds: -600,
+        leftSeconds: 900,
+        expired: false,
+        invalid: false,
+        queued: false,
+      },
+      {
+        address: '192.0.2.7',
+        keys: ['192.0.2.7'],
+        permanent: false,
+        lastLogin: T - 185,
+        ageSeconds: 185,
+        leftSeconds: 715,
+        expired: false,
+        invalid: false,
+        queued: false,
+      },
+      {
+        address: '192.0.2.100',
+        keys: ['192.0.2.100'],
+        permanent: true,
+        lastLogin: null,
+        ageSeconds: null,
+        leftSeconds: null,
+        expired: false,
+        invalid: false,
+        queued: false,
+      },
       {
         address: '2001:db8::1',
         keys: ['2001:db8::1', 'ipv6:2001:db8:0:0:0:0:0:1'],
@@ -70,7 +100,12 @@ describe('poprelay list', () => {
     const { ini, dir } = configured();
     await makemap(dir, 'popip', ['192.0.2.50 OK', 'example.org RELAY', `192.0.2.51 ${T - 60}`]);
     const r = await run(BIN.admin, ['list', '--config', ini, ...now]);
-    expect(r.stdout.split('\n').slice(1, -1).map((l) => l.split(/ {2,}/))).toEqual([
+    expect(
+      r.stdout
+        .split('\n')
+        .slice(1, -1)
+        .map((l) => l.split(/ {2,}/)),
+    ).toEqual([
       ['192.0.2.50', '-', '-', 'permanent'],
       ['192.0.2.51', '2027-01-15 07:59:00', '1m00s', '14m00s'],
       ['example.org', '-', '-', 'permanent'],
@@ -86,7 +121,9 @@ describe('poprelay add and del', () => {
       stdout: 'added 2001:db8::a (may relay for 15m00s)\n',
       stderr: '',
     });
-    expect((await run(BIN.admin, ['add', '::ffff:192.0.2.9', '--permanent', '--config', ini])).stdout).toBe('added 192.0.2.9 (permanent)\n');
+    expect((await run(BIN.admin, ['add', '::ffff:192.0.2.9', '--permanent', '--config', ini])).stdout).toBe(
+      'added 192.0.2.9 (permanent)\n',
+    );
     expect(await dumpMap(map)).toEqual([
       ['192.0.2.9', 'OK'],
       ['2001:db8::a', String(T)],
@@ -94,14 +131,24 @@ describe('poprelay add and del', () => {
     ]);
     await expectVerified(map);
     // A later login-style add does not downgrade the permanent entry.
-    expect((await run(BIN.admin, ['add', '192.0.2.9', '--config', ini])).stdout).toMatch(/^192\.0\.2\.9 has a permanent entry, left as it is/);
+    expect((await run(BIN.admin, ['add', '192.0.2.9', '--config', ini])).stdout).toMatch(
+      /^192\.0\.2\.9 has a permanent entry, left as it is/,
+    );
   });
 
   it('del removes both keys, and exits 1 for an address that is not there', async () => {
     const { ini, map } = await populated();
-    expect(await run(BIN.admin, ['del', '2001:db8:0:0:0:0:0:1', '--config', ini])).toEqual({ code: 0, stdout: 'removed 2001:db8::1\n', stderr: '' });
+    expect(await run(BIN.admin, ['del', '2001:db8:0:0:0:0:0:1', '--config', ini])).toEqual({
+      code: 0,
+      stdout: 'removed 2001:db8::1\n',
+      stderr: '',
+    });
     expect((await dumpMap(map)).map(([k]) => k)).toEqual(['10.0.0.1', '192.0.2.100', '192.0.2.7']);
-    expect(await run(BIN.admin, ['del', '2001:db8::1', '--config', ini])).toEqual({ code: 1, stdout: '', stderr: 'poprelay: 2001:db8::1 is not in the map\n' });
+    expect(await run(BIN.admin, ['del', '2001:db8::1', '--config', ini])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: 'poprelay: 2001:db8::1 is not in the map\n',
+    });
   });
 });
 
@@ -114,7 +161,11 @@ describe('poprelay check', () => {
     ['192.0.2.8', 1, '192.0.2.8 may not relay: not in the map'],
   ])('%s: exit %i', async (addr, code, line) => {
     const { ini } = await populated();
-    expect(await run(BIN.admin, ['check', addr, '--config', ini, ...now])).toEqual({ code, stdout: `${line}\n`, stderr: '' });
+    expect(await run(BIN.admin, ['check', addr, '--config', ini, ...now])).toEqual({
+      code,
+      stdout: `${line}\n`,
+      stderr: '',
+    });
   });
 
   it('answers as the MTA does after a sweep: not any more', async () => {
@@ -169,7 +220,9 @@ describe('poprelay stats', () => {
     // After a sweep, its record: what it removed, how long it took.
     expect((await run(BIN.sweep, ['--config', ini, '--quiet', ...now])).code).toBe(0);
     const after = await run(BIN.admin, ['stats', '--config', ini, ...now]);
-    expect(after.stdout).toMatch(/^last sweep: 2027-01-15 08:00:00 \(0s ago\): removed 1, refreshed 0 live, 0 recording failures since the one before, took \d+(\.\d+)? s$/m);
+    expect(after.stdout).toMatch(
+      /^last sweep: 2027-01-15 08:00:00 \(0s ago\): removed 1, refreshed 0 live, 0 recording failures since the one before, took \d+(\.\d+)? s$/m,
+    );
   });
 });
 
@@ -197,7 +250,10 @@ describe('poprelay flush', () => {
     ['y', 0, 1],
   ])('asks on a terminal; answering %s exits %i and leaves %i entries', async (answer, code, left) => {
     const { ini, map } = await populated();
-    const r = await execa('script', ['-qec', `${BIN.admin} flush --config ${ini}`, '/dev/null'], { input: `${answer}\n`, reject: false });
+    const r = await execa('script', ['-qec', `${BIN.admin} flush --config ${ini}`, '/dev/null'], {
+      input: `${answer}\n`,
+      reject: false,
+    });
     expect(r.exitCode).toBe(code);
     expect(r.stdout).toContain('Remove all 3 dated entries from');
     const keys = (await dumpMap(map)).length;
@@ -207,7 +263,10 @@ describe('poprelay flush', () => {
 
 describe('bad input', () => {
   it.each([
-    [['bogus'], 'poprelay: unknown command "bogus"; commands: init, list, add, del, check, stats, flush, doctor (see poprelay --help)\n'],
+    [
+      ['bogus'],
+      'poprelay: unknown command "bogus"; commands: init, list, add, del, check, stats, flush, doctor (see poprelay --help)\n',
+    ],
     [['list', '--bogus'], "poprelay: unknown option '--bogus'; see poprelay list --help\n"],
     [['add'], 'poprelay: add takes ADDR; see poprelay add --help\n'],
     [['list', 'extra'], 'poprelay: list takes no arguments; see poprelay list --help\n'],
@@ -234,7 +293,9 @@ describe('bad input', () => {
     const { ini } = configured('dbtype = ndbm\n');
     const r = await run(BIN.admin, ['list', '--config', ini]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^poprelay: config .*poprelay\.ini: key "dbtype": value "ndbm" is not allowed; expected "hash" or "btree"\n$/);
+    expect(r.stderr).toMatch(
+      /^poprelay: config .*poprelay\.ini: key "dbtype": value "ndbm" is not allowed; expected "hash" or "btree"\n$/,
+    );
   });
 
   it.each(hostileCases((a) => !a.includes('\u0000')))(

@@ -22,24 +22,27 @@ describe('Database', () => {
     expect(libdbVersion).toMatch(/Berkeley DB 5\.3\./);
   });
 
-  it.each(['hash', 'btree'] as const)('creates a %s file that db5.3_verify accepts and db5.3_dump reads', async (type) => {
-    const path = join(dir, `create-${type}.db`);
-    const db = openDatabase(path, { type, readonly: false, create: true, mode: 0o640 });
-    expect(db.type).toBe(type);
-    db.put(b('192.0.2.7'), b('1700000000'));
-    db.put(b('ipv6:2001:db8:0:0:0:0:0:1'), b('OK'));
-    db.put(b('192.0.2.7'), b('1700000001')); // replaces
-    expect(db.get(b('192.0.2.7'))?.toString()).toBe('1700000001');
-    expect(db.get(b('192.0.2.8'))).toBeNull();
-    expect(db.del(b('192.0.2.8'))).toBe(false);
-    db.close();
-    await expectVerified(path);
-    expect((await dumpHeader(path)).type).toBe(type);
-    expect(await dumpMap(path)).toEqual([
-      ['192.0.2.7', '1700000001'],
-      ['ipv6:2001:db8:0:0:0:0:0:1', 'OK'],
-    ]);
-  });
+  it.each(['hash', 'btree'] as const)(
+    'creates a %s file that db5.3_verify accepts and db5.3_dump reads',
+    async (type) => {
+      const path = join(dir, `create-${type}.db`);
+      const db = openDatabase(path, { type, readonly: false, create: true, mode: 0o640 });
+      expect(db.type).toBe(type);
+      db.put(b('192.0.2.7'), b('1700000000'));
+      db.put(b('ipv6:2001:db8:0:0:0:0:0:1'), b('OK'));
+      db.put(b('192.0.2.7'), b('1700000001')); // replaces
+      expect(db.get(b('192.0.2.7'))?.toString()).toBe('1700000001');
+      expect(db.get(b('192.0.2.8'))).toBeNull();
+      expect(db.del(b('192.0.2.8'))).toBe(false);
+      db.close();
+      await expectVerified(path);
+      expect((await dumpHeader(path)).type).toBe(type);
+      expect(await dumpMap(path)).toEqual([
+        ['192.0.2.7', '1700000001'],
+        ['ipv6:2001:db8:0:0:0:0:0:1', 'OK'],
+      ]);
+    },
+  );
 
   it('scans every record in batches, bytes intact', async () => {
     const path = join(dir, 'scan.db');
@@ -69,7 +72,7 @@ describe('Database', () => {
     expect(seen).toEqual(want);
   });
 
-  it('refuses writes on a read-only handle with libdb\'s reason', async () => {
+  it("refuses writes on a read-only handle with libdb's reason", async () => {
     const path = join(dir, 'ro.db');
     openDatabase(path, { type: 'hash', readonly: false, create: true }).close();
     const db = openDatabase(path, { type: 'hash', readonly: true });
@@ -88,7 +91,7 @@ describe('Database', () => {
     expect(e.message).toContain(path);
   });
 
-  it('reports a file that is not a database with libdb\'s message', () => {
+  it("reports a file that is not a database with libdb's message", () => {
     const path = join(dir, 'junk.db');
     writeFileSync(path, Buffer.alloc(8192, 0x5a));
     const e = nativeError(() => openDatabase(path, { type: 'unknown', readonly: true }));

@@ -22,7 +22,10 @@ const crowdAddress = (i: number): string => `172.16.${i >> 7}.${(i & 127) + 1}`;
 /** Addresses in the map, and how many of the old entries (10.x.y.z) are there. */
 function mapState(s: MapSettings): { addresses: Set<string>; old: number } {
   const entries = readEntries(s);
-  return { addresses: new Set(entries.map((e) => e.address)), old: entries.filter((e) => e.address.startsWith('10.')).length };
+  return {
+    addresses: new Set(entries.map((e) => e.address)),
+    old: entries.filter((e) => e.address.startsWith('10.')).length,
+  };
 }
 
 it(`${CROWD} hook processes started at once into a ${OLD.toLocaleString('en')}-entry map: every login recorded, nothing old lost`, async () => {
@@ -31,7 +34,11 @@ it(`${CROWD} hook processes started at once into a ${OLD.toLocaleString('en')}-e
   await makemapSized(map, OLD, now);
   const addrs = Array.from({ length: CROWD }, (_, i) => crowdAddress(i));
 
-  const { results, copies } = await runCrowd([BIN.login, '--config', ini], addrs.map((ip) => ({ ip })), map);
+  const { results, copies } = await runCrowd(
+    [BIN.login, '--config', ini],
+    addrs.map((ip) => ({ ip })),
+    map,
+  );
   expect(results.filter((r) => r.code !== 0).map((r) => `${r.ip}: ${r.code} ${r.signal} ${r.stderr}`)).toEqual([]);
 
   // Nothing lost: each login is in the map or still queued (a holder that
@@ -75,7 +82,9 @@ it(`${CROWD} hook processes with a sweep running and writers SIGKILLed at random
   // A third are killed once their login is queued (wherever they are then:
   // trying the lock, copying, renaming); a third at a random moment, queued
   // or not; the rest run to the end.
-  const logins: CrowdLogin[] = addrs.map((ip, i) => (i % 3 === 0 ? { ip, kill: 'queued' } : i % 3 === 1 ? { ip, kill: Math.floor(Math.random() * 1500) } : { ip }));
+  const logins: CrowdLogin[] = addrs.map((ip, i) =>
+    i % 3 === 0 ? { ip, kill: 'queued' } : i % 3 === 1 ? { ip, kill: Math.floor(Math.random() * 1500) } : { ip },
+  );
   const { results } = await runCrowd([BIN.login, '--config', ini], logins, map);
   sweeping = false;
   await sweeper;
@@ -98,5 +107,7 @@ it(`${CROWD} hook processes with a sweep running and writers SIGKILLed at random
   expect(killed).toBeGreaterThan(killedAfterQueue.length);
   // How many sweeps overlapped the crowd depends on the machine (one sweep
   // can outlast the crowd), so it is reported, not asserted.
-  console.log(`burst with kills: ${killedAfterQueue.length} killed after queuing, ${killed} killed in all, ${sweeps} sweeps`);
+  console.log(
+    `burst with kills: ${killedAfterQueue.length} killed after queuing, ${killed} killed in all, ${sweeps} sweeps`,
+  );
 }, 600_000);

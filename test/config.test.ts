@@ -94,7 +94,9 @@ describe('parseConfig', () => {
   });
 
   it('refuses unknown keys and sections, listing the allowed keys', () => {
-    expect(configError('db_file = /x.db').message).toMatch(/unknown key "db_file"; allowed keys \(no sections\): dbfile, dbtype/);
+    expect(configError('db_file = /x.db').message).toMatch(
+      /unknown key "db_file"; allowed keys \(no sections\): dbfile, dbtype/,
+    );
     expect(configError('[poprelay]\ndbfile = /x.db').message).toMatch(/unknown section \[poprelay\]/);
   });
 });
@@ -119,7 +121,9 @@ describe('loadConfig', () => {
 
   it('fails when a named file does not exist', () => {
     const missing = join(dir, 'missing.ini');
-    expect(() => loadConfig(missing, {})).toThrow(new RegExp(`config ${missing}: does not exist; it was named by --config`));
+    expect(() => loadConfig(missing, {})).toThrow(
+      new RegExp(`config ${missing}: does not exist; it was named by --config`),
+    );
     expect(() => loadConfig(undefined, { POPRELAY_CONFIG: missing })).toThrow(/does not exist/);
   });
 

@@ -28,14 +28,24 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
 
   beforeAll(async () => {
     ep = { host: '127.0.0.1', port: await freePort() };
-    const run = spawn('unshare', ['-m', 'bash', join(ROOT, 'test/fixtures/debian13-install.sh'), work, ROOT, process.execPath, String(ep.port)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const run = spawn(
+      'unshare',
+      ['-m', 'bash', join(ROOT, 'test/fixtures/debian13-install.sh'), work, ROOT, process.execPath, String(ep.port)],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     run.stdout.on('data', (d: Buffer) => (output += d.toString()));
     run.stderr.on('data', (d: Buffer) => (output += d.toString()));
     stop = () => terminate(run);
     // Ready when Dovecot greets; the script ends early only on a failure.
-    await untilServing('debian13-install.sh and its Dovecot', run, () => pop3Greets(ep), 120_000, () => output);
+    await untilServing(
+      'debian13-install.sh and its Dovecot',
+      run,
+      () => pop3Greets(ep),
+      120_000,
+      () => output,
+    );
   }, 150_000);
   afterAll(async () => stop());
 
@@ -47,7 +57,11 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
   });
 
   it('poprelay doctor finds nothing wrong (no MTA is installed there, and Dovecot does not run yet: warnings)', () => {
-    expect(doctorStatuses(readFileSync(join(work, 'doctor.out'), 'utf8'))).toEqual({ ...DOCTOR_ALL_OK, mta: 'WARN', 'live sessions': 'WARN' });
+    expect(doctorStatuses(readFileSync(join(work, 'doctor.out'), 'utf8'))).toEqual({
+      ...DOCTOR_ALL_OK,
+      mta: 'WARN',
+      'live sessions': 'WARN',
+    });
   });
 
   it('the stock Dovecot records a POP3 login, and the session works', async () => {
@@ -56,10 +70,14 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
     expect(login.ok).toBe(true);
     expect(login.replies[3]).toMatch(/^\+OK 0 0\r\n$/);
     const log = (): string => readFileSync(upper('var/log/dovecot-test.log'), 'utf8');
-    await eventually(() => log().includes('poprelay-pop3: Info: poprelay: recorded 127.7.0.1 (user=demo, service=pop3)'));
+    await eventually(() =>
+      log().includes('poprelay-pop3: Info: poprelay: recorded 127.7.0.1 (user=demo, service=pop3)'),
+    );
     expect(log()).toMatch(/master: Info: Dovecot v2\.4\.\d/);
     const map = upper('var/lib/poprelay/popip.db');
-    const entry = await eventually(() => readEntries(settings(join(work, 'upper/var/lib/poprelay'))).find((e) => e.address === '127.7.0.1'));
+    const entry = await eventually(() =>
+      readEntries(settings(join(work, 'upper/var/lib/poprelay'))).find((e) => e.address === '127.7.0.1'),
+    );
     expect(entry?.time).toBeGreaterThanOrEqual(t0);
     await expectVerified(map);
   });

@@ -11,7 +11,9 @@ import { configHead, doveconf, dovecotVersions, treeOf } from './support/dovecot
 import { tempDir } from './support/tmp.js';
 
 it('parseDoveconfServices reads service blocks, ignoring nested ones', () => {
-  const s = parseDoveconfServices('service pop3 {\n  executable = pop3 pr\n}\nservice pr {\n  executable = script-login /x/poprelay-login\n  unix_listener pr {\n    user = nobody\n  }\n  user = poprelay\n  vsz_limit = 0\n}\n');
+  const s = parseDoveconfServices(
+    'service pop3 {\n  executable = pop3 pr\n}\nservice pr {\n  executable = script-login /x/poprelay-login\n  unix_listener pr {\n    user = nobody\n  }\n  user = poprelay\n  vsz_limit = 0\n}\n',
+  );
   expect(s.get('pop3')).toEqual({ executable: 'pop3 pr' });
   expect(s.get('pr')).toEqual({ executable: 'script-login /x/poprelay-login', user: 'poprelay', vsz_limit: '0' });
 });
@@ -27,12 +29,18 @@ it('vszBytes reads a vsz_limit as Dovecot applies it', () => {
 // What doveconf -n of each Dovecot really prints for protocol settings.
 describe.each(dovecotVersions())('parseDoveconfProtocols on the output of Dovecot %s', (version) => {
   const root = treeOf(version);
-  const head = configHead(version).map((l) => `${l}\n`).join('');
+  const head = configHead(version)
+    .map((l) => `${l}\n`)
+    .join('');
   const installed = '!include_try /usr/share/dovecot/protocols.d/*.protocol\n';
   const cases: Array<[string, string, string[]]> = [
     ['a list', 'protocols = imap\n', ['imap']],
     ['the installed protocols', installed, ['imap', 'pop3']],
-    ['the installed protocols but pop3', version === '2.4' ? `${installed}protocols {\n  pop3 = no\n}\n` : `${installed}protocols = imap\n`, ['imap']],
+    [
+      'the installed protocols but pop3',
+      version === '2.4' ? `${installed}protocols {\n  pop3 = no\n}\n` : `${installed}protocols = imap\n`,
+      ['imap'],
+    ],
   ];
   it.each(cases)('%s', async (_, conf, expected) => {
     const dir = tempDir('poprelay-doveconf-', join(root, '/tmp'));

@@ -7,7 +7,15 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { readEntries } from '../src/map.js';
-import { doveconf, type DovecotVersion, dovecotVersions, PASSWORD, startDovecot, treeOf, withVszLimit } from './support/dovecot.js';
+import {
+  doveconf,
+  type DovecotVersion,
+  dovecotVersions,
+  PASSWORD,
+  startDovecot,
+  treeOf,
+  withVszLimit,
+} from './support/dovecot.js';
 import { pop3Login } from './support/mailclient.js';
 import { settings } from './support/maps.js';
 import { ROOT } from './support/paths.js';
@@ -40,7 +48,7 @@ describe.each(VERSIONS)('dovecot-conf/%s/95-poprelay.conf', (version, root) => {
     }
   });
 
-  it('runs the hook within Dovecot\'s default vsz_limit (256M): the login goes on and is recorded', async () => {
+  it("runs the hook within Dovecot's default vsz_limit (256M): the login goes on and is recorded", async () => {
     const dc = await startDovecot({ users: 1, version });
     try {
       expect((await pop3Login({ ...dc.pop3, localAddress: '127.4.0.1' }, 'user0', PASSWORD)).ok).toBe(true);
@@ -56,8 +64,12 @@ describe.each(VERSIONS)('dovecot-conf/%s/95-poprelay.conf', (version, root) => {
     const dc = await startDovecot({ users: 1, version, editConf: (c) => withVszLimit(c, '96M') });
     try {
       expect((await pop3Login({ ...dc.pop3, localAddress: '127.4.0.2' }, 'user0', PASSWORD)).ok).toBe(true);
-      await eventually(() => /poprelay-pop3: Error: poprelay: not recorded: the recorder \(.*\) ended with status \d+/.test(dc.log()));
-      expect(existsSync(dc.mapPath) && readEntries(settings(dc.mapDir)).some((e) => e.address === '127.4.0.2')).toBe(false);
+      await eventually(() =>
+        /poprelay-pop3: Error: poprelay: not recorded: the recorder \(.*\) ended with status \d+/.test(dc.log()),
+      );
+      expect(existsSync(dc.mapPath) && readEntries(settings(dc.mapDir)).some((e) => e.address === '127.4.0.2')).toBe(
+        false,
+      );
     } finally {
       await dc.stop();
     }

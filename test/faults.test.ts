@@ -4,7 +4,16 @@
 // say clearly what is wrong, and a login must still proceed.
 
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -39,13 +48,36 @@ describe('writers killed with SIGKILL', () => {
   function replenishExpired(): void {
     const expired = readEntries(s).filter((e) => e.time !== null && e.time < T - 3600).length;
     if (expired > 50) return;
-    seedMany(s, Array.from({ length: 200 }, (_, i) => [`10.250.${(serial + i) >> 8 & 255}.${(serial + i) & 255}`, String(T - 7200)]));
+    seedMany(
+      s,
+      Array.from({ length: 200 }, (_, i) => [
+        `10.250.${((serial + i) >> 8) & 255}.${(serial + i) & 255}`,
+        String(T - 7200),
+      ]),
+    );
     serial += 200;
   }
 
   /** Starts a writer, kills it (after `delayMs`, or by strace at a system call), and returns what it confirmed. */
-  async function killedWriter(args: string[], how: { delayMs: number } | { syscall: string; when: number }): Promise<string[]> {
-    const cmd = 'delayMs' in how ? ['node', MAPOP, ...args] : ['strace', '-f', '-qq', '-o', '/dev/null', '-e', `inject=${how.syscall}:signal=KILL:when=${how.when}`, 'node', MAPOP, ...args];
+  async function killedWriter(
+    args: string[],
+    how: { delayMs: number } | { syscall: string; when: number },
+  ): Promise<string[]> {
+    const cmd =
+      'delayMs' in how
+        ? ['node', MAPOP, ...args]
+        : [
+            'strace',
+            '-f',
+            '-qq',
+            '-o',
+            '/dev/null',
+            '-e',
+            `inject=${how.syscall}:signal=KILL:when=${how.when}`,
+            'node',
+            MAPOP,
+            ...args,
+          ];
     const child = spawn(cmd[0] ?? 'node', cmd.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -56,19 +88,29 @@ describe('writers killed with SIGKILL', () => {
   }
 
   it('leaves a valid, complete map and an unblocked next writer, over 240 trials', async () => {
-    seedMany(s, Array.from({ length: 100 }, (_, i) => [`192.0.2.${i + 1}`, String(T)]));
+    seedMany(
+      s,
+      Array.from({ length: 100 }, (_, i) => [`192.0.2.${i + 1}`, String(T)]),
+    );
     for (let i = 1; i <= 100; i++) expected.add(`192.0.2.${i}`);
     let rnd = 42;
     // The high bits of the generator: its low bits cycle with a short period.
-    const random = (n: number): number => ((rnd = (rnd * 1103515245 + 12345) % 2 ** 31), Math.floor((rnd / 2 ** 31) * n));
+    const random = (n: number): number => (
+      (rnd = (rnd * 1103515245 + 12345) % 2 ** 31),
+      Math.floor((rnd / 2 ** 31) * n)
+    );
     const syscalls = ['pread64', 'pwrite64', 'fsync', 'rename'];
     const kinds: Record<string, number> = {};
     for (let trial = 0; trial < 240; trial++) {
       replenishExpired();
       const sweep = trial % 2 === 1;
       const targeted = trial % 4 >= 2;
-      const how = targeted ? { syscall: syscalls[random(syscalls.length)] ?? 'fsync', when: 1 + random(3) } : { delayMs: 30 + random(90) };
-      const addrs = Array.from({ length: 4 }, (_, i) => `198.51.${trial}.${i + 1}`.replace(/^198\.51\.(\d+)\./, (_, t: string) => `198.51.${Number(t) % 256}.`));
+      const how = targeted
+        ? { syscall: syscalls[random(syscalls.length)] ?? 'fsync', when: 1 + random(3) }
+        : { delayMs: 30 + random(90) };
+      const addrs = Array.from({ length: 4 }, (_, i) =>
+        `198.51.${trial}.${i + 1}`.replace(/^198\.51\.(\d+)\./, (_, t: string) => `198.51.${Number(t) % 256}.`),
+      );
       const args = sweep ? ['sweep', s.path, String(T), '900', '20'] : ['record-stream', s.path, String(T), ...addrs];
       const confirmed = await killedWriter(args, how);
       const key = `${sweep ? 'sweep' : 'record'} ${'syscall' in how ? `at ${how.syscall}` : 'at a random time'}`;
@@ -131,7 +173,11 @@ describe('a full filesystem', () => {
     }
     expect(isPoprelayError(failure, 'ERR_MAP_IO'), String(failure)).toBe(true);
     // libdb reports the full disk at its final flush without an errno of ours.
-    expect((failure as Error).message).toMatch(new RegExp(`^cannot write a new copy of the map in ${mnt} for ${s.path}: .*(ENOSPC|unable to flush page).*\\. The map was left as it was\\.$`));
+    expect((failure as Error).message).toMatch(
+      new RegExp(
+        `^cannot write a new copy of the map in ${mnt} for ${s.path}: .*(ENOSPC|unable to flush page).*\\. The map was left as it was\\.$`,
+      ),
+    );
     await expectVerified(s.path);
     const present = new Set(readEntries(s).map((e) => e.address));
     expect(ok.filter((a) => !present.has(a))).toEqual([]);
@@ -141,13 +187,19 @@ describe('a full filesystem', () => {
     // The hook: recording fails, the login (here /bin/echo) goes on.
     const ini = join(tempDir(), 'p.ini');
     writeFileSync(ini, `dbfile = ${s.path}\nignore =\n`);
-    const hook = await run(BIN.login, ['--config', ini, '/bin/echo', 'login continues'], { env: { IP: '192.0.2.250' } });
+    const hook = await run(BIN.login, ['--config', ini, '/bin/echo', 'login continues'], {
+      env: { IP: '192.0.2.250' },
+    });
     expect(hook.code).toBe(0);
     expect(hook.stdout).toBe('login continues\n');
-    expect(hook.stderr).toMatch(/poprelay: not recorded 192\.0\.2\.250 .*cannot write a new copy of the map .*(ENOSPC|unable to flush page).*\. The map was left as it was\./);
+    expect(hook.stderr).toMatch(
+      /poprelay: not recorded 192\.0\.2\.250 .*cannot write a new copy of the map .*(ENOSPC|unable to flush page).*\. The map was left as it was\./,
+    );
     const add = await run(BIN.admin, ['add', '192.0.2.251', '--config', ini]);
     expect(add.code).toBe(2);
-    expect(add.stderr).toMatch(/^poprelay: cannot write a new copy .*(ENOSPC|unable to flush page).*The map was left as it was\./);
+    expect(add.stderr).toMatch(
+      /^poprelay: cannot write a new copy .*(ENOSPC|unable to flush page).*The map was left as it was\./,
+    );
     expect(readFileSync(s.path).equals(before)).toBe(true);
   });
 });
@@ -157,7 +209,10 @@ describe('corrupt maps: every tool says so and none touches the file', () => {
     const c = configured();
     switch (name) {
       case 'truncated': {
-        seedMany(c.s, Array.from({ length: 2000 }, (_, i) => [`10.1.${i >> 8}.${i & 255}`, String(T)]));
+        seedMany(
+          c.s,
+          Array.from({ length: 2000 }, (_, i) => [`10.1.${i >> 8}.${i & 255}`, String(T)]),
+        );
         truncateSync(c.map, Math.floor(statSync(c.map).size / 2) + 100);
         break;
       }
@@ -240,7 +295,9 @@ describe('missing permissions', () => {
     );
     r = await as(BIN.sweep, ['--config', ini]);
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^poprelay-sweep: cannot write a new copy of the map in ${dir} for ${map} as user poprelay`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^poprelay-sweep: cannot write a new copy of the map in ${dir} for ${map} as user poprelay`),
+    );
     expect((await as(BIN.admin, ['list', '--config', ini])).exitCode).toBe(0); // reading is allowed
 
     // An unreadable map, in a directory poprelay may write.
@@ -249,11 +306,17 @@ describe('missing permissions', () => {
     chmodSync(map, 0o600);
     r = await as(BIN.admin, ['list', '--config', ini]);
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(new RegExp(`^poprelay: cannot read map ${map} as user poprelay \\(uid ${uid}\\): permission denied`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^poprelay: cannot read map ${map} as user poprelay \\(uid ${uid}\\): permission denied`),
+    );
     r = await as(BIN.login, ['--config', ini, '/bin/echo', 'still logged in']);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe('still logged in');
-    expect(r.stderr).toMatch(new RegExp(`poprelay: not recorded 192\\.0\\.2\\.5 \\(user=\\(none\\)\\): cannot open map ${map} as user poprelay \\(uid ${uid}\\): permission denied`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `poprelay: not recorded 192\\.0\\.2\\.5 \\(user=\\(none\\)\\): cannot open map ${map} as user poprelay \\(uid ${uid}\\): permission denied`,
+      ),
+    );
 
     // Readable, in poprelay's directory: it works.
     chmodSync(map, 0o644);

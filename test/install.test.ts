@@ -1,7 +1,19 @@
 // scripts/install.sh into a temporary tree (every path an option), and
 // poprelay doctor against that install and against each way of breaking it.
 
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -37,19 +49,27 @@ function tree(dir = safeDir()): Tree {
     sendmailCf: join(dir, 'sendmail.cf'),
   };
   const args = [
-    '--prefix', join(dir, 'usr'),
-    '--map-dir', join(dir, 'var/lib/poprelay'),
-    '--config', t.ini,
-    '--dovecot-confdir', join(dir, 'etc/dovecot/conf.d'),
-    '--cron-dir', join(dir, 'etc/cron.d'),
-    '--systemd-dir', join(dir, 'etc/systemd/system'),
+    '--prefix',
+    join(dir, 'usr'),
+    '--map-dir',
+    join(dir, 'var/lib/poprelay'),
+    '--config',
+    t.ini,
+    '--dovecot-confdir',
+    join(dir, 'etc/dovecot/conf.d'),
+    '--cron-dir',
+    join(dir, 'etc/cron.d'),
+    '--systemd-dir',
+    join(dir, 'etc/systemd/system'),
   ];
   return { ...t, args };
 }
 
 /** package.json's "files": what an install ships. */
 function shippedFiles(): string[] {
-  return (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] }).files.map((f) => f.replace(/\/$/, ''));
+  return (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] }).files.map((f) =>
+    f.replace(/\/$/, ''),
+  );
 }
 
 const install = (args: string[]) => execa('bash', [join(ROOT, 'scripts/install.sh'), ...args], { reject: false });
@@ -75,12 +95,15 @@ describe('scripts/install.sh', () => {
     for (const p of ['poprelay-login', 'poprelay-sweep', 'poprelay']) {
       expect(readlinkSync(join(t.sbin, p))).toBe(join(t.dir, 'usr/lib/poprelay/bin', p));
     }
-    for (const p of ['poprelay-sweep', 'poprelay']) expect(readFileSync(join(t.sbin, p), 'utf8').split('\n')[0]).toBe(`#!${process.execPath}`);
+    for (const p of ['poprelay-sweep', 'poprelay'])
+      expect(readFileSync(join(t.sbin, p), 'utf8').split('\n')[0]).toBe(`#!${process.execPath}`);
     // What ships is package.json's "files", besides package.json itself and the run-time dependency ini.
     const lib = join(t.dir, 'usr/lib/poprelay');
     const files = shippedFiles();
     for (const f of files) expect(existsSync(join(lib, f)), f).toBe(true);
-    expect(readdirSync(lib).sort()).toEqual([...new Set(files.map((f) => f.split('/')[0] ?? f)), 'node_modules', 'package.json'].sort());
+    expect(readdirSync(lib).sort()).toEqual(
+      [...new Set(files.map((f) => f.split('/')[0] ?? f)), 'node_modules', 'package.json'].sort(),
+    );
     expect(readdirSync(join(lib, 'node_modules'))).toEqual(['ini']);
     const front = readFileSync(join(t.sbin, 'poprelay-login'), 'utf8');
     expect(front.split('\n')[0]).toBe('#!/bin/sh');
@@ -90,7 +113,12 @@ describe('scripts/install.sh', () => {
     expect(front).toMatch(/^flags='--jitless --no-expose-wasm'$/m);
     expect(readFileSync(t.conf, 'utf8')).not.toMatch(/^\s*vsz_limit/m);
     // The manual pages, where man finds them under the prefix.
-    for (const [page, section] of [['poprelay', '8'], ['poprelay-login', '8'], ['poprelay-sweep', '8'], ['poprelay.ini', '5']] as const) {
+    for (const [page, section] of [
+      ['poprelay', '8'],
+      ['poprelay-login', '8'],
+      ['poprelay-sweep', '8'],
+      ['poprelay.ini', '5'],
+    ] as const) {
       const w = await execa('man', ['-w', section, page], { env: { MANPATH: join(t.dir, 'usr/share/man') } });
       expect(w.stdout).toBe(join(t.dir, `usr/share/man/man${section}/${page}.${section}`));
     }
@@ -102,10 +130,16 @@ describe('scripts/install.sh', () => {
     expect(statSync(join(t.dir, 'var/lib/poprelay')).mode & 0o777).toBe(0o755);
     await expectVerified(t.map);
     // Config, snippet and schedule name the installed paths.
-    expect(readFileSync(t.ini, 'utf8')).toMatch(new RegExp(`^dbfile = ${t.map.replace('/var/lib/poprelay-tests', '.*')}$`, 'm'));
+    expect(readFileSync(t.ini, 'utf8')).toMatch(
+      new RegExp(`^dbfile = ${t.map.replace('/var/lib/poprelay-tests', '.*')}$`, 'm'),
+    );
     // A config outside /etc/mail/poprelay.ini is passed to the hook and the sweep.
-    expect(readFileSync(t.conf, 'utf8')).toContain(`executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3`);
-    expect(readFileSync(t.cron, 'utf8')).toContain(`* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
+    expect(readFileSync(t.conf, 'utf8')).toContain(
+      `executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3`,
+    );
+    expect(readFileSync(t.cron, 'utf8')).toContain(
+      `* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`,
+    );
     // The installed snippet passes doveconf -n on top of Debian's stock configuration.
     writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
     const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
@@ -128,7 +162,9 @@ describe('scripts/install.sh', () => {
     const t = tree();
     const r = await install([...t.args, '--node', node24]);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toContain(`${node24} does not start within Dovecot's default vsz_limit: the post-login services get vsz_limit = 0`);
+    expect(r.stdout).toContain(
+      `${node24} does not start within Dovecot's default vsz_limit: the post-login services get vsz_limit = 0`,
+    );
     const conf = readFileSync(t.conf, 'utf8');
     expect(conf.match(/^ {2}user = poprelay\n {2}vsz_limit = 0$/gm)).toHaveLength(2);
     // Node 24 refuses --no-expose-wasm (and needs it not).
@@ -137,7 +173,10 @@ describe('scripts/install.sh', () => {
     const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
     expect(dc.stderr).toBe('');
     expect(dc.stdout).toMatch(/service poprelay-pop3 \{\n(?:.*\n)*? {2}vsz_limit = 0\n/);
-    const hook = await execa(join(t.sbin, 'poprelay-login'), ['--config', t.ini], { env: { IP: '192.0.2.9' }, reject: false });
+    const hook = await execa(join(t.sbin, 'poprelay-login'), ['--config', t.ini], {
+      env: { IP: '192.0.2.9' },
+      reject: false,
+    });
     expect(hook.stderr).toBe('poprelay: recorded 192.0.2.9 (user=(none))\n'.trimEnd());
     expect(hook.exitCode).toBe(0);
   });
@@ -152,8 +191,11 @@ describe('scripts/install.sh', () => {
     expect(existsSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.timer'))).toBe(true);
     // The cron line, run by sh as cron would: it sweeps where systemd does not run, and does nothing where it does.
     const line = /^\* \* \* \* \*\troot\t(.*)$/m.exec(readFileSync(t.cron, 'utf8'))?.[1] ?? '';
-    expect(line).toBe(`[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`);
-    const asCron = (systemdDir: string) => execa('sh', ['-c', line.replace('/run/systemd/system', systemdDir)], { reject: false });
+    expect(line).toBe(
+      `[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`,
+    );
+    const asCron = (systemdDir: string) =>
+      execa('sh', ['-c', line.replace('/run/systemd/system', systemdDir)], { reject: false });
     const noSystemd = await asCron(join(t.dir, 'no-such-dir'));
     expect(noSystemd.exitCode).toBe(0);
     expect(readFileSync(join(t.dir, 'var/lib/poprelay/popip.db.sweep'), 'utf8')).toMatch(/"removed":0/);
@@ -168,7 +210,14 @@ describe('scripts/install.sh', () => {
     const r = await install([...t.args, '--uninstall']);
     expect(r.exitCode).toBe(0);
     const man8 = join(t.dir, 'usr/share/man/man8');
-    for (const p of [join(t.sbin, 'poprelay-login'), join(t.dir, 'usr/lib/poprelay'), t.conf, t.cron, join(man8, 'poprelay-sweep.8')]) expect(existsSync(p), p).toBe(false);
+    for (const p of [
+      join(t.sbin, 'poprelay-login'),
+      join(t.dir, 'usr/lib/poprelay'),
+      t.conf,
+      t.cron,
+      join(man8, 'poprelay-sweep.8'),
+    ])
+      expect(existsSync(p), p).toBe(false);
     expect(existsSync(t.map)).toBe(true);
     expect(existsSync(t.ini)).toBe(true);
     expect(r.stdout).toContain(`kept the map ${t.map}`);
@@ -176,13 +225,14 @@ describe('scripts/install.sh', () => {
 
   it('refuses unknown options and an unsupported Dovecot', async () => {
     const t = tree();
-    expect((await install(['--frobnicate'])).stderr).toBe('install.sh: unknown option --frobnicate (see --help)\n'.trimEnd());
+    expect((await install(['--frobnicate'])).stderr).toBe(
+      'install.sh: unknown option --frobnicate (see --help)\n'.trimEnd(),
+    );
     const r = await install([...t.args, '--dovecot-version', '2.2']);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toBe('install.sh: Dovecot 2.2 is not supported (2.3 or 2.4); give --dovecot-version');
   });
 });
-
 
 describe('poprelay doctor', () => {
   async function installed(): Promise<Tree> {
@@ -204,7 +254,21 @@ describe('poprelay doctor', () => {
   async function doctor(t: Tree, dovecot: { conf: string; path?: string } = { conf: t.dovecotConf }) {
     const r = await execa(
       join(t.sbin, 'poprelay'),
-      ['doctor', '--config', t.ini, '--doveconf-config', dovecot.conf, '--sendmail-cf', t.sendmailCf, '--postfix-main-cf', join(t.dir, 'no-postfix'), '--cron-file', t.cron, '--systemd-timer', join(t.dir, 'no-timer')],
+      [
+        'doctor',
+        '--config',
+        t.ini,
+        '--doveconf-config',
+        dovecot.conf,
+        '--sendmail-cf',
+        t.sendmailCf,
+        '--postfix-main-cf',
+        join(t.dir, 'no-postfix'),
+        '--cron-file',
+        t.cron,
+        '--systemd-timer',
+        join(t.dir, 'no-timer'),
+      ],
       { reject: false, env: dovecot.path === undefined ? {} : { PATH: `${dovecot.path}:${process.env.PATH ?? ''}` } },
     );
     return { code: r.exitCode, stdout: r.stdout, statuses: doctorStatuses(r.stdout) };
@@ -216,18 +280,50 @@ describe('poprelay doctor', () => {
     const r = await doctor(t);
     expect(r.statuses).toEqual(DOCTOR_ALL_OK);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254 in ${t.map} (removed again)`);
+    expect(r.stdout).toContain(
+      `hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254 in ${t.map} (removed again)`,
+    );
     expect(await dumpMap(t.map)).toEqual(before);
   });
 
   const broken: Array<[string, (t: Tree) => void | Promise<void>, string, RegExp]> = [
     ['a config with an unknown key', (t) => writeFileSync(t.ini, 'bogus = 1\n'), 'config', /unknown key "bogus"/],
-    ['a missing map', (t) => rmSync(t.map), 'map', /does not exist[\s\S]*fix: create it as poprelay: runuser -u poprelay -- poprelay init/],
-    ['a corrupt map', (t) => writeFileSync(t.map, Buffer.alloc(8192, 1)), 'map', /not a readable Berkeley DB file[\s\S]*fix: see "Recovering a damaged map"/],
-    ['a map directory the hook user cannot write', (t) => chownSync(join(t.dir, 'var/lib/poprelay'), 0, 0), 'map access', /poprelay cannot write the directory .*\n +fix: chown poprelay /],
-    ['a map the MTAs cannot read', (t) => chmodSync(t.map, 0o600), 'map readers', /mode 600: the MTAs cannot read it\n +fix: chmod 0644/],
-    ['a group-writable directory above the map', (t) => chmodSync(join(t.dir, 'var/lib'), 0o775), 'map directory', /var\/lib is group- or world-writable: sendmail refuses the map as unsafe/],
-    ['Dovecot without the snippet', (t) => writeFileSync(t.dovecotConf, '!include /etc/dovecot/dovecot.conf\n'), 'dovecot pop3', /pop3 logins do not run poprelay-login/],
+    [
+      'a missing map',
+      (t) => rmSync(t.map),
+      'map',
+      /does not exist[\s\S]*fix: create it as poprelay: runuser -u poprelay -- poprelay init/,
+    ],
+    [
+      'a corrupt map',
+      (t) => writeFileSync(t.map, Buffer.alloc(8192, 1)),
+      'map',
+      /not a readable Berkeley DB file[\s\S]*fix: see "Recovering a damaged map"/,
+    ],
+    [
+      'a map directory the hook user cannot write',
+      (t) => chownSync(join(t.dir, 'var/lib/poprelay'), 0, 0),
+      'map access',
+      /poprelay cannot write the directory .*\n +fix: chown poprelay /,
+    ],
+    [
+      'a map the MTAs cannot read',
+      (t) => chmodSync(t.map, 0o600),
+      'map readers',
+      /mode 600: the MTAs cannot read it\n +fix: chmod 0644/,
+    ],
+    [
+      'a group-writable directory above the map',
+      (t) => chmodSync(join(t.dir, 'var/lib'), 0o775),
+      'map directory',
+      /var\/lib is group- or world-writable: sendmail refuses the map as unsafe/,
+    ],
+    [
+      'Dovecot without the snippet',
+      (t) => writeFileSync(t.dovecotConf, '!include /etc/dovecot/dovecot.conf\n'),
+      'dovecot pop3',
+      /pop3 logins do not run poprelay-login/,
+    ],
     [
       'a vsz_limit too small for Node',
       (t) => writeFileSync(t.conf, withVszLimit(readFileSync(t.conf, 'utf8'), '96M')),
@@ -245,8 +341,18 @@ describe('poprelay doctor', () => {
       /1 login\(s\) queued beside the map, the oldest 10m0\ds ago: the queue is not draining[\s\S]*fix: run poprelay-sweep by hand/,
     ],
     ['no sweep schedule', (t) => rmSync(t.cron), 'sweep', /entries never expire/],
-    ['a sendmail.cf without the map', (t) => writeFileSync(t.sendmailCf, 'Kaliases implicit /etc/mail/aliases\n'), 'mta', /sendmail\.cf does not use the map/],
-    ['a hook that cannot start', (t) => writeFileSync(join(t.dir, 'usr/lib/poprelay/bin/poprelay-login'), '#!/nonexistent/sh\n'), 'hook', /did not record it/],
+    [
+      'a sendmail.cf without the map',
+      (t) => writeFileSync(t.sendmailCf, 'Kaliases implicit /etc/mail/aliases\n'),
+      'mta',
+      /sendmail\.cf does not use the map/,
+    ],
+    [
+      'a hook that cannot start',
+      (t) => writeFileSync(join(t.dir, 'usr/lib/poprelay/bin/poprelay-login'), '#!/nonexistent/sh\n'),
+      'hook',
+      /did not record it/,
+    ],
     [
       'a hook that reads another config',
       (t) => writeFileSync(t.conf, readFileSync(t.conf, 'utf8').replaceAll(` --config ${t.ini}`, '')),
@@ -269,31 +375,40 @@ describe('poprelay doctor', () => {
     writeFileSync(t.cron, readFileSync(t.cron, 'utf8').replace('\troot\t', '\tpoprelay\t'));
     const r = await doctor(t);
     expect(r.statuses.sweep, r.stdout).toBe('WARN');
-    expect(r.stdout).toContain(`sweep: ${t.cron} runs poprelay-sweep as poprelay, which cannot ask Dovecot's anvil socket which sessions are live`);
+    expect(r.stdout).toContain(
+      `sweep: ${t.cron} runs poprelay-sweep as poprelay, which cannot ask Dovecot's anvil socket which sessions are live`,
+    );
   });
 
-  it.runIf(dovecotVersions().includes('2.4'))('accepts the 2.4 snippet the installer chose, whose hook records within the default vsz_limit', async () => {
-    const t = tree();
-    const r = await install([...t.args, '--dovecot-version', '2.4']);
-    expect(r.stdout).toContain('installing the Dovecot 2.4 snippet');
-    withoutLiveSessions(t);
-    writeFileSync(t.sendmailCf, `Kdrac hash -o ${t.map.slice(0, -3)}\n`);
-    // Dovecot 2.4's doveconf, first on the doctor's PATH, reads a copy of
-    // Debian 13's stock /etc/dovecot with the installed snippet in conf.d.
-    const etc = tempDir('poprelay-etc-dovecot-', join(TRIXIE, 'tmp'));
-    const bin = join(t.dir, 'dovecot-2.4-bin');
-    cpSync(join(TRIXIE, 'etc/dovecot'), etc, { recursive: true });
-    mkdirSync(bin);
-    writeFileSync(join(bin, 'doveconf'), `#!/bin/sh\nexec chroot ${TRIXIE} doveconf "$@"\n`, { mode: 0o755 });
-    const dovecot = { conf: join(etc.slice(TRIXIE.length), 'dovecot.conf'), path: bin };
-    const snippet = readFileSync(t.conf, 'utf8');
-    expect(snippet).not.toMatch(/^\s*vsz_limit/m);
+  it.runIf(dovecotVersions().includes('2.4'))(
+    'accepts the 2.4 snippet the installer chose, whose hook records within the default vsz_limit',
+    async () => {
+      const t = tree();
+      const r = await install([...t.args, '--dovecot-version', '2.4']);
+      expect(r.stdout).toContain('installing the Dovecot 2.4 snippet');
+      withoutLiveSessions(t);
+      writeFileSync(t.sendmailCf, `Kdrac hash -o ${t.map.slice(0, -3)}\n`);
+      // Dovecot 2.4's doveconf, first on the doctor's PATH, reads a copy of
+      // Debian 13's stock /etc/dovecot with the installed snippet in conf.d.
+      const etc = tempDir('poprelay-etc-dovecot-', join(TRIXIE, 'tmp'));
+      const bin = join(t.dir, 'dovecot-2.4-bin');
+      cpSync(join(TRIXIE, 'etc/dovecot'), etc, { recursive: true });
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'doveconf'), `#!/bin/sh\nexec chroot ${TRIXIE} doveconf "$@"\n`, { mode: 0o755 });
+      const dovecot = { conf: join(etc.slice(TRIXIE.length), 'dovecot.conf'), path: bin };
+      const snippet = readFileSync(t.conf, 'utf8');
+      expect(snippet).not.toMatch(/^\s*vsz_limit/m);
 
-    writeFileSync(join(etc, 'conf.d/95-poprelay.conf'), snippet);
-    const good = await doctor(t, dovecot);
-    expect(good.statuses, good.stdout).toEqual(DOCTOR_ALL_OK);
-    expect(good.stdout).toContain(`dovecot pop3: post-login service poprelay-pop3 runs ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3 as poprelay, vsz_limit = 256M`);
-    expect(good.stdout).toContain(`hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254`);
-    expect(good.code).toBe(0);
-  });
+      writeFileSync(join(etc, 'conf.d/95-poprelay.conf'), snippet);
+      const good = await doctor(t, dovecot);
+      expect(good.statuses, good.stdout).toEqual(DOCTOR_ALL_OK);
+      expect(good.stdout).toContain(
+        `dovecot pop3: post-login service poprelay-pop3 runs ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3 as poprelay, vsz_limit = 256M`,
+      );
+      expect(good.stdout).toContain(
+        `hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254`,
+      );
+      expect(good.code).toBe(0);
+    },
+  );
 });

@@ -7,7 +7,19 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { expectVerified, makemap } from './support/maps.js';
 import { BIN } from './support/paths.js';
-import { checkPeersInstalled, type Exim, eximConfig, eximLookup, eximRelays, postconf, postfixConfig, postmapQuery, type Sendmail, sendmailConfig, sendmailDecisions } from './support/peers.js';
+import {
+  checkPeersInstalled,
+  type Exim,
+  eximConfig,
+  eximLookup,
+  eximRelays,
+  postconf,
+  postfixConfig,
+  postmapQuery,
+  type Sendmail,
+  sendmailConfig,
+  sendmailDecisions,
+} from './support/peers.js';
 import { run } from './support/processes.js';
 import { safeDir } from './support/tmp.js';
 
@@ -60,8 +72,11 @@ describe('what the MTAs decide about addresses poprelay records, sweeps and dele
     ['2001:db8::30', 'IPv6:2001:db8:0:0:0:0:0:30', false],
   ];
 
-  it('sendmail: FEATURE(`drac\') returns RELAY exactly for recorded addresses, and so does an exact popauth lookup', async () => {
-    const got = await sendmailDecisions(sm, cases.map(([, s]) => s));
+  it("sendmail: FEATURE(`drac') returns RELAY exactly for recorded addresses, and so does an exact popauth lookup", async () => {
+    const got = await sendmailDecisions(
+      sm,
+      cases.map(([, s]) => s),
+    );
     expect(got).toEqual(cases.map(([, , allowed]) => ({ relay: allowed, popauth: allowed })));
   });
 
@@ -76,7 +91,9 @@ describe('what the MTAs decide about addresses poprelay records, sweeps and dele
   it('Postfix: the shipped main.cf lines parse and name the map', async () => {
     const r = await postconf(pf);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toContain(`smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated check_client_access hash:${map.slice(0, -3)} reject_unauth_destination`);
+    expect(r.stdout).toContain(
+      `smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated check_client_access hash:${map.slice(0, -3)} reject_unauth_destination`,
+    );
   });
 
   it('Exim: dbmnz lookups find recorded addresses, and the shipped ACL lets exactly those relay', async () => {
@@ -90,7 +107,12 @@ describe('what the MTAs decide about addresses poprelay records, sweeps and dele
 describe('a map built by hand with makemap', () => {
   it('keeps working for every reader after poprelay writes and sweeps it, and its permanent entries survive', async () => {
     const dir = safeDir();
-    const map = await makemap(dir, 'popip', ['192.0.2.100 OK', 'ipv6:2001:db8:0:0:0:0:0:100 OK', '2001:db8::100 OK', `192.0.2.101 ${T - 7200}`]);
+    const map = await makemap(dir, 'popip', [
+      '192.0.2.100 OK',
+      'ipv6:2001:db8:0:0:0:0:0:100 OK',
+      '2001:db8::100 OK',
+      `192.0.2.101 ${T - 7200}`,
+    ]);
     const { chmodSync, statSync, writeFileSync } = await import('node:fs');
     // makemap as root makes the map smmta-owned and 0640, which Exim (as
     // Debian-exim) and Postfix's smtpd cannot read; docs/operating.md, "Migrating",
@@ -107,7 +129,9 @@ describe('a map built by hand with makemap', () => {
     const sm = await sendmailConfig(dir, map);
     const pf = postfixConfig(dir, map);
     const ex = eximConfig(dir, map);
-    expect(await sendmailDecisions(sm, ['192.0.2.100', 'IPv6:2001:db8:0:0:0:0:0:100', '192.0.2.101', '192.0.2.102'])).toEqual([
+    expect(
+      await sendmailDecisions(sm, ['192.0.2.100', 'IPv6:2001:db8:0:0:0:0:0:100', '192.0.2.101', '192.0.2.102']),
+    ).toEqual([
       { relay: true, popauth: true },
       { relay: true, popauth: true },
       { relay: false, popauth: false },

@@ -35,7 +35,9 @@ describe('parseWho', () => {
   });
   it('reads 2.3\'s "proto" column as 2.4\'s "service"', () => {
     // As doveadm -f tab who -1 of Debian 12's Dovecot 2.3 prints it.
-    expect(parseWho('username\tproto\tpid\tip\nuser0\timap\t4337\t127.8.9.1\n').map((a) => a.text)).toEqual(['127.8.9.1']);
+    expect(parseWho('username\tproto\tpid\tip\nuser0\timap\t4337\t127.8.9.1\n').map((a) => a.text)).toEqual([
+      '127.8.9.1',
+    ]);
   });
   it('refuses output without the columns it needs', () => {
     expect(() => parseWho('user\tkind\n')).toThrow(/no "service" or "proto", and "ip" columns/);
@@ -50,11 +52,15 @@ describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
   let ini: string;
   const entryTime = (address: string): number | null | undefined =>
     existsSync(dc.mapPath) ? readEntries(settings(dc.mapDir)).find((e) => e.address === address)?.time : undefined;
-  const sweep = (config: string, at: number) => execa(BIN.sweep, ['--config', config, '--now', String(at)], { reject: false });
+  const sweep = (config: string, at: number) =>
+    execa(BIN.sweep, ['--config', config, '--now', String(at)], { reject: false });
   const sweepConfig = (name: string, extra: string): string => {
     const f = join(dc.dir, name);
     // The sweep runs on this host: the map by its host path (a chrooted Dovecot sees another).
-    writeFileSync(f, `dbfile = ${dc.mapPath}\nignore = 127.9.0.0/16\ndovecot_anvil = ${anvil}\ndoveadm = ${doveadm}\n${extra}`);
+    writeFileSync(
+      f,
+      `dbfile = ${dc.mapPath}\nignore = 127.9.0.0/16\ndovecot_anvil = ${anvil}\ndoveadm = ${doveadm}\n${extra}`,
+    );
     return f;
   };
 
@@ -75,11 +81,16 @@ describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
     const imap = await holdSession({ ...dc.imap, localAddress: '127.8.0.1' }, imapIdleSteps('user0', PASSWORD));
     const pop = await holdSession({ ...dc.pop3, localAddress: '127.8.0.2' }, pop3OpenSteps('user1', PASSWORD));
     expect((await pop3Login({ ...dc.pop3, localAddress: '127.8.0.3' }, 'user2', PASSWORD)).ok).toBe(true);
-    for (const a of ['127.8.0.1', '127.8.0.2', '127.8.0.3']) await eventually(() => typeof entryTime(a) === 'number', 60_000, `${a} recorded`);
-    await eventually(() => {
-      const live = liveAddresses(anvil, doveadm);
-      return 'addresses' in live && live.addresses.length >= 2;
-    }, 60_000, 'doveadm who lists both sessions');
+    for (const a of ['127.8.0.1', '127.8.0.2', '127.8.0.3'])
+      await eventually(() => typeof entryTime(a) === 'number', 60_000, `${a} recorded`);
+    await eventually(
+      () => {
+        const live = liveAddresses(anvil, doveadm);
+        return 'addresses' in live && live.addresses.length >= 2;
+      },
+      60_000,
+      'doveadm who lists both sessions',
+    );
 
     const later = Math.floor(Date.now() / 1000) + 16 * MINUTE;
     const r = await sweep(ini, later);
@@ -91,10 +102,14 @@ describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
 
     await imap.close();
     await pop.close();
-    await eventually(() => {
-      const live = liveAddresses(anvil, doveadm);
-      return 'addresses' in live && !live.addresses.some((a) => a.text.startsWith('127.8.0.'));
-    }, 60_000, 'doveadm who no longer lists the sessions');
+    await eventually(
+      () => {
+        const live = liveAddresses(anvil, doveadm);
+        return 'addresses' in live && !live.addresses.some((a) => a.text.startsWith('127.8.0.'));
+      },
+      60_000,
+      'doveadm who no longer lists the sessions',
+    );
     const r2 = await sweep(ini, later + 16 * MINUTE);
     expect(r2.stdout).toBe(`${dc.mapPath}: kept 0, removed 2, permanent 0`);
     expect(readEntries(settings(dc.mapDir))).toEqual([]); // the map exists: three logins went in
@@ -103,13 +118,26 @@ describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
   it('poprelay doctor asks the same way, and a doveadm of another version is no answer', async () => {
     if (treeOf(version) === '') {
       const cfg = loadConfig(ini);
-      expect(liveCheck(cfg)).toMatchObject({ status: 'OK', detail: expect.stringMatching(/^doveadm who answers on \S+: \d+ address\(es\) with a live POP3 or IMAP session$/) });
-      expect(liveCheck({ ...cfg, dovecotAnvil: join(dc.dir, 'run/none') })).toMatchObject({ status: 'WARN', detail: expect.stringMatching(/is Dovecot running\?/) });
-      expect(liveCheck({ ...cfg, liveSessions: 'no' })).toMatchObject({ status: 'OK', detail: expect.stringMatching(/^off \(live_sessions = no\)/) });
+      expect(liveCheck(cfg)).toMatchObject({
+        status: 'OK',
+        detail: expect.stringMatching(
+          /^doveadm who answers on \S+: \d+ address\(es\) with a live POP3 or IMAP session$/,
+        ),
+      });
+      expect(liveCheck({ ...cfg, dovecotAnvil: join(dc.dir, 'run/none') })).toMatchObject({
+        status: 'WARN',
+        detail: expect.stringMatching(/is Dovecot running\?/),
+      });
+      expect(liveCheck({ ...cfg, liveSessions: 'no' })).toMatchObject({
+        status: 'OK',
+        detail: expect.stringMatching(/^off \(live_sessions = no\)/),
+      });
     } else {
       // Debian 12's doveadm (2.3) asking 2.4's anvil exits 0 with an empty list and a complaint on stderr.
       const answer = liveAddresses(join(dc.dir, 'run/anvil'), '/usr/bin/doveadm');
-      expect(answer).toEqual({ error: expect.stringMatching(/failed: Error: Invalid input: VERSION\tanvil-server\t2\t0$/) });
+      expect(answer).toEqual({
+        error: expect.stringMatching(/failed: Error: Invalid input: VERSION\tanvil-server\t2\t0$/),
+      });
     }
   });
 
@@ -134,7 +162,9 @@ describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
       writeFileSync(unreachable, `dbfile = ${dc.mapPath}\nlive_sessions = yes\ndovecot_anvil = ${noAnvil}\n`);
       const r = await sweep(unreachable, Math.floor(Date.now() / 1000) + 16 * MINUTE);
       expect(r.exitCode).toBe(0);
-      expect(r.stderr).toMatch(/^poprelay-sweep: live sessions not checked \(\/usr\/bin\/doveadm who -a \S+ failed: .*\); sweeping as if none were live$/);
+      expect(r.stderr).toMatch(
+        /^poprelay-sweep: live sessions not checked \(\/usr\/bin\/doveadm who -a \S+ failed: .*\); sweeping as if none were live$/,
+      );
       expect(r.stderr.split('\n')).toHaveLength(1);
       expect(r.stderr).toContain(noAnvil);
       expect(r.stdout).toBe(`${dc.mapPath}: kept 0, removed 1, permanent 0`);

@@ -11,7 +11,15 @@ import { expect, it } from 'vitest';
 
 import { readEntries, readQueued, updateMap } from '../src/map.js';
 import { expectVerified, makemap, settings } from './support/maps.js';
-import { checkPeersInstalled, eximConfig, eximLookup, postfixConfig, postmapQuery, sendmailBt, sendmailConfig } from './support/peers.js';
+import {
+  checkPeersInstalled,
+  eximConfig,
+  eximLookup,
+  postfixConfig,
+  postmapQuery,
+  sendmailBt,
+  sendmailConfig,
+} from './support/peers.js';
 import { mapop, type OpResult } from './support/processes.js';
 import { safeDir } from './support/tmp.js';
 
@@ -64,14 +72,17 @@ it('readers never err or answer wrongly for unchanged keys while 32 writers and 
       buf = '';
       bt.stdin?.write(keys.map((k) => `/map drac ${k}\n`).join(''));
       const deadline = Date.now() + 10_000;
-      while ((buf.match(/map_lookup: /g) ?? []).length < keys.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      while ((buf.match(/map_lookup: /g) ?? []).length < keys.length && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 5));
       const answers = [...buf.matchAll(/map_lookup: drac \(([^)]*)\) (returns (\S*) \((\d+)\)|no match \((\d+)\))/g)];
-      if (answers.length !== keys.length) problems.push(`sendmail -bt: ${answers.length} answers to ${keys.length} lookups: ${buf.slice(0, 300)}`);
+      if (answers.length !== keys.length)
+        problems.push(`sendmail -bt: ${answers.length} answers to ${keys.length} lookups: ${buf.slice(0, 300)}`);
       for (const a of answers) {
         const status = a[4] ?? a[5];
         const got = a[3] ?? null;
         if (status !== '0') problems.push(`sendmail -bt: ${a[1]}: status ${status}`);
-        if (got !== expectKeys[a[1] ?? '']) problems.push(`sendmail -bt: ${a[1]}: got ${got}, want ${expectKeys[a[1] ?? '']}`);
+        if (got !== expectKeys[a[1] ?? ''])
+          problems.push(`sendmail -bt: ${a[1]}: got ${got}, want ${expectKeys[a[1] ?? '']}`);
       }
       rounds++;
       readsSoFar.sendmail = rounds;
@@ -148,5 +159,7 @@ it('readers never err or answer wrongly for unchanged keys while 32 writers and 
     for (let i = 1; i <= PER_WRITER; i++) expect(final.get(`10.${100 + p}.0.${i}`), `10.${100 + p}.0.${i}`).toBe(T);
   }
   expect([...final.keys()].filter((a) => a.startsWith('10.200.'))).toEqual([]); // the sweeper did its work
-  console.log(`load: ${results.length * PER_WRITER * 2} writes, ${sweeps} sweeps, ${smRounds} sendmail rounds, ${fresh} fresh lookups`);
+  console.log(
+    `load: ${results.length * PER_WRITER * 2} writes, ${sweeps} sweeps, ${smRounds} sendmail rounds, ${fresh} fresh lookups`,
+  );
 }, 300_000);

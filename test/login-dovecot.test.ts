@@ -68,7 +68,13 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
     const published = statSync(dc.mapPath).ino;
     await eventually(() => now() > first, 3000);
     expect((await imapLogin({ ...dc.imap, localAddress: '127.1.2.1' }, 'user1', PASSWORD)).ok).toBe(true);
-    await eventually(() => dc.log().includes('poprelay: recorded 127.1.2.1 (user=user1, service=imap): already in the map, younger than refresh_seconds; nothing written'));
+    await eventually(() =>
+      dc
+        .log()
+        .includes(
+          'poprelay: recorded 127.1.2.1 (user=user1, service=imap): already in the map, younger than refresh_seconds; nothing written',
+        ),
+    );
     expect(entryOf(dc, '127.1.2.1')?.time).toBe(first);
     expect(statSync(dc.mapPath).ino).toBe(published); // no copy was made
     const ini = readFileSync(dc.iniPath, 'utf8');
@@ -99,7 +105,11 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
   });
 
   it('leaves the session working, and nothing of poprelay reaches the client', async () => {
-    const p = await pop3Login({ ...dc.pop3, localAddress: '127.1.4.1' }, 'user1', PASSWORD, [pop3.stat, pop3.list, pop3.retr(1)]);
+    const p = await pop3Login({ ...dc.pop3, localAddress: '127.1.4.1' }, 'user1', PASSWORD, [
+      pop3.stat,
+      pop3.list,
+      pop3.retr(1),
+    ]);
     expect(p.ok).toBe(true);
     expect(p.replies[3]).toMatch(/^\+OK 1 \d+\r\n$/);
     expect(p.replies[4]).toMatch(/^\+OK 1 messages:\r\n1 \d+\r\n\.\r\n$/);
@@ -119,7 +129,9 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
     writeFileSync(dc.iniPath, good.replace('ignore =\n', ''));
     try {
       expect((await pop3Login({ ...dc.pop3, localAddress: '127.1.5.1' }, 'user0', PASSWORD)).ok).toBe(true);
-      await eventually(() => dc.log().includes('poprelay: not recorded 127.1.5.1 (user=user0, service=pop3): in the ignore list'));
+      await eventually(() =>
+        dc.log().includes('poprelay: not recorded 127.1.5.1 (user=user0, service=pop3): in the ignore list'),
+      );
       expect(entryOf(dc, '127.1.5.1')).toBeUndefined();
     } finally {
       writeFileSync(dc.iniPath, good);
@@ -177,7 +189,10 @@ describe.each(VERSIONS)('Dovecot %s: when recording fails, logins still succeed 
     const good = readFileSync(dc.iniPath, 'utf8');
     writeFileSync(dc.iniPath, `${good}timeout_minutes = fifteen\n`);
     try {
-      await loginAndExpectLogged('127.3.2.1', /Error: poprelay: not recorded 127\.3\.2\.1 .*: config .*poprelay\.ini: key "timeout_minutes": value "fifteen" is not allowed/);
+      await loginAndExpectLogged(
+        '127.3.2.1',
+        /Error: poprelay: not recorded 127\.3\.2\.1 .*: config .*poprelay\.ini: key "timeout_minutes": value "fifteen" is not allowed/,
+      );
     } finally {
       writeFileSync(dc.iniPath, good);
     }
@@ -193,7 +208,11 @@ describe.each(VERSIONS)('Dovecot %s: when recording fails, logins still succeed 
       expect(p.closedAt).toBeDefined();
       expect(dc.log()).not.toContain('poprelay: not recorded 127.3.3.1');
       expect(dc.log()).toContain('rip=127.3.3.1');
-      await eventually(() => /Error: poprelay: not recorded 127\.3\.3\.1 .*stayed locked by another process for more than lock_timeout_ms = 3000 ms/.test(dc.log()));
+      await eventually(() =>
+        /Error: poprelay: not recorded 127\.3\.3\.1 .*stayed locked by another process for more than lock_timeout_ms = 3000 ms/.test(
+          dc.log(),
+        ),
+      );
     } finally {
       release();
     }
@@ -202,7 +221,10 @@ describe.each(VERSIONS)('Dovecot %s: when recording fails, logins still succeed 
   it('with a corrupt map, which is left as it was', async () => {
     const junk = Buffer.alloc(8192, 0x42);
     writeFileSync(dc.mapPath, junk);
-    await loginAndExpectLogged('127.3.4.1', /Error: poprelay: not recorded 127\.3\.4\.1 .*not a readable Berkeley DB file/);
+    await loginAndExpectLogged(
+      '127.3.4.1',
+      /Error: poprelay: not recorded 127\.3\.4\.1 .*not a readable Berkeley DB file/,
+    );
     expect(readFileSync(dc.mapPath).equals(junk)).toBe(true);
   });
 });

@@ -44,7 +44,9 @@ describe('parseHookArgs (the recorder)', () => {
   it('notes unknown or incomplete options, and a command it was handed, without failing', () => {
     expect(parseHookArgs(['--bogus']).problems).toEqual(['unknown option "--bogus" ignored']);
     expect(parseHookArgs(['--config']).problems).toEqual(['--config needs a value']);
-    expect(parseHookArgs(['/bin/cmd']).problems).toEqual(['argument "/bin/cmd" ignored: the front (bin/poprelay-login) runs the command']);
+    expect(parseHookArgs(['/bin/cmd']).problems).toEqual([
+      'argument "/bin/cmd" ignored: the front (bin/poprelay-login) runs the command',
+    ]);
   });
 });
 
@@ -137,18 +139,23 @@ describe('run by hand (no command)', () => {
   });
 
   // An environment cannot hold a NUL byte; the parser tests cover those values.
-  it.each(hostileCases((a) => !a.includes('\u0000')))('records nothing for the hostile $IP %s, and logs one bounded line', async (_, ip) => {
-    const { ini, map } = setup();
-    const r = await hook({ IP: ip, USER: 'mallory' }, ['--config', ini]);
-    expect(r.exitCode).toBe(1);
-    expect(r.stdout).toBe('');
-    const lines = r.stderr.split('\n').filter((l) => l !== '');
-    expect(lines.length).toBe(1);
-    expect(lines[0]).toMatch(/^poprelay: (rejected \(user=mallory\): invalid client address|not recorded \(user=mallory\): no client address)/);
-    expect(lines[0]?.length).toBeLessThan(300);
-    expect(r.stderr).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\uffff]/);
-    expect(() => readEntries(settings(join(map, '..')))).toThrow(/does not exist/);
-  });
+  it.each(hostileCases((a) => !a.includes('\u0000')))(
+    'records nothing for the hostile $IP %s, and logs one bounded line',
+    async (_, ip) => {
+      const { ini, map } = setup();
+      const r = await hook({ IP: ip, USER: 'mallory' }, ['--config', ini]);
+      expect(r.exitCode).toBe(1);
+      expect(r.stdout).toBe('');
+      const lines = r.stderr.split('\n').filter((l) => l !== '');
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(
+        /^poprelay: (rejected \(user=mallory\): invalid client address|not recorded \(user=mallory\): no client address)/,
+      );
+      expect(lines[0]?.length).toBeLessThan(300);
+      expect(r.stderr).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\uffff]/);
+      expect(() => readEntries(settings(join(map, '..')))).toThrow(/does not exist/);
+    },
+  );
 
   it('quotes a hostile user name', async () => {
     const { ini } = setup();
@@ -183,7 +190,10 @@ describe('continuing a login (with a command)', () => {
 
   it('exits 128 + the signal number when the continued login is killed by a signal', async () => {
     const { ini } = setup();
-    for (const [sig, status] of [['TERM', 143], ['ABRT', 134]] as const) {
+    for (const [sig, status] of [
+      ['TERM', 143],
+      ['ABRT', 134],
+    ] as const) {
       const r = await hook({ IP: '192.0.2.16' }, ['--config', ini, '/bin/sh', '-c', `kill -${sig} $$`]);
       expect(r.exitCode, sig).toBe(status);
     }
@@ -201,7 +211,9 @@ describe('continuing a login (with a command)', () => {
     const { ini } = setup();
     const r = await hook({ IP: '1.2.3.4\n5.6.7.8' }, ['--config', ini, '/bin/true']);
     expect(r.exitCode).toBe(0);
-    expect(r.stderr).toMatch(/^\x01\x03\d+ poprelay: rejected \(user=\(none\)\): invalid client address "1\.2\.3\.4\\n5\.6\.7\.8": contains white space\n$/);
+    expect(r.stderr).toMatch(
+      /^\x01\x03\d+ poprelay: rejected \(user=\(none\)\): invalid client address "1\.2\.3\.4\\n5\.6\.7\.8": contains white space\n$/,
+    );
   });
 
   it('fails the login only when the command cannot run', async () => {
@@ -216,7 +228,10 @@ describe('continuing a login (with a command)', () => {
     await hook({ IP: '192.0.2.14' }, ['--config', ini]); // create the map
     const release = await holdLock(map, '-x', 30);
     try {
-      const child = spawn(HOOK, ['--config', ini, '/bin/true'], { env: { IP: '192.0.2.15' }, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+      const child = spawn(HOOK, ['--config', ini, '/bin/true'], {
+        env: { IP: '192.0.2.15' },
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+      });
       let err = '';
       child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
       // The continued login (/bin/true) is over long before the lock is free;

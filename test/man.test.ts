@@ -16,7 +16,9 @@ const pagePath = (page: string): string => join(ROOT, 'man', `man${page.slice(-1
 
 /** The page as man shows it, plain text (no overstrike, no hyphenation at line ends). */
 async function rendered(page: string): Promise<string> {
-  const r = await execa('man', ['-l', pagePath(page)], { env: { MANWIDTH: '1000', MAN_KEEP_FORMATTING: '', MANPAGER: 'cat', PAGER: 'cat' } });
+  const r = await execa('man', ['-l', pagePath(page)], {
+    env: { MANWIDTH: '1000', MAN_KEEP_FORMATTING: '', MANPAGER: 'cat', PAGER: 'cat' },
+  });
   return r.stdout.replace(/.\x08/g, '');
 }
 
@@ -31,7 +33,8 @@ describe.each(PAGES)('man/%s', (page) => {
     expect(g.stderr).toBe('');
     expect(g.exitCode).toBe(0);
     const text = await rendered(page);
-    for (const section of ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'SEE ALSO']) expect(text).toMatch(new RegExp(`^${section}$`, 'm'));
+    for (const section of ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'SEE ALSO'])
+      expect(text).toMatch(new RegExp(`^${section}$`, 'm'));
   });
 });
 
@@ -57,7 +60,12 @@ describe('the pages and the programs agree', () => {
 
   it('poprelay.8 describes every command poprelay --help lists', async () => {
     const help = (await execa(BIN.admin, ['--help'])).stdout;
-    const commands = [...help.split('Commands:')[1]!.split('\n\n')[0]!.matchAll(/^ {2}([a-z]+)/gm)].map((m) => m[1]!);
+    const commands = [
+      ...help
+        .split('Commands:')[1]!
+        .split('\n\n')[0]!
+        .matchAll(/^ {2}([a-z]+)/gm),
+    ].map((m) => m[1]!);
     expect(commands).toEqual(['init', 'list', 'add', 'del', 'check', 'stats', 'flush', 'doctor']);
     const text = await rendered('poprelay.8');
     const described = text.split(/^COMMANDS$/m)[1]!.split(/^OPTIONS$/m)[0]!;

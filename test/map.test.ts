@@ -1,7 +1,17 @@
 // The map module against real files: every map a test writes is checked
 // with db5.3_verify and read back with db5.3_dump or sendmail's makemap.
 
-import { chmodSync, copyFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
@@ -9,13 +19,7 @@ import { parseClientAddress } from '../src/address.js';
 import { openDatabase } from '../src/bdb.js';
 import type { MapSettings } from '../src/config.js';
 import { PoprelayError } from '../src/errors.js';
-import {
-  putEntry,
-  readEntries,
-  recordLogin,
-  removeAddress,
-  sweepMap,
-} from '../src/map.js';
+import { putEntry, readEntries, recordLogin, removeAddress, sweepMap } from '../src/map.js';
 import { thrown } from './support/errors.js';
 import { holdLock, lockWaiter } from './support/locks.js';
 import { dumpMap, expectVerified, makemap, settings } from './support/maps.js';
@@ -34,7 +38,7 @@ function failure(f: () => unknown): PoprelayError {
 describe('recording', () => {
   const dir = tempDir();
 
-  it('creates a missing map with map_mode even under Dovecot\'s umask 0077', async () => {
+  it("creates a missing map with map_mode even under Dovecot's umask 0077", async () => {
     const s = settings(dir, 'new.db');
     const old = process.umask(0o077);
     try {
@@ -69,7 +73,11 @@ describe('recording', () => {
     recordLogin(s, ip('2001:db8::1'), T);
     recordLogin(s, ip('2001:db8::1'), T + 60);
     expect(readEntries(s)).toEqual([
-      { address: '2001:db8::1', keys: expect.arrayContaining(['2001:db8::1', 'ipv6:2001:db8:0:0:0:0:0:1']), time: T + 60 },
+      {
+        address: '2001:db8::1',
+        keys: expect.arrayContaining(['2001:db8::1', 'ipv6:2001:db8:0:0:0:0:0:1']),
+        time: T + 60,
+      },
     ]);
     await expectVerified(s.path);
   });
@@ -175,7 +183,11 @@ describe('refusing maps it must not touch', () => {
     b.put(Buffer.from('192.0.2.1'), Buffer.from('OK'));
     b.close();
     renameSync(s.path + '.b', s.path);
-    expectRefusedUntouched(s, 'ERR_MAP_TYPE', /is a Berkeley DB btree database, but poprelay is configured for dbtype = hash/);
+    expectRefusedUntouched(
+      s,
+      'ERR_MAP_TYPE',
+      /is a Berkeley DB btree database, but poprelay is configured for dbtype = hash/,
+    );
   });
 
   it('a NUL-keyed map made by makemap -N', async () => {
@@ -188,7 +200,11 @@ describe('refusing maps it must not touch', () => {
   it('random bytes', () => {
     const s = settings(dir, 'random.db');
     writeFileSync(s.path, Buffer.from(Array.from({ length: 16384 }, (_, i) => (i * 7919) % 251)));
-    expectRefusedUntouched(s, 'ERR_MAP_CORRUPT', /not a readable Berkeley DB file \(libdb: .+\)\. poprelay left it untouched; check it with db5\.3_verify/);
+    expectRefusedUntouched(
+      s,
+      'ERR_MAP_CORRUPT',
+      /not a readable Berkeley DB file \(libdb: .+\)\. poprelay left it untouched; check it with db5\.3_verify/,
+    );
   });
 
   it('an empty file', () => {
@@ -218,7 +234,9 @@ describe('locking and concurrency', () => {
       const e = failure(() => recordLogin(s, ip('192.0.2.2'), T));
       const waited = Date.now() - t0;
       expect(e.code).toBe('ERR_MAP_LOCK_TIMEOUT');
-      expect(e.message).toContain(`map ${s.path} stayed locked by another process for more than lock_timeout_ms = 300 ms`);
+      expect(e.message).toContain(
+        `map ${s.path} stayed locked by another process for more than lock_timeout_ms = 300 ms`,
+      );
       expect(waited).toBeGreaterThanOrEqual(290);
     } finally {
       release();
@@ -273,10 +291,14 @@ describe('locking and concurrency', () => {
     expect(r.code).toBe('ERR_MAP_PERMISSION');
     expect(r.error).toContain(`as user nobody (uid `);
     expect(r.error).toContain(s.path);
-    expect(r.error).toMatch(new RegExp(`permission denied\\. Writers need read access to the map and write access to its directory ${open}`));
+    expect(r.error).toMatch(
+      new RegExp(`permission denied\\. Writers need read access to the map and write access to its directory ${open}`),
+    );
     expect(await dumpMap(s.path)).toEqual([['192.0.2.1', String(T)]]);
     // Reading needs only read access.
-    expect(await mapop(['list', s.path], 'nobody')).toEqual({ ok: [{ address: '192.0.2.1', keys: ['192.0.2.1'], time: T }] });
+    expect(await mapop(['list', s.path], 'nobody')).toEqual({
+      ok: [{ address: '192.0.2.1', keys: ['192.0.2.1'], time: T }],
+    });
   });
 });
 
@@ -384,7 +406,9 @@ describe('sweeping', () => {
     await execa('makemap', ['hash', s.path.slice(0, -3)], { input: lines.join('\n') + '\n' });
     const sweeper = mapop(['sweep', s.path, String(T), String(TIMEOUT), '5000']);
     const writers = await Promise.all(
-      Array.from({ length: 4 }, (_, p) => mapop(['record', s.path, String(T), ...Array.from({ length: 10 }, (_, i) => `10.0.${p * 2}.${i * 2}`)])),
+      Array.from({ length: 4 }, (_, p) =>
+        mapop(['record', s.path, String(T), ...Array.from({ length: 10 }, (_, i) => `10.0.${p * 2}.${i * 2}`)]),
+      ),
     );
     expect(writers).toEqual(Array.from({ length: 4 }, () => ({ ok: 10 })));
     const swept = await sweeper;
@@ -394,7 +418,12 @@ describe('sweeping', () => {
     expect(entries.length).toBe(50_000 + 40);
     expect(entries.every((e) => e.time === T - 10 || e.time === T)).toBe(true);
     for (let p = 0; p < 4; p++) {
-      for (let i = 0; i < 10; i++) expect(entries).toContainEqual({ address: `10.0.${p * 2}.${i * 2}`, keys: [`10.0.${p * 2}.${i * 2}`], time: T });
+      for (let i = 0; i < 10; i++)
+        expect(entries).toContainEqual({
+          address: `10.0.${p * 2}.${i * 2}`,
+          keys: [`10.0.${p * 2}.${i * 2}`],
+          time: T,
+        });
     }
   });
 });

@@ -19,7 +19,9 @@ function samples(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const family of parsePrometheusTextFormat(text)) {
     for (const m of family.metrics) {
-      const labels = Object.entries(m.labels ?? {}).map(([k, v]) => `${k}="${v}"`).join(',');
+      const labels = Object.entries(m.labels ?? {})
+        .map(([k, v]) => `${k}="${v}"`)
+        .join(',');
       out.set(labels === '' ? family.name : `${family.name}{${labels}}`, Number(m.value));
     }
   }
@@ -45,14 +47,24 @@ describe('metrics_file', () => {
       [['add', '192.0.2.11', '--now', String(T - 60)], 0],
       [['add', '2001:db8::12', '--now', String(T - 30)], 0],
       [['add', '192.0.2.13', '--permanent'], 0],
-    ] as const) expect((await run(BIN.admin, [...args, '--config', ini])).code).toBe(code);
+    ] as const)
+      expect((await run(BIN.admin, [...args, '--config', ini])).code).toBe(code);
 
     const swept = await run(BIN.sweep, ['--config', ini, '--now', String(T)]);
     expect(swept.stderr).toBe('');
     const m = samples(readFileSync(metrics, 'utf8'));
-    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', ini, '--now', String(T)])).stdout) as MapStats;
+    const stats = JSON.parse(
+      (await run(BIN.admin, ['stats', '--json', '--config', ini, '--now', String(T)])).stdout,
+    ) as MapStats;
     expect(stats.lastSweep).not.toBeNull();
-    const last = stats.lastSweep ?? { removed: NaN, refreshed: NaN, durationSeconds: NaN, failures: NaN, at: NaN, failuresTotal: NaN };
+    const last = stats.lastSweep ?? {
+      removed: NaN,
+      refreshed: NaN,
+      durationSeconds: NaN,
+      failures: NaN,
+      at: NaN,
+      failuresTotal: NaN,
+    };
     expect(Object.fromEntries(m)).toEqual({
       'poprelay_entries{kind="dated"}': stats.dated,
       'poprelay_entries{kind="permanent"}': stats.permanent,
@@ -74,6 +86,8 @@ describe('metrics_file', () => {
     // The next sweep saw no new failure; the total stays.
     await run(BIN.sweep, ['--config', ini, '--now', String(T + 60)]);
     const next = samples(readFileSync(metrics, 'utf8'));
-    expect([next.get('poprelay_sweep_recording_failures'), next.get('poprelay_recording_failures_total')]).toEqual([0, 2]);
+    expect([next.get('poprelay_sweep_recording_failures'), next.get('poprelay_recording_failures_total')]).toEqual([
+      0, 2,
+    ]);
   });
 });

@@ -24,11 +24,17 @@ describe.each(['22', '24'])('the addon built for this Node.js, under Node.js %s'
     if (!existsSync(node)) throw new Error(`${node} is missing: run scripts/install-deps.sh --test as root`);
     expect((await execa(node, ['--version'])).stdout).toMatch(new RegExp(`^v${major}\\.`));
     // Node 24 does not start within Dovecot's default vsz_limit; the installer then sets one (test/install.test.ts).
-    const dc = await startDovecot({ users: 1, node, editConf: major === '24' ? (c) => withVszLimit(c, '0') : undefined });
+    const dc = await startDovecot({
+      users: 1,
+      node,
+      editConf: major === '24' ? (c) => withVszLimit(c, '0') : undefined,
+    });
     try {
       const login = await pop3Login({ ...dc.pop3, localAddress: '127.6.0.1' }, 'user0', PASSWORD);
       expect(login.ok).toBe(true);
-      await eventually(() => dc.log().includes('poprelay-pop3: Info: poprelay: recorded 127.6.0.1 (user=user0, service=pop3)'));
+      await eventually(() =>
+        dc.log().includes('poprelay-pop3: Info: poprelay: recorded 127.6.0.1 (user=user0, service=pop3)'),
+      );
       await expectVerified(dc.mapPath);
 
       const admin = (args: string[]) => execa(node, [BIN.admin, ...args, '--config', dc.iniPath], { reject: false });

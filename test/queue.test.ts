@@ -71,13 +71,18 @@ describe('while another writer holds the lock', () => {
       release();
     }
     expect(hook.code).toBe(0);
-    expect(hook.stderr).toBe('poprelay: recorded 192.0.2.51 (user=(none)): queued; the writer holding the lock applies it\n');
+    expect(hook.stderr).toBe(
+      'poprelay: recorded 192.0.2.51 (user=(none)): queued; the writer holding the lock applies it\n',
+    );
     expect(readQueued(s).map((q) => q.address.text)).toEqual(['192.0.2.51']);
     expect(readEntries(s).map((e) => e.address)).toEqual(['192.0.2.50']);
 
     const list = await run(BIN.admin, ['list', '--config', ini]);
     expect(list.stdout).toMatch(/^192\.0\.2\.51 +\d{4}-\d\d-\d\d [\d:]+ +\d+s +queued: not yet in the map$/m);
-    const listed = JSON.parse((await run(BIN.admin, ['list', '--json', '--config', ini])).stdout) as Array<{ address: string; queued: boolean }>;
+    const listed = JSON.parse((await run(BIN.admin, ['list', '--json', '--config', ini])).stdout) as Array<{
+      address: string;
+      queued: boolean;
+    }>;
     expect(listed.map((e) => [e.address, e.queued])).toEqual([
       ['192.0.2.50', false],
       ['192.0.2.51', true],
@@ -85,14 +90,21 @@ describe('while another writer holds the lock', () => {
     const check = await run(BIN.admin, ['check', '192.0.2.51', '--config', ini]);
     expect(check.code).toBe(1);
     expect(check.stdout).toMatch(/^192\.0\.2\.51 may not relay yet: its login \d+s ago is queued, not yet in the map/);
-    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', ini])).stdout) as { queued: number; oldestQueued: { address: string } };
+    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', ini])).stdout) as {
+      queued: number;
+      oldestQueued: { address: string };
+    };
     expect(stats.queued).toBe(1);
     expect(stats.oldestQueued.address).toBe('192.0.2.51');
 
     // Any writer applies it in the same copy as its own change.
     const add = await run(BIN.admin, ['add', '192.0.2.52', '--config', ini]);
     expect(add.code).toBe(0);
-    expect(readEntries(s).map((e) => e.address).sort()).toEqual(['192.0.2.50', '192.0.2.51', '192.0.2.52']);
+    expect(
+      readEntries(s)
+        .map((e) => e.address)
+        .sort(),
+    ).toEqual(['192.0.2.50', '192.0.2.51', '192.0.2.52']);
     expect(readQueued(s)).toEqual([]);
     await expectVerified(map);
   });
@@ -108,11 +120,17 @@ describe('while another writer holds the lock', () => {
       release();
     }
     expect(hook.code).toBe(1);
-    expect(hook.stderr).toMatch(/^poprelay: not recorded 192\.0\.2\.61 \(user=\(none\)\): map .* stayed locked by another process for more than lock_timeout_ms = 300 ms; .* The login is queued and goes in once the map can take it\.\n$/);
+    expect(hook.stderr).toMatch(
+      /^poprelay: not recorded 192\.0\.2\.61 \(user=\(none\)\): map .* stayed locked by another process for more than lock_timeout_ms = 300 ms; .* The login is queued and goes in once the map can take it\.\n$/,
+    );
     expect(readQueued(s).map((q) => q.address.text)).toEqual(['192.0.2.61']);
     const sweep = await run(BIN.sweep, ['--config', ini]);
     expect(sweep.code, sweep.stderr).toBe(0);
-    expect(readEntries(s).map((e) => e.address).sort()).toEqual(['192.0.2.60', '192.0.2.61']);
+    expect(
+      readEntries(s)
+        .map((e) => e.address)
+        .sort(),
+    ).toEqual(['192.0.2.60', '192.0.2.61']);
     expect(readQueued(s)).toEqual([]);
   });
 });
@@ -137,8 +155,11 @@ describe('applying the queue', () => {
   it('ignores names that are not records, and leaves them for doctor to report', () => {
     const { s, map } = configured();
     enqueueLogin(map, addr('192.0.2.80'), T);
-    for (const junk of ['junk', `${T}_192.0.2.081_1_ab`, `${T}_2001:DB8::1_1_ab`, `${T}_192.0.2.82_1_ab.tmp`]) writeFileSync(join(queueDir(map), junk), '');
-    expect(readQueue(map).strays.sort()).toEqual(['junk', `${T}_192.0.2.081_1_ab`, `${T}_192.0.2.82_1_ab.tmp`, `${T}_2001:DB8::1_1_ab`].sort());
+    for (const junk of ['junk', `${T}_192.0.2.081_1_ab`, `${T}_2001:DB8::1_1_ab`, `${T}_192.0.2.82_1_ab.tmp`])
+      writeFileSync(join(queueDir(map), junk), '');
+    expect(readQueue(map).strays.sort()).toEqual(
+      ['junk', `${T}_192.0.2.081_1_ab`, `${T}_192.0.2.82_1_ab.tmp`, `${T}_2001:DB8::1_1_ab`].sort(),
+    );
     updateMap(s, () => false);
     expect(readEntries(s).map((e) => e.address)).toEqual(['192.0.2.80']);
     expect(readdirSync(queueDir(map)).sort()).toHaveLength(4);

@@ -11,7 +11,20 @@ it('the shipped sample config parses and states the defaults', () => {
   const { source: _d, ...defaults } = parseConfig('', null);
   expect(sample).toEqual(defaults);
   // Every key is documented in the sample.
-  for (const key of ['dbfile', 'dbtype', 'timeout_minutes', 'lock_timeout_ms', 'ignore', 'map_mode', 'log_recorded', 'refresh_seconds', 'live_sessions', 'dovecot_anvil', 'doveadm', 'metrics_file']) {
+  for (const key of [
+    'dbfile',
+    'dbtype',
+    'timeout_minutes',
+    'lock_timeout_ms',
+    'ignore',
+    'map_mode',
+    'log_recorded',
+    'refresh_seconds',
+    'live_sessions',
+    'dovecot_anvil',
+    'doveadm',
+    'metrics_file',
+  ]) {
     expect(text).toMatch(new RegExp(`^${key} = `, 'm'));
   }
 });

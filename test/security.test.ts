@@ -5,7 +5,18 @@
 // poprelay), races included.
 
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -84,11 +95,32 @@ function asPoprelay(cmd: string, args: string[]) {
 }
 
 /** Runs the attacker (as poprelay) replacing `names` with links to `target` while `work` runs (test/fixtures/attacker.mjs). */
-async function underAttack(s: Site, mode: 'loop' | 'inotify', names: string[], target: string, work: () => Promise<void>): Promise<number> {
+async function underAttack(
+  s: Site,
+  mode: 'loop' | 'inotify',
+  names: string[],
+  target: string,
+  work: () => Promise<void>,
+): Promise<number> {
   const stop = join(s.root, `stop-${Math.random().toString(36).slice(2)}`);
-  const attacker = spawn('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', process.execPath, join(appCopy(), 'test/fixtures/attacker.mjs'), mode, s.dir, target, stop, ...names], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const attacker = spawn(
+    'setpriv',
+    [
+      `--reuid=${uid}`,
+      `--regid=${gid}`,
+      '--clear-groups',
+      process.execPath,
+      join(appCopy(), 'test/fixtures/attacker.mjs'),
+      mode,
+      s.dir,
+      target,
+      stop,
+      ...names,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   attacker.stdout.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise((r) => setTimeout(r, 300)); // let it start watching (it only helps the attacker)
@@ -114,7 +146,8 @@ describe.each(['poprelay', 'root-group-writable'] as const)('a map directory %s 
     recordLogin(settings(s.dir), parseClientAddress('192.0.2.9'), Math.floor(Date.now() / 1000));
     if (owner === 'poprelay') chownSync(s.map, uid, gid);
     const swaps = await underAttack(s, 'loop', ['popip.db.poprelay-tmp'], s.secret, async () => {
-      for (let i = 0; i < 15; i++) for (const [, args] of ROOT_COMMANDS) await run(BIN.admin, [...args, '--config', s.ini]);
+      for (let i = 0; i < 15; i++)
+        for (const [, args] of ROOT_COMMANDS) await run(BIN.admin, [...args, '--config', s.ini]);
     });
     expectSecretIntact(s);
     expectNoLeak(s);
@@ -179,24 +212,30 @@ describe('planted files never hang anything and are refused by name', () => {
     ['poprelay-sweep', BIN.sweep, [], {}],
   ];
 
-  it.each(programs)('B2: a FIFO at popip.db or popip.db.lock: %s ends at once with a clear error', async (_, bin, args, env) => {
-    for (const name of ['popip.db', 'popip.db.lock']) {
-      const s = site('poprelay');
-      if (name === 'popip.db.lock') {
-        expect((await asPoprelay(process.execPath, [join(appCopy(), 'bin/poprelay'), 'init', '--config', s.ini])).exitCode).toBe(0);
-        await asPoprelay('rm', [`${s.map}.lock`]);
+  it.each(programs)(
+    'B2: a FIFO at popip.db or popip.db.lock: %s ends at once with a clear error',
+    async (_, bin, args, env) => {
+      for (const name of ['popip.db', 'popip.db.lock']) {
+        const s = site('poprelay');
+        if (name === 'popip.db.lock') {
+          expect(
+            (await asPoprelay(process.execPath, [join(appCopy(), 'bin/poprelay'), 'init', '--config', s.ini])).exitCode,
+          ).toBe(0);
+          await asPoprelay('rm', [`${s.map}.lock`]);
+        }
+        expect((await asPoprelay('mkfifo', [join(s.dir, name)])).exitCode).toBe(0);
+        const r = await execa(bin, [...args, '--config', s.ini], { env, reject: false, timeout: 60_000 });
+        expect(r.timedOut, `${name}: hung`).toBe(false);
+        if (name === 'popip.db.lock' && (args[0] === 'list' || bin === BIN.sweep)) {
+          expect(r.exitCode, r.stderr).toBe(0); // readers take no lock, nor does a sweep with nothing to do
+          continue;
+        }
+        expect(r.exitCode, r.stderr).not.toBe(0);
+        expect(r.stderr).toContain('is not a regular file (a FIFO, device or directory stands there)');
       }
-      expect((await asPoprelay('mkfifo', [join(s.dir, name)])).exitCode).toBe(0);
-      const r = await execa(bin, [...args, '--config', s.ini], { env, reject: false, timeout: 60_000 });
-      expect(r.timedOut, `${name}: hung`).toBe(false);
-      if (name === 'popip.db.lock' && (args[0] === 'list' || bin === BIN.sweep)) {
-        expect(r.exitCode, r.stderr).toBe(0); // readers take no lock, nor does a sweep with nothing to do
-        continue;
-      }
-      expect(r.exitCode, r.stderr).not.toBe(0);
-      expect(r.stderr).toContain('is not a regular file (a FIFO, device or directory stands there)');
-    }
-  }, 300_000);
+    },
+    300_000,
+  );
 
   it('B1: popip.db a dangling link: every writer refuses at once, init creates nothing and says so, the link stays', async () => {
     const s = site('poprelay');
@@ -223,7 +262,9 @@ describe('planted files never hang anything and are refused by name', () => {
     await asPoprelay('ln', ['-s', target, `${s.map}.lock`]);
     const r = await run(BIN.admin, ['add', '192.0.2.24', '--config', s.ini]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain(`${s.map}.lock is a symbolic link, and poprelay follows no link in the map's directory. Remove it`);
+    expect(r.stderr).toContain(
+      `${s.map}.lock is a symbolic link, and poprelay follows no link in the map's directory. Remove it`,
+    );
     expect(existsSync(target)).toBe(false);
   });
 
@@ -241,7 +282,7 @@ describe('planted files never hang anything and are refused by name', () => {
     expect(lstatSync(s.map).isSymbolicLink()).toBe(true);
   });
 
-  it("B8: a copy left by a writer killed while creating the map is removed by the next writer", async () => {
+  it('B8: a copy left by a writer killed while creating the map is removed by the next writer', async () => {
     const s = site('poprelay');
     await asPoprelay('touch', [`${s.map}.poprelay-tmp`]);
     expect((await run(BIN.admin, ['add', '192.0.2.27', '--config', s.ini])).code).toBe(0);
@@ -278,11 +319,17 @@ describe('output hygiene', () => {
     await execa('cp', ['-R', appCopy(), app]);
     writeFileSync(join(app, 'build/Release/poprelay_bdb.node'), 'broken install\nsecond line\n');
     const hook = installHook(dir, process.execPath, app);
-    const r = await execa(hook, ['/bin/true'], { env: { IP: '192.0.2.30', USER: 'eve\nFAKE\x01\x02 LINE' }, extendEnv: false, reject: false });
+    const r = await execa(hook, ['/bin/true'], {
+      env: { IP: '192.0.2.30', USER: 'eve\nFAKE\x01\x02 LINE' },
+      extendEnv: false,
+      reject: false,
+    });
     expect(r.exitCode).toBe(0); // the login went on
     const lines = r.stderr.split('\n').filter((l) => l !== '');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^\x01\x04\d+ poprelay: not recorded 192\.0\.2\.30 \(user=eve\\x0aFAKE\\x01\\x02 LINE\): .*poprelay_bdb\.node: [^\\]*$/);
+    expect(lines[0]).toMatch(
+      /^\x01\x04\d+ poprelay: not recorded 192\.0\.2\.30 \(user=eve\\x0aFAKE\\x01\\x02 LINE\): .*poprelay_bdb\.node: [^\\]*$/,
+    );
   });
 
   it('B5: a dated value past the year 2286 is invalid: listed as such, removed by flush and by the sweep', async () => {
@@ -298,7 +345,10 @@ describe('output hygiene', () => {
     const list = await run(BIN.admin, ['list', '--config', s.ini]);
     expect(list.stdout).toMatch(/^192\.0\.2\.40 +- +- +invalid value: removed by the next sweep$/m);
     expect(list.stdout).not.toMatch(/NaN/);
-    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', s.ini])).stdout) as { expired: number; oldest: unknown };
+    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', s.ini])).stdout) as {
+      expired: number;
+      oldest: unknown;
+    };
     expect(stats.expired).toBe(2); // the invalid ones, due for the sweep
     expect(stats.oldest).toBeNull(); // no time to show
     const check = await run(BIN.admin, ['check', '192.0.2.40', '--config', s.ini]);
@@ -319,7 +369,9 @@ describe('the config root obeys', () => {
     chownSync(s.ini, uid, gid);
     const r = await run(BIN.admin, ['list', '--config', s.ini]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain(`config ${s.ini}: it belongs to uid ${uid}, not root; run as root, poprelay obeys only a config that only root can change. Fix: chown root:root ${s.ini} && chmod 0644 ${s.ini}`);
+    expect(r.stderr).toContain(
+      `config ${s.ini}: it belongs to uid ${uid}, not root; run as root, poprelay obeys only a config that only root can change. Fix: chown root:root ${s.ini} && chmod 0644 ${s.ini}`,
+    );
     chownSync(s.ini, 0, 0);
     chmodSync(s.ini, 0o666);
     expect((await run(BIN.admin, ['list', '--config', s.ini])).stderr).toMatch(/it is writable by everyone/);

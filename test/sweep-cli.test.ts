@@ -30,7 +30,13 @@ describe('poprelay-sweep', () => {
     seed(s);
     const r = await run(BIN.sweep, ['--config', ini, '--now', String(T)]);
     expect(r).toEqual({ code: 0, stdout: `${map}: kept 3, removed 2, permanent 1\n`, stderr: '' });
-    expect((await dumpMap(map)).map(([k]) => k)).toEqual(['192.0.2.2', '192.0.2.3', '192.0.2.4', '2001:db8::2', 'ipv6:2001:db8:0:0:0:0:0:2']);
+    expect((await dumpMap(map)).map(([k]) => k)).toEqual([
+      '192.0.2.2',
+      '192.0.2.3',
+      '192.0.2.4',
+      '2001:db8::2',
+      'ipv6:2001:db8:0:0:0:0:0:2',
+    ]);
     await expectVerified(map);
   });
 
@@ -71,7 +77,11 @@ describe('poprelay-sweep', () => {
   it('--quiet prints nothing on success', async () => {
     const { ini, s } = configured();
     seed(s);
-    expect(await run(BIN.sweep, ['--config', ini, '--now', String(T), '--quiet'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await run(BIN.sweep, ['--config', ini, '--now', String(T), '--quiet'])).toEqual({
+      code: 0,
+      stdout: '',
+      stderr: '',
+    });
   });
 
   it('honours timeout_minutes from the config', async () => {
@@ -85,12 +95,17 @@ describe('poprelay-sweep', () => {
   it('sweeps an empty map to nothing', async () => {
     const { ini, map } = configured();
     openDatabase(map, { type: 'hash', readonly: false, create: true }).close();
-    expect((await run(BIN.sweep, ['--config', ini, '--now', String(T)])).stdout).toBe(`${map}: kept 0, removed 0, permanent 0\n`);
+    expect((await run(BIN.sweep, ['--config', ini, '--now', String(T)])).stdout).toBe(
+      `${map}: kept 0, removed 0, permanent 0\n`,
+    );
   });
 
   it('sweeps a map of 100,000 entries', async () => {
     const { ini, map } = configured();
-    const lines = Array.from({ length: 100_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${i % 4 === 0 ? T - 5000 : T - 10}`);
+    const lines = Array.from(
+      { length: 100_000 },
+      (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${i % 4 === 0 ? T - 5000 : T - 10}`,
+    );
     await execa('makemap', ['hash', map.slice(0, -3)], { input: lines.join('\n') + '\n' });
     const r = await run(BIN.sweep, ['--config', ini, '--now', String(T)]);
     expect(r).toEqual({ code: 0, stdout: `${map}: kept 75000, removed 25000, permanent 0\n`, stderr: '' });
@@ -103,7 +118,9 @@ describe('poprelay-sweep', () => {
     const r = await run(BIN.sweep, ['--config', ini, '--now', String(T)]);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(new RegExp(`^poprelay-sweep: map ${map} does not exist\\. It is created by the first recorded login`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^poprelay-sweep: map ${map} does not exist\\. It is created by the first recorded login`),
+    );
   });
 
   it('exits 1 on a corrupt map, and leaves it as it is', async () => {
@@ -111,7 +128,9 @@ describe('poprelay-sweep', () => {
     writeFileSync(map, Buffer.alloc(4096, 7));
     const r = await run(BIN.sweep, ['--config', ini, '--now', String(T)]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^poprelay-sweep: cannot read map ${map}: it is not a readable Berkeley DB file`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^poprelay-sweep: cannot read map ${map}: it is not a readable Berkeley DB file`),
+    );
     expect(readFileSync(map).equals(Buffer.alloc(4096, 7))).toBe(true);
   });
 
@@ -120,10 +139,18 @@ describe('poprelay-sweep', () => {
     const bad = await run(BIN.sweep, ['--config', ini]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^poprelay-sweep: config .*: key "timeout_minutes": value "-1" is not allowed/);
-    expect(await run(BIN.sweep, ['--frobnicate'])).toEqual({ code: 2, stdout: '', stderr: "poprelay-sweep: unknown option '--frobnicate'; see poprelay-sweep --help\n" });
-    expect((await run(BIN.sweep, ['--verbose', '--quiet'])).stderr).toBe('poprelay-sweep: --verbose and --quiet exclude each other\n');
+    expect(await run(BIN.sweep, ['--frobnicate'])).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: "poprelay-sweep: unknown option '--frobnicate'; see poprelay-sweep --help\n",
+    });
+    expect((await run(BIN.sweep, ['--verbose', '--quiet'])).stderr).toBe(
+      'poprelay-sweep: --verbose and --quiet exclude each other\n',
+    );
     expect((await run(BIN.sweep, ['extra'])).code).toBe(2);
-    expect((await run(BIN.sweep, ['--now', 'yesterday'])).stderr).toBe('poprelay-sweep: --now takes Unix seconds, not "yesterday"\n');
+    expect((await run(BIN.sweep, ['--now', 'yesterday'])).stderr).toBe(
+      'poprelay-sweep: --now takes Unix seconds, not "yesterday"\n',
+    );
     const help = await run(BIN.sweep, ['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^Usage: poprelay-sweep/);
@@ -136,7 +163,10 @@ describe('poprelay-sweep', () => {
     // many logins fall inside it. The real clock: every seeded time is far
     // in the past or the future.
     const now = Math.floor(Date.now() / 1000);
-    const lines = Array.from({ length: 1_000_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${i % 2 === 0 ? now - 5000 : now + 86_400}`);
+    const lines = Array.from(
+      { length: 1_000_000 },
+      (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${i % 2 === 0 ? now - 5000 : now + 86_400}`,
+    );
     await execa('makemap', ['hash', map.slice(0, -3)], { input: lines.join('\n') + '\n' });
     const t0 = performance.now();
     let sweeping = true;
@@ -169,18 +199,28 @@ describe('poprelay-sweep', () => {
 
 describe('scheduling files', () => {
   it('the cron.d line runs poprelay-sweep --quiet every minute as root, unless systemd runs', () => {
-    const lines = readFileSync(`${ROOT}/etc/cron.d/poprelay`, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
-    expect(lines).toEqual(['SHELL=/bin/sh', '* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x /usr/local/sbin/poprelay-sweep ] || /usr/local/sbin/poprelay-sweep --quiet']);
+    const lines = readFileSync(`${ROOT}/etc/cron.d/poprelay`, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    expect(lines).toEqual([
+      'SHELL=/bin/sh',
+      '* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x /usr/local/sbin/poprelay-sweep ] || /usr/local/sbin/poprelay-sweep --quiet',
+    ]);
   });
 
   it('the systemd service and timer pass systemd-analyze verify', async () => {
     // MANPATH: verify also looks up the Documentation= pages, which the installer installs.
-    const r = await execa('systemd-analyze', ['verify', `${ROOT}/etc/systemd/poprelay-sweep.service`, `${ROOT}/etc/systemd/poprelay-sweep.timer`], {
-      reject: false,
-      env: { MANPATH: join(ROOT, 'man') },
-    });
+    const r = await execa(
+      'systemd-analyze',
+      ['verify', `${ROOT}/etc/systemd/poprelay-sweep.service`, `${ROOT}/etc/systemd/poprelay-sweep.timer`],
+      {
+        reject: false,
+        env: { MANPATH: join(ROOT, 'man') },
+      },
+    );
     // verify checks that ExecStart exists; the binary is installed by the installer, not here.
-    const notInstalled = 'poprelay-sweep.service: Command /usr/local/sbin/poprelay-sweep is not executable: No such file or directory';
+    const notInstalled =
+      'poprelay-sweep.service: Command /usr/local/sbin/poprelay-sweep is not executable: No such file or directory';
     expect(r.stderr.split('\n').filter((l) => l !== '' && l !== notInstalled)).toEqual([]);
   });
 });

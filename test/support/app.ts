@@ -16,7 +16,14 @@ export function appCopy(): string {
   if (copy !== undefined) return copy;
   const app = mkdtempSync(join(tmpdir(), 'poprelay-app-'));
   chmodSync(app, 0o755);
-  for (const p of ['dist', 'build/Release/poprelay_bdb.node', 'node_modules/ini', 'package.json', 'bin', 'test/fixtures']) {
+  for (const p of [
+    'dist',
+    'build/Release/poprelay_bdb.node',
+    'node_modules/ini',
+    'package.json',
+    'bin',
+    'test/fixtures',
+  ]) {
     cpSync(join(ROOT, p), join(app, p), { recursive: true });
   }
   copy = app;
@@ -32,7 +39,15 @@ export function appCopy(): string {
  */
 export function installHook(dir: string, node = process.execPath, app = appCopy(), hostNode = node): string {
   const hook = join(dir, 'poprelay-login');
-  writeFileSync(hook, frontWithPaths(readFileSync(join(ROOT, 'bin/poprelay-login'), 'utf8'), node, `${app}/dist/poprelay-login.cjs`, hostNode));
+  writeFileSync(
+    hook,
+    frontWithPaths(
+      readFileSync(join(ROOT, 'bin/poprelay-login'), 'utf8'),
+      node,
+      `${app}/dist/poprelay-login.cjs`,
+      hostNode,
+    ),
+  );
   chmodSync(hook, 0o755);
   return hook;
 }
@@ -43,7 +58,10 @@ export function installHook(dir: string, node = process.execPath, app = appCopy(
  * flags are probed with `hostNode`: `node` may be a path inside a chroot.
  */
 export function frontWithPaths(front: string, node: string, recorder: string, hostNode = node): string {
-  const flags = spawnSync(hostNode, ['--jitless', '--no-expose-wasm', '-e', '0']).status === 0 ? '--jitless --no-expose-wasm' : '--jitless';
+  const flags =
+    spawnSync(hostNode, ['--jitless', '--no-expose-wasm', '-e', '0']).status === 0
+      ? '--jitless --no-expose-wasm'
+      : '--jitless';
   const lines = { node, recorder, flags };
   let out = front;
   for (const [name, value] of Object.entries(lines)) {

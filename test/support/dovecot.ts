@@ -5,7 +5,18 @@
 // Debian 13 tree that scripts/install-deps.sh --test makes with debootstrap.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,7 +72,9 @@ export function configHead(version: DovecotVersion): string[] {
 /** That version's doveconf, run in its tree: paths in `args` are as seen there. */
 export function doveconf(version: DovecotVersion, args: string[]) {
   const root = treeOf(version);
-  return root === '' ? execa('doveconf', args, { reject: false }) : execa('chroot', [root, 'doveconf', ...args], { reject: false });
+  return root === ''
+    ? execa('doveconf', args, { reject: false })
+    : execa('chroot', [root, 'doveconf', ...args], { reject: false });
 }
 
 /** A POP3 server answers on `ep`: it greets and takes QUIT. */
@@ -165,7 +178,7 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
       // For the benchmark: the hook as it was before the sh front. Node itself
       // continues the login, lets go of the client's fds, then records in the
       // same process with the same recorder.
-      if (at.root !== '') throw new Error('node-continues runs with the host\'s Dovecot only');
+      if (at.root !== '') throw new Error("node-continues runs with the host's Dovecot only");
       const f = join(at.dir, 'node-continues.cjs');
       const recorder = join(appCopy(), 'dist/poprelay-login.cjs');
       writeFileSync(
@@ -181,7 +194,7 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
       return f;
     }
     case 'node-noop': {
-      if (at.root !== '') throw new Error('node-noop runs with the host\'s Dovecot only');
+      if (at.root !== '') throw new Error("node-noop runs with the host's Dovecot only");
       // A Node script that does nothing but continue the login the same way.
       const f = join(at.dir, 'node-noop.mjs');
       writeFileSync(
@@ -209,7 +222,8 @@ export function withVszLimit(conf: string, value: string): string {
  */
 function poprelayConf(script: string, kind: HookKind, version: DovecotVersion): string {
   const shipped = readFileSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), 'utf8');
-  const withOptions = kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
+  const withOptions =
+    kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
   const nodeFirst = kind === 'node-noop' || kind === 'node-continues';
   const limited = nodeFirst ? withVszLimit(withOptions, version === '2.3' ? '0' : 'unlimited') : withOptions;
   return limited.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
@@ -259,7 +273,10 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
     // One message in each mailbox, so RETR and SELECT have something to show.
     const md = join(dir, 'home', name, 'Maildir');
     for (const sub of ['cur', 'new', 'tmp']) mkdirSync(join(md, sub), { recursive: true });
-    writeFileSync(join(md, 'new', `1700000000.M1P1.test`), `From: a@example.org\r\nSubject: hello ${name}\r\n\r\nbody of ${name}\r\n`);
+    writeFileSync(
+      join(md, 'new', `1700000000.M1P1.test`),
+      `From: a@example.org\r\nSubject: hello ${name}\r\n\r\nbody of ${name}\r\n`,
+    );
     await execa('chown', ['-R', `${nobody.uid}:${nobody.gid}`, join(dir, 'home', name)]);
   }
   writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
@@ -292,8 +309,13 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   const cmd = [
     ...(o.netns === undefined ? [] : ['ip', 'netns', 'exec', o.netns]),
     // The hook needs /proc (it opens the map through /proc/self/fd); a bare chroot has none.
-    ...(root === '' ? [] : ['unshare', '-m', 'sh', '-c', 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', root]),
-    'dovecot', '-F', '-c', `${base}/dovecot.conf`,
+    ...(root === ''
+      ? []
+      : ['unshare', '-m', 'sh', '-c', 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', root]),
+    'dovecot',
+    '-F',
+    '-c',
+    `${base}/dovecot.conf`,
   ];
   const proc: ChildProcess = spawn(cmd[0] ?? 'dovecot', cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -342,7 +364,11 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
  * process can connect from real IPv6 addresses (other than ::1) to a
  * Dovecot inside it; where the machine cannot make one, the reason instead.
  */
-export async function makeIPv6Link(name: string, outside: string[], inside: string): Promise<{ remove(): Promise<void> } | string> {
+export async function makeIPv6Link(
+  name: string,
+  outside: string[],
+  inside: string,
+): Promise<{ remove(): Promise<void> } | string> {
   const v0 = `${name}a`;
   const v1 = `${name}b`;
   const run = (args: string[]) => execa('ip', args);

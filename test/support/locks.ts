@@ -33,7 +33,11 @@ export async function holdLock(path: string, mode: '-x' | '-s' = '-x', seconds =
   const child = spawn('flock', ['-o', mode, path, 'sleep', String(seconds)], { stdio: 'ignore' });
   const pid = child.pid ?? -1;
   // A short-lived holder may be gone before a busy machine lets us look.
-  await eventually(() => child.exitCode !== null || flocksOn(path).holders.includes(pid), 60_000, `flock ${mode} ${path}`);
+  await eventually(
+    () => child.exitCode !== null || flocksOn(path).holders.includes(pid),
+    60_000,
+    `flock ${mode} ${path}`,
+  );
   return () => child.kill('SIGKILL');
 }
 

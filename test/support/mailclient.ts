@@ -31,7 +31,12 @@ export interface Endpoint {
  * server closes it. `held`, if given, is called once every step has had its
  * reply, with a function that closes the connection (a session kept open).
  */
-export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000, held?: (close: () => void) => void): Promise<Conversation> {
+export function converse(
+  ep: Endpoint,
+  steps: Step[],
+  timeoutMs = 60_000,
+  held?: (close: () => void) => void,
+): Promise<Conversation> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const socket: Socket = connect({ host: ep.host, port: ep.port, localAddress: ep.localAddress });
@@ -40,7 +45,9 @@ export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000, held?:
     let step = 0;
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`timeout at step ${step} (${JSON.stringify(steps[step]?.send)}); transcript:\n${conv.transcript}`));
+      reject(
+        new Error(`timeout at step ${step} (${JSON.stringify(steps[step]?.send)}); transcript:\n${conv.transcript}`),
+      );
     }, timeoutMs);
     const advance = (): void => {
       while (step < steps.length && steps[step]?.until.test(pending)) {
@@ -69,7 +76,9 @@ export function converse(ep: Endpoint, steps: Step[], timeoutMs = 60_000, held?:
       clearTimeout(timer);
       conv.closedAt = performance.now() - t0;
       if (step < steps.length) {
-        reject(new Error(`closed at step ${step} (${JSON.stringify(steps[step]?.send)}); transcript:\n${conv.transcript}`));
+        reject(
+          new Error(`closed at step ${step} (${JSON.stringify(steps[step]?.send)}); transcript:\n${conv.transcript}`),
+        );
       } else resolve(conv);
     });
     socket.on('error', (e) => {
@@ -115,12 +124,22 @@ export function imapSteps(user: string, pass: string, after: Step[] = []): Step[
 export const imapSelect: Step = { send: 'b1 SELECT INBOX', until: /^b1 (OK|NO|BAD)[^\r\n]*\r\n/m };
 
 /** A POP3 login that reports success rather than throwing on -ERR. */
-export async function pop3Login(ep: Endpoint, user: string, pass: string, after: Step[] = []): Promise<Conversation & { ok: boolean }> {
+export async function pop3Login(
+  ep: Endpoint,
+  user: string,
+  pass: string,
+  after: Step[] = [],
+): Promise<Conversation & { ok: boolean }> {
   const c = await converse(ep, pop3Steps(user, pass, after));
   return { ...c, ok: (c.replies[2] ?? '').startsWith('+OK') };
 }
 
-export async function imapLogin(ep: Endpoint, user: string, pass: string, after: Step[] = []): Promise<Conversation & { ok: boolean }> {
+export async function imapLogin(
+  ep: Endpoint,
+  user: string,
+  pass: string,
+  after: Step[] = [],
+): Promise<Conversation & { ok: boolean }> {
   const c = await converse(ep, imapSteps(user, pass, after));
   return { ...c, ok: /^a1 OK/m.test(c.replies[1] ?? '') };
 }

@@ -63,7 +63,10 @@ export async function makemap(dir: string, name: string, lines: string[], flags:
 /** A map of `n` addresses 10.x.y.z with the value `now`, every `expiredEvery`th two hours older; mode 0644. */
 export async function makemapSized(path: string, n: number, now: number, expiredEvery = 0): Promise<void> {
   const lines: string[] = [];
-  for (let i = 0; i < n; i++) lines.push(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${expiredEvery > 0 && i % expiredEvery === 0 ? now - 7200 : now}`);
+  for (let i = 0; i < n; i++)
+    lines.push(
+      `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${expiredEvery > 0 && i % expiredEvery === 0 ? now - 7200 : now}`,
+    );
   await execa('makemap', ['hash', path.slice(0, -3)], { input: lines.join('\n') + '\n' });
   chmodSync(path, 0o644);
 }

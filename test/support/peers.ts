@@ -73,9 +73,16 @@ export function sendmailBt(sm: Sendmail): ChildProcess {
  * IPv6: with eight uncompressed groups), whether FEATURE(`drac') lets it
  * relay (Relay_ok returns RELAY) and whether the exact popauth lookup finds it.
  */
-export async function sendmailDecisions(sm: Sendmail, clientAddrs: string[]): Promise<Array<{ relay: boolean; popauth: boolean }>> {
+export async function sendmailDecisions(
+  sm: Sendmail,
+  clientAddrs: string[],
+): Promise<Array<{ relay: boolean; popauth: boolean }>> {
   const input = clientAddrs.map((a) => `.D{client_addr}${a}\nRelay_ok x\nPopauth_check x\n`).join('');
-  const r = await execa('unshare', ['--uts', 'sh', '-c', `hostname test.example.org && exec sendmail -C ${sm.cf} -bt`], { input });
+  const r = await execa(
+    'unshare',
+    ['--uts', 'sh', '-c', `hostname test.example.org && exec sendmail -C ${sm.cf} -bt`],
+    { input },
+  );
   const relay = [...r.stdout.matchAll(/^Relay_ok +returns: (.*)$/gm)].map((m) => m[1] === 'RELAY');
   const popauth = [...r.stdout.matchAll(/^Popauth_check +returns: (.*)$/gm)].map((m) => m[1] === '< YES >');
   if (relay.length !== clientAddrs.length || popauth.length !== clientAddrs.length) {

@@ -25,7 +25,10 @@ export function asUser(user: string, program: string, args: string[]): [string, 
   const rel = program.startsWith(ROOT) ? program.slice(ROOT.length) : program;
   // A fixture module runs under node; the programs in bin/ run as they are (the hook is a sh script).
   const command = rel.endsWith('.mjs') ? ['node', join(appCopy(), rel)] : [join(appCopy(), rel)];
-  return ['setpriv', [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', ...command, ...args]];
+  return [
+    'setpriv',
+    [`--reuid=${user}`, `--regid=${user === 'nobody' ? 'nogroup' : user}`, '--clear-groups', ...command, ...args],
+  ];
 }
 
 export interface OpResult {
@@ -60,7 +63,11 @@ export interface CrowdResult {
 }
 
 /** Starts `program` once per login, all at once, from a small launcher (test/fixtures/crowd.mjs). */
-export async function runCrowd(program: string[], logins: CrowdLogin[], map?: string): Promise<{ results: CrowdResult[]; copies: number; peakProcesses: number }> {
+export async function runCrowd(
+  program: string[],
+  logins: CrowdLogin[],
+  map?: string,
+): Promise<{ results: CrowdResult[]; copies: number; peakProcesses: number }> {
   const plan = join(tempDir(), 'plan.json');
   writeFileSync(plan, JSON.stringify({ program, map, logins }));
   const r = await execa('node', [join(ROOT, 'test/fixtures/crowd.mjs'), plan]);

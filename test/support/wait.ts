@@ -9,7 +9,12 @@ import type { ChildProcess } from 'node:child_process';
  * after `ms`, naming `what` was awaited. `check` may be async, and may throw
  * to give up at once.
  */
-export async function eventually<T>(check: () => T | undefined | false | Promise<T | undefined | false>, ms = 60_000, what = 'condition', everyMs = 25): Promise<T> {
+export async function eventually<T>(
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  ms = 60_000,
+  what = 'condition',
+  everyMs = 25,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();
@@ -23,7 +28,13 @@ export async function eventually<T>(check: () => T | undefined | false | Promise
  * Polls `serving` until it succeeds. Fails at once when `proc` (what starts
  * the server) has ended, or after `ms`, with `output()` and the last error.
  */
-export async function untilServing(name: string, proc: ChildProcess, serving: () => Promise<unknown>, ms: number, output: () => string): Promise<void> {
+export async function untilServing(
+  name: string,
+  proc: ChildProcess,
+  serving: () => Promise<unknown>,
+  ms: number,
+  output: () => string,
+): Promise<void> {
   let last: unknown;
   const ended = (): number | string | null => proc.exitCode ?? proc.signalCode;
   const outcome = await eventually(
@@ -40,5 +51,8 @@ export async function untilServing(name: string, proc: ChildProcess, serving: ()
     name,
     100,
   ).catch(() => 'timed out');
-  if (outcome !== 'serving') throw new Error(`${name} did not start${outcome === 'ended' ? ` (it ended: ${ended()})` : ''}: ${output()}\n${String(last)}`);
+  if (outcome !== 'serving')
+    throw new Error(
+      `${name} did not start${outcome === 'ended' ? ` (it ended: ${ended()})` : ''}: ${output()}\n${String(last)}`,
+    );
 }
