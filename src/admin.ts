@@ -288,9 +288,13 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
         `failures:   ${stats.recordingFailuresTotal} login${stats.recordingFailuresTotal === 1 ? '' : 's'} the hook could not record (in all)`,
       );
       const last = stats.lastSweep;
-      out(
-        `last sweep: ${last === null ? '-' : `${formatTime(last.at)} (${formatAgo(last.at, ctx.now)}): removed ${last.removed}, refreshed ${last.refreshed} live, ${last.failures} recording failure${last.failures === 1 ? '' : 's'} since the one before, took ${last.durationSeconds} s`}`,
-      );
+      const failures = (n: number): string => `${n} recording failure${n === 1 ? '' : 's'}`;
+      const sweep =
+        last === null
+          ? '-'
+          : `${formatTime(last.at)} (${formatAgo(last.at, ctx.now)}): removed ${last.removed}, ` +
+            `refreshed ${last.refreshed} live, ${failures(last.failures)} since the one before, took ${last.durationSeconds} s`;
+      out(`last sweep: ${sweep}`);
       return 0;
     },
   },

@@ -416,7 +416,8 @@ function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
       'FAIL',
       'hook',
       `${hook.join(' ')} run as ${user} within vsz_limit = ${vsz} with IP=${TEST_ADDRESS} did not record it in ${s.path}: ${said}`,
-      'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config needs --config on its executable line; Node needs a vsz_limit of at least 256M',
+      'fix what the message says (Dovecot logs the same line for every login); a hook that reads another config ' +
+        'needs --config on its executable line; Node needs a vsz_limit of at least 256M',
     );
   }
   return ok(
