@@ -166,6 +166,9 @@ const KEYS = {
 } satisfies Record<string, KeySpec<unknown>>;
 
 type KeyName = keyof typeof KEYS;
+
+/** Every key poprelay.ini may hold, in the order above. */
+export const CONFIG_KEYS: readonly string[] = Object.keys(KEYS);
 type Parsed = { [K in KeyName]: NonNullable<ReturnType<(typeof KEYS)[K]['parse']>> };
 
 function isKeyName(k: string): k is KeyName {
