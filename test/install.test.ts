@@ -21,7 +21,7 @@ import { describe, expect, it } from 'vitest';
 import { DOCTOR_ALL_OK, doctorStatuses } from './support/doctor.js';
 import { dovecotVersions, TRIXIE, withVszLimit } from './support/dovecot.js';
 import { dumpMap, expectVerified } from './support/maps.js';
-import { ROOT } from './support/paths.js';
+import { ROOT, shippedFiles } from './support/paths.js';
 import { safeDir, tempDir } from './support/tmp.js';
 
 interface Tree {
@@ -63,13 +63,6 @@ function tree(dir = safeDir()): Tree {
     join(dir, 'etc/systemd/system'),
   ];
   return { ...t, args };
-}
-
-/** package.json's "files": what an install ships. */
-function shippedFiles(): string[] {
-  return (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] }).files.map((f) =>
-    f.replace(/\/$/, ''),
-  );
 }
 
 const install = (args: string[]) => execa('bash', [join(ROOT, 'scripts/install.sh'), ...args], { reject: false });

@@ -7,23 +7,16 @@ import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ROOT } from './paths.js';
+import { ROOT, shippedFiles } from './paths.js';
 
 let copy: string | undefined;
 
-/** The copy's root: dist/, build/Release/, node_modules/ini, bin/, test/fixtures/. Made once per process. */
+/** The copy's root: what an install ships, as the installer copies it, and test/fixtures/. Made once per process. */
 export function appCopy(): string {
   if (copy !== undefined) return copy;
   const app = mkdtempSync(join(tmpdir(), 'poprelay-app-'));
   chmodSync(app, 0o755);
-  for (const p of [
-    'dist',
-    'build/Release/poprelay_bdb.node',
-    'node_modules/ini',
-    'package.json',
-    'bin',
-    'test/fixtures',
-  ]) {
+  for (const p of [...shippedFiles(), 'node_modules/ini', 'package.json', 'test/fixtures']) {
     cpSync(join(ROOT, p), join(app, p), { recursive: true });
   }
   copy = app;

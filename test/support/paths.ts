@@ -1,6 +1,6 @@
 // Where things are in the checkout the tests (and the demo, bundled) run from.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** The nearest directory above this module with a package.json: the checkout's root, with a trailing slash. */
@@ -18,6 +18,12 @@ export const BIN = {
   sweep: join(ROOT, 'bin/poprelay-sweep'),
   admin: join(ROOT, 'bin/poprelay'),
 };
+
+/** package.json's "files": what an install ships (scripts/install.sh copies exactly these). */
+export function shippedFiles(): string[] {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] };
+  return pkg.files.map((f) => f.replace(/\/$/, ''));
+}
 
 /** test/fixtures/mapop.mjs: one library operation in its own process. */
 export const MAPOP = join(ROOT, 'test/fixtures/mapop.mjs');
