@@ -14,8 +14,8 @@ export interface Database {
   put(key: Buffer, value: Buffer): void;
   /** False when the key was not there. */
   del(key: Buffer): boolean;
-  /** Up to `max` more records of a whole-database walk, packed; null at the end. */
-  scan(max: number): Buffer | null;
+  /** Up to `max` more records of a whole-database walk, packed; null at the end. `restart` begins a new walk. */
+  scan(max: number, restart?: boolean): Buffer | null;
   sync(): void;
   /** Flushes and fsyncs; throws when the data may not have reached the file. */
   close(): void;

@@ -8,6 +8,7 @@ import { parse as parseIni } from 'ini';
 
 import { inNetwork, parseNetwork, type ClientAddress, type Network } from './address.js';
 import type { DbType } from './bdb.js';
+import { parseEngine, parseListen, type EngineEndpoint, type ListenEndpoint } from './endpoints.js';
 import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mail/poprelay.ini';
@@ -39,6 +40,16 @@ export interface Config {
   doveadm: string;
   /** Where the sweep writes its metrics (Prometheus text format); null: nowhere. */
   metricsFile: string | null;
+  /** The shared relay set (Valkey/Redis); null: this host's map only. */
+  engine: EngineEndpoint | null;
+  /** The most the hook spends on the engine, connecting included. */
+  engineTimeoutMs: number;
+  /** poprelayd's listeners; null: not served. */
+  policyListen: ListenEndpoint | null;
+  socketmapListen: ListenEndpoint | null;
+  readsocketListen: ListenEndpoint | null;
+  /** poprelayd keeps dbfile equal to the shared set. */
+  mirror: boolean;
 }
 
 export type LiveSessions = 'yes' | 'no' | 'auto';
@@ -77,6 +88,14 @@ function parseBool(v: string): boolean | undefined {
   if (/^(yes|true|on|1)$/i.test(v)) return true;
   if (/^(no|false|off|0)$/i.test(v)) return false;
   return undefined;
+}
+
+function listenKey(what: string): KeySpec<ListenEndpoint | 'none'> {
+  return {
+    default: 'none',
+    allowed: `"none", inet:HOST:PORT or unix:/PATH: where poprelayd answers ${what}`,
+    parse: (v) => (v === 'none' ? v : parseListen(v)),
+  };
 }
 
 function ignoreItems(v: string): Array<[string, Network | string]> {
@@ -163,6 +182,25 @@ const KEYS = {
     allowed: '"none", or an absolute path ending in ".prom"',
     parse: (v: string) => (v === 'none' ? v : absolutePath('.prom')(v)),
   },
+  engine: {
+    default: 'none',
+    allowed:
+      '"none", redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or unix:/PATH (unix://[[USER]:PASSWORD@]/PATH[?db=N])',
+    parse: (v: string): EngineEndpoint | 'none' | undefined => (v === 'none' ? v : parseEngine(v)),
+  },
+  engine_timeout_ms: {
+    default: '150',
+    allowed: 'a whole number of milliseconds from 10 to 10000',
+    parse: wholeNumber(10, 10000),
+  },
+  policy_listen: listenKey('Postfix policy delegation'),
+  socketmap_listen: listenKey('the socketmap protocol (sendmail, Postfix)'),
+  readsocket_listen: listenKey("Exim's readsocket"),
+  mirror: {
+    default: 'no',
+    allowed: '"yes" or "no"',
+    parse: parseBool,
+  },
 } satisfies Record<string, KeySpec<unknown>>;
 
 type KeyName = keyof typeof KEYS;
@@ -247,6 +285,12 @@ export function parseConfig(text: string, source: string | null): Config {
         `a user who keeps logging in could then lose the right to relay`,
     );
   }
+  const served = (['policy_listen', 'socketmap_listen', 'readsocket_listen', 'mirror'] as const).filter(
+    (k) => p[k] !== 'none' && p[k] !== false,
+  );
+  if (p.engine === 'none' && served.length > 0) {
+    throw configError(where, `key "${served[0]}" needs engine: poprelayd answers from the shared relay set`);
+  }
   return {
     source,
     map: {
@@ -263,6 +307,12 @@ export function parseConfig(text: string, source: string | null): Config {
     dovecotAnvil: p.dovecot_anvil,
     doveadm: p.doveadm,
     metricsFile: p.metrics_file === 'none' ? null : p.metrics_file,
+    engine: p.engine === 'none' ? null : p.engine,
+    engineTimeoutMs: p.engine_timeout_ms,
+    policyListen: p.policy_listen === 'none' ? null : p.policy_listen,
+    socketmapListen: p.socketmap_listen === 'none' ? null : p.socketmap_listen,
+    readsocketListen: p.readsocket_listen === 'none' ? null : p.readsocket_listen,
+    mirror: p.mirror,
   };
 }
 

@@ -14,7 +14,9 @@ export type ErrorCode =
   | 'ERR_MAP_IO'
   | 'ERR_MAP_UNSAFE'
   | 'ERR_PRIVILEGE'
-  | 'ERR_SWEEP_RECORD';
+  | 'ERR_SWEEP_RECORD'
+  | 'ERR_ENGINE'
+  | 'ERR_ENGINE_PAUSED';
 
 export class PoprelayError extends Error {
   readonly code: ErrorCode;

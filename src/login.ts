@@ -110,6 +110,17 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
   let dbfile: string | undefined;
+  /** One failure: its log line, and one more for the count of unrecorded logins. */
+  const failed = async (e: unknown, where = ''): Promise<false> => {
+    const ip = env.IP !== undefined && /^[0-9A-Fa-f:.]{1,45}$/.test(env.IP) ? `${env.IP} ` : '';
+    const paused = (e as { code?: unknown } | null)?.code === 'ERR_ENGINE_PAUSED';
+    log(
+      paused ? 'warning' : 'error',
+      `not recorded ${ip}${where}(${who}): ${e instanceof Error ? e.message : String(e)}`,
+    );
+    if (dbfile !== undefined) (await import('./failures.js')).countFailure(dbfile);
+    return false;
+  };
   try {
     const [{ isIgnored, loadConfig }, { parseClientAddress }, { queueLogin }, { quoteUntrusted }, { actAsMapOwner }] =
       await Promise.all([
@@ -139,23 +150,42 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       return true;
     }
     actAsMapOwner(cfg.map.path);
-    const outcome = queueLogin(cfg.map, addr, Math.floor(Date.now() / 1000), cfg.refreshSeconds);
-    if (cfg.logRecorded) {
-      log(
-        'info',
-        outcome === 'permanent'
-          ? `${addr.text} has a permanent entry, left as it is (${who})`
-          : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`,
-      );
+    const now = Math.floor(Date.now() / 1000);
+    // The map and the engine each on their own: one failing does not keep the login from the other.
+    let recorded = true;
+    try {
+      const outcome = queueLogin(cfg.map, addr, now, cfg.refreshSeconds);
+      if (cfg.logRecorded) {
+        log(
+          'info',
+          outcome === 'permanent'
+            ? `${addr.text} has a permanent entry, left as it is (${who})`
+            : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`,
+        );
+      }
+    } catch (e) {
+      recorded = await failed(e);
     }
-    return true;
+    if (cfg.engine !== null) {
+      try {
+        const outcome = await (await import('./engine-record.js')).recordInEngine(cfg, cfg.engine, addr, now);
+        if (cfg.logRecorded) log('info', `recorded ${addr.text} in the engine (${who})${ENGINE_TEXT[outcome]}`);
+      } catch (e) {
+        recorded = await failed(e, 'in the engine ');
+      }
+    }
+    return recorded;
   } catch (e) {
-    const ip = env.IP !== undefined && /^[0-9A-Fa-f:.]{1,45}$/.test(env.IP) ? `${env.IP} ` : '';
-    log('error', `not recorded ${ip}(${who}): ${e instanceof Error ? e.message : String(e)}`);
-    if (dbfile !== undefined) (await import('./failures.js')).countFailure(dbfile);
-    return false;
+    return failed(e);
   }
 }
+
+/** What the engine's log line says after "recorded ADDRESS in the engine (user=...)". */
+const ENGINE_TEXT: Record<'recorded' | 'fresh' | 'permanent', string> = {
+  recorded: '',
+  fresh: ': younger than refresh_seconds there; nothing written',
+  permanent: ': a permanent entry there, left as it is',
+};
 
 /** What a login's log line says after "recorded ADDRESS (user=...)". */
 const OUTCOME_TEXT: Record<'recorded' | 'queued' | 'fresh', string> = {

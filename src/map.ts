@@ -11,6 +11,7 @@ import { PoprelayError } from './errors.js';
 import { mapError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
 import { applyLogin, classifyValue } from './values.js';
+import { unpackRecords, type Database } from './bdb.js';
 
 export { ensureMap, readRecords, updateMap } from './mapfile.js';
 
@@ -259,4 +260,61 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     }
   }
   return report;
+}
+
+/** What the shared set says of an address: a login time, permanent (null), or gone (undefined). */
+export interface MirroredEntry {
+  addr: ClientAddress;
+  time: number | null | undefined;
+}
+
+/**
+ * Brings the map in line with the shared set (poprelayd's mirror), in one
+ * write with whatever is queued. Each entry is set as the engine has it (a
+ * dated entry never moves back in time) or removed when gone; `complete`
+ * means `entries` is the whole set, so that every other address is removed
+ * too. Returns how many addresses it changed.
+ */
+export function mirrorEntries(s: MapSettings, entries: readonly MirroredEntry[], complete: boolean): number {
+  let changed = 0;
+  updateMap(s, (db) => {
+    const wanted = new Map(entries.map((e) => [e.addr.text, e]));
+    const remove = (keys: readonly string[]): boolean => keys.map((k) => db.del(enc(k))).some((d) => d);
+    if (complete) {
+      // Collected first: libdb's scan must not see its file change under it.
+      const stale = new Map<string, string[]>();
+      // A new walk: opening the copy already looked at its first record.
+      for (let batch = db.scan(4096, true); batch !== null; batch = db.scan(4096)) {
+        for (const [k] of unpackRecords(batch)) {
+          const key = k.toString('latin1');
+          const text = addressOfKey(key)?.text;
+          if (text !== undefined && !wanted.has(text)) stale.set(text, [...(stale.get(text) ?? []), key]);
+        }
+      }
+      for (const keys of stale.values()) if (remove(keys)) changed++;
+    }
+    for (const e of entries) {
+      const done =
+        e.time === undefined
+          ? remove(e.addr.keys)
+          : e.time === null
+            ? setPermanent(db, e.addr.keys)
+            : applyLogin(db, e.addr.keys, e.time);
+      if (done) changed++;
+    }
+    return changed > 0;
+  });
+  return changed;
+}
+
+/** Marks keys permanent ("OK") unless they already are. */
+function setPermanent(db: Database, keys: readonly string[]): boolean {
+  let changed = false;
+  for (const key of keys) {
+    const old = db.get(enc(key));
+    if (old !== null && classifyValue(old.toString('latin1')).kind === 'permanent') continue;
+    db.put(enc(key), enc('OK'));
+    changed = true;
+  }
+  return changed;
 }

@@ -167,14 +167,19 @@ class Database : public Napi::ObjectWrap<Database> {
     return Napi::Boolean::New(env, true);
   }
 
-  // scan(max): the next records of a whole-database walk, packed into one
-  // Buffer as repeated [u32le keyLen][u32le valLen][key][value], or null at
-  // the end. One Buffer per batch instead of two per record keeps a sweep of
-  // a million entries close to C speed.
+  // scan(max, restart): the next records of a whole-database walk, packed
+  // into one Buffer as repeated [u32le keyLen][u32le valLen][key][value], or
+  // null at the end; restart begins a new walk. One Buffer per batch instead
+  // of two per record keeps a sweep of a million entries close to C speed.
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t max = info[0].As<Napi::Number>().Uint32Value();
     DB* db = Handle(env);
+    if (info.Length() > 1 && info[1].ToBoolean().Value()) {
+      if (cursor_ != nullptr) cursor_->close(cursor_);
+      cursor_ = nullptr;
+      scanDone_ = false;
+    }
     if (cursor_ == nullptr) {
       if (scanDone_) return env.Null();
       int rc = db->cursor(db, nullptr, &cursor_, 0);

@@ -1,0 +1,76 @@
+// The hook's write to the shared engine: one EVAL (relayset.ts) within
+// engine_timeout_ms, connecting included. After a failure the hooks leave
+// the engine alone for ENGINE_PAUSE_SECONDS, so that a dead engine does not
+// cost every login its timeout: a marker file beside the map, whose mtime
+// is when the engine last failed.
+
+import { closeSync, constants as C, futimesSync, lstatSync } from 'node:fs';
+
+import type { ClientAddress } from './address.js';
+import type { Config } from './config.js';
+import type { EngineEndpoint } from './endpoints.js';
+import { PoprelayError } from './errors.js';
+import { recordCommand, type EngineOutcome } from './relayset.js';
+import { respCall, RespError } from './resp.js';
+import { openRegular } from './safefs.js';
+
+export const ENGINE_PAUSE_SECONDS = 30;
+
+export const engineDownFile = (dbfile: string): string => `${dbfile}.engine-down`;
+
+/** When the engine last failed a hook, if within the pause; else null. */
+export function enginePausedSince(dbfile: string, now: number): number | null {
+  const st = lstatSync(engineDownFile(dbfile), { throwIfNoEntry: false });
+  if (st === undefined || !st.isFile()) return null;
+  const since = Math.floor(st.mtimeMs / 1000);
+  return now - since < ENGINE_PAUSE_SECONDS && since <= now ? since : null;
+}
+
+/** Marks the engine as down as of `now`; never throws (it runs when something already failed). */
+function markDown(dbfile: string, now: number): void {
+  try {
+    const { fd } = openRegular(engineDownFile(dbfile), C.O_WRONLY | C.O_CREAT);
+    try {
+      futimesSync(fd, now, now);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // The next hook tries the engine again: slower, not wrong.
+  }
+}
+
+/**
+ * Records `addr` in the engine. Throws ERR_ENGINE (and marks the engine
+ * down) on any failure; ERR_ENGINE_PAUSED while a recent failure stands.
+ */
+export async function recordInEngine(
+  cfg: Config,
+  engine: EngineEndpoint,
+  addr: ClientAddress,
+  now: number,
+): Promise<EngineOutcome> {
+  const since = enginePausedSince(cfg.map.path, now);
+  if (since !== null) {
+    throw new PoprelayError(
+      'ERR_ENGINE_PAUSED',
+      `engine ${engine.display} failed ${now - since} s ago; hooks leave it alone for ${ENGINE_PAUSE_SECONDS} s ` +
+        `(remove ${engineDownFile(cfg.map.path)} to try at once)`,
+    );
+  }
+  try {
+    const [reply] = await respCall(
+      engine,
+      [recordCommand(addr, now, cfg.map.timeoutSeconds, cfg.refreshSeconds)],
+      cfg.engineTimeoutMs,
+    );
+    if (reply instanceof RespError) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${reply.message}`);
+    if (reply !== 'recorded' && reply !== 'fresh' && reply !== 'permanent') {
+      throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: unexpected answer ${JSON.stringify(reply)}`);
+    }
+    return reply;
+  } catch (e) {
+    markDown(cfg.map.path, now);
+    throw e;
+  }
+}

@@ -1,0 +1,127 @@
+// poprelayd's sockets: one server per configured protocol, each with bounds
+// that a hostile or broken client cannot push: connections at once,
+// requests waiting on one connection, the time a request may take to
+// arrive (a slowloris holds nothing for long), and idle connections.
+
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Socket } from 'node:net';
+
+import type { ClientAddress } from './address.js';
+import type { DaemonLog } from './daemon-log.js';
+import type { ListenEndpoint } from './endpoints.js';
+import { framer, ProtocolError, type ProtocolName } from './protocols.js';
+
+export const MAX_CONNECTIONS = 256;
+/** A request must be complete this long after its first byte. */
+export const REQUEST_MS = 10_000;
+/** A connection with nothing asked for this long is closed (Postfix and sendmail reconnect). */
+export const IDLE_MS = 60_000;
+/** Requests one connection may have waiting for answers. */
+export const MAX_PENDING = 64;
+
+export type Decide = (addr: ClientAddress) => Promise<boolean>;
+
+function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide, log: DaemonLog, where: string): void {
+  const f = framer(protocol);
+  let pending = 0;
+  let chain: Promise<void> = Promise.resolve();
+  let deadline: NodeJS.Timeout | undefined;
+  const drop = (why: string): void => {
+    log.limited('warning', `${protocol}-bad`, `${protocol} on ${where}: closed a connection: ${why}`);
+    socket.destroy();
+  };
+  const answer = (requests: Array<ClientAddress | null>): void => {
+    for (const addr of requests) {
+      if (++pending > MAX_PENDING) return drop(`more than ${MAX_PENDING} requests waiting`);
+      chain = chain.then(async () => {
+        const relay = addr === null ? false : await decide(addr).catch(() => false);
+        pending--;
+        if (socket.destroyed) return;
+        socket.write(f.answer(relay));
+        if (f.once) socket.end();
+      });
+    }
+  };
+  socket.setTimeout(IDLE_MS, () => socket.destroy());
+  socket.on('error', () => undefined); // a reset by the client: nothing to do
+  socket.on('data', (data: Buffer) => {
+    let requests: Array<ClientAddress | null>;
+    try {
+      requests = f.take(data);
+    } catch (e) {
+      return drop(e instanceof ProtocolError ? e.message : String(e));
+    }
+    clearTimeout(deadline);
+    // Bytes of a request not yet complete: it must finish within REQUEST_MS.
+    deadline = setTimeout(() => drop(`a request not complete within ${REQUEST_MS} ms`), REQUEST_MS);
+    if (requests.length > 0) {
+      clearTimeout(deadline);
+      deadline = undefined;
+    }
+    answer(requests);
+  });
+  socket.on('end', () => {
+    clearTimeout(deadline);
+    const last = f.end();
+    if (last.length > 0) answer(last);
+    else if (!f.once) void chain.then(() => socket.end());
+  });
+  socket.on('close', () => clearTimeout(deadline));
+}
+
+/** Removes a UNIX socket left by a poprelayd that is gone (nothing answers on it). */
+async function removeStaleSocket(path: string): Promise<void> {
+  if (lstatSync(path, { throwIfNoEntry: false })?.isSocket() !== true) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = createConnection({ path }, () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on('error', () => resolve(false));
+  });
+  if (!alive) unlinkSync(path);
+}
+
+/** A listening socket; close() also ends the connections it has open. */
+export interface Listener {
+  close(): Promise<void>;
+}
+
+/** Starts serving `protocol` on `at`; resolves once it listens. */
+export async function listen(
+  protocol: ProtocolName,
+  at: ListenEndpoint,
+  decide: Decide,
+  log: DaemonLog,
+): Promise<Listener> {
+  const open = new Set<Socket>();
+  const server = createServer((socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+    serveConnection(socket, protocol, decide, log, at.display);
+  });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.on('drop', () =>
+    log.limited(
+      'warning',
+      `${protocol}-full`,
+      `${protocol} on ${at.display}: refused a connection: ${MAX_CONNECTIONS} open`,
+    ),
+  );
+  if ('path' in at) await removeStaleSocket(at.path);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if ('path' in at) server.listen(at.path, resolve);
+    else server.listen(at.port, at.host, resolve);
+  });
+  // The MTAs run as other users (smmta, postfix, Debian-exim): they must be able to connect.
+  if ('path' in at) chmodSync(at.path, 0o666);
+  log.say('info', `answering ${protocol} on ${at.display}`);
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of open) s.destroy();
+      }),
+  };
+}

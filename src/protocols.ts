@@ -1,0 +1,152 @@
+// The three ways an MTA asks poprelayd, as framers: each takes the bytes a
+// connection sends, returns the complete requests in them (the client
+// address asked about, or null when the request names none it can use),
+// and writes the answer. Every request has a size limit: a client that
+// sends more is a ProtocolError, and its connection is closed.
+//
+// - Postfix policy delegation (check_policy_service): name=value lines ended
+//   by an empty line; answer "action=OK" or "action=DUNNO" and an empty line.
+//   Never a 4xx: DUNNO lets the rest of smtpd_relay_restrictions decide.
+// - The socketmap protocol (sendmail's socket maps, Postfix's socketmap:):
+//   netstrings "NAME KEY", answered "OK OK" (any value relays) or "NOTFOUND ".
+//   sendmail sends keys lowercased, IPv6 as "ipv6:" and eight groups.
+// - Exim's ${readsocket}: one line with $sender_host_address, answered
+//   "yes" or "no", then the connection closes.
+
+import { addressOfKey, parseClientAddress, type ClientAddress } from './address.js';
+
+export type ProtocolName = 'policy' | 'socketmap' | 'readsocket';
+
+export class ProtocolError extends Error {}
+
+export interface Framer {
+  /** Complete requests in `data` (with what came before); throws ProtocolError on a malformed or oversized one. */
+  take(data: Buffer): Array<ClientAddress | null>;
+  /** At the end of the input: a last request without its terminator (readsocket), or nothing. */
+  end(): Array<ClientAddress | null>;
+  answer(relay: boolean): string;
+  /** Whether the connection closes after one answer. */
+  readonly once: boolean;
+}
+
+/** The most one request may hold, by protocol. */
+export const REQUEST_LIMIT: Record<ProtocolName, number> = { policy: 16_384, socketmap: 1_024, readsocket: 256 };
+
+function address(text: string): ClientAddress | null {
+  try {
+    return parseClientAddress(text);
+  } catch {
+    return null;
+  }
+}
+
+class PolicyFramer implements Framer {
+  readonly once = false;
+  private buf = '';
+
+  take(data: Buffer): Array<ClientAddress | null> {
+    this.buf += data.toString('latin1');
+    const out: Array<ClientAddress | null> = [];
+    for (let end = this.buf.indexOf('\n\n'); end >= 0; end = this.buf.indexOf('\n\n')) {
+      const block = this.buf.slice(0, end);
+      this.buf = this.buf.slice(end + 2);
+      const line = block.split('\n').find((l) => l.startsWith('client_address='));
+      out.push(line === undefined ? null : address(line.slice('client_address='.length)));
+    }
+    if (this.buf.length > REQUEST_LIMIT.policy) {
+      throw new ProtocolError(`a policy request longer than ${REQUEST_LIMIT.policy} bytes`);
+    }
+    return out;
+  }
+
+  end(): Array<ClientAddress | null> {
+    return [];
+  }
+
+  answer(relay: boolean): string {
+    return relay ? 'action=OK\n\n' : 'action=DUNNO\n\n';
+  }
+}
+
+class SocketmapFramer implements Framer {
+  readonly once = false;
+  private buf: Buffer = Buffer.alloc(0);
+
+  take(data: Buffer): Array<ClientAddress | null> {
+    this.buf = this.buf.length === 0 ? data : Buffer.concat([this.buf, data]);
+    const out: Array<ClientAddress | null> = [];
+    for (;;) {
+      const colon = this.buf.indexOf(':');
+      if (colon < 0) {
+        if (this.buf.length > 5 || !/^[0-9]*$/.test(this.buf.toString('latin1'))) throw this.malformed();
+        return out;
+      }
+      const lenText = this.buf.toString('latin1', 0, colon);
+      if (!/^[0-9]{1,5}$/.test(lenText)) throw this.malformed();
+      const len = Number(lenText);
+      if (len > REQUEST_LIMIT.socketmap) {
+        throw new ProtocolError(`a netstring of ${len} bytes (at most ${REQUEST_LIMIT.socketmap})`);
+      }
+      if (this.buf.length < colon + 1 + len + 1) return out;
+      if (this.buf[colon + 1 + len] !== 0x2c) throw this.malformed();
+      const request = this.buf.toString('latin1', colon + 1, colon + 1 + len);
+      this.buf = this.buf.subarray(colon + 2 + len);
+      const space = request.indexOf(' ');
+      out.push(space < 0 ? null : addressOfKey(request.slice(space + 1).toLowerCase()));
+    }
+  }
+
+  end(): Array<ClientAddress | null> {
+    return [];
+  }
+
+  answer(relay: boolean): string {
+    const reply = relay ? 'OK OK' : 'NOTFOUND ';
+    return `${reply.length}:${reply},`;
+  }
+
+  private malformed(): ProtocolError {
+    return new ProtocolError('not a netstring');
+  }
+}
+
+class ReadsocketFramer implements Framer {
+  readonly once = true;
+  private buf = '';
+  private done = false;
+
+  take(data: Buffer): Array<ClientAddress | null> {
+    if (this.done) return [];
+    this.buf += data.toString('latin1');
+    const eol = this.buf.indexOf('\n');
+    if (eol >= 0) return this.finish(this.buf.slice(0, eol));
+    if (this.buf.length > REQUEST_LIMIT.readsocket) {
+      throw new ProtocolError(`a line longer than ${REQUEST_LIMIT.readsocket} bytes`);
+    }
+    return [];
+  }
+
+  end(): Array<ClientAddress | null> {
+    return this.done || this.buf === '' ? [] : this.finish(this.buf);
+  }
+
+  answer(relay: boolean): string {
+    return relay ? 'yes' : 'no';
+  }
+
+  private finish(line: string): Array<ClientAddress | null> {
+    this.done = true;
+    return [address(line.replace(/\r$/, '').trim())];
+  }
+}
+
+export function framer(protocol: ProtocolName): Framer {
+  switch (protocol) {
+    case 'policy':
+      return new PolicyFramer();
+    case 'socketmap':
+      return new SocketmapFramer();
+    case 'readsocket':
+      return new ReadsocketFramer();
+  }
+}
