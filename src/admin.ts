@@ -15,20 +15,12 @@ import {
   type OptionSpec,
   type OptionValues,
 } from './cli.js';
-import type { Config, MapSettings } from './config.js';
+import type { Config } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
-import {
-  ensureMap,
-  putEntry,
-  readEntries,
-  readQueued,
-  recordLogin,
-  removeAddress,
-  sweepMap,
-  type RelayEntry,
-} from './map.js';
+import { ensureMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
-import { mapStats } from './stats.js';
+import { entryStats, mapStats } from './stats.js';
+import { openStore, type RelayStore } from './store.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
 
 const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
@@ -67,6 +59,8 @@ interface Command {
 interface Context {
   /** Loaded on first use, so that doctor can report a broken config as a finding. */
   config(): Config;
+  /** The map, or the shared engine when engine is set; opened on first use. */
+  store(): Promise<RelayStore>;
   now: number;
   values: OptionValues;
   args: string[];
@@ -91,10 +85,6 @@ function describe(e: RelayEntry, now: number, timeoutSeconds: number) {
     /** A login in the queue beside the map, not yet in it. */
     queued: false,
   };
-}
-
-function sortedEntries(s: MapSettings): RelayEntry[] {
-  return sortByAddress(readEntries(s), (e) => e.address);
 }
 
 function table(rows: string[][]): string[] {
@@ -136,11 +126,12 @@ value is not a number; "invalid value" for all-digit values past the year
   --json   one JSON array instead of the table (queued logins have "queued": true)`,
     args: [],
     options: JSON_OPTION,
-    run: (ctx) => {
+    run: async (ctx) => {
       const s = ctx.config().map;
+      const store = await ctx.store();
       const items = [
-        ...sortedEntries(s).map((e) => describe(e, ctx.now, s.timeoutSeconds)),
-        ...sortByAddress(readQueued(s), (q) => q.address.text).map((q) => ({
+        ...sortByAddress(await store.entries(), (e) => e.address).map((e) => describe(e, ctx.now, s.timeoutSeconds)),
+        ...sortByAddress(await store.queued(), (q) => q.address.text).map((q) => ({
           ...describe({ address: q.address.text, keys: q.address.keys, time: q.time }, ctx.now, s.timeoutSeconds),
           queued: true,
         })),
@@ -184,15 +175,16 @@ removes. The same address rules and locking as the Dovecot hook apply; the
 ignore list does not (you asked for this address).`,
     args: ['ADDR'],
     options: { permanent: { type: 'boolean' } },
-    run: (ctx) => {
+    run: async (ctx) => {
       const addr = addressArg(ctx);
       const s = ctx.config().map;
+      const store = await ctx.store();
       if (ctx.values.permanent === true) {
-        putEntry(s, addr, 'OK');
+        await store.putPermanent(addr);
         out(`added ${addr.text} (permanent)`);
         return 0;
       }
-      if (recordLogin(s, addr, ctx.now) === 'permanent') {
+      if ((await store.record(addr, ctx.now)) === 'permanent') {
         out(`${addr.text} has a permanent entry, left as it is (remove it with: poprelay del ${addr.text})`);
       } else out(`added ${addr.text} (may relay for ${formatDuration(s.timeoutSeconds)})`);
       return 0;
@@ -205,10 +197,11 @@ ignore list does not (you asked for this address).`,
 Removes ADDR from the relay map, both keys of an IPv6 address. Exit 1 when it
 was not there.`,
     args: ['ADDR'],
-    run: (ctx) => {
+    run: async (ctx) => {
       const addr = addressArg(ctx);
-      if (!removeAddress(ctx.config().map, addr)) {
-        process.stderr.write(`poprelay: ${addr.text} is not in the map\n`);
+      const store = await ctx.store();
+      if (!(await store.remove(addr))) {
+        process.stderr.write(`poprelay: ${addr.text} is not in ${store.noun}\n`);
         return 1;
       }
       out(`removed ${addr.text}`);
@@ -223,18 +216,19 @@ Says whether the MTA would let ADDR relay now, that is whether the map holds
 it: exit 0 if so, 1 if not, 2 on error. An entry older than timeout_minutes
 still counts until the sweep removes it, and the answer says so.`,
     args: ['ADDR'],
-    run: (ctx) => {
+    run: async (ctx) => {
       const addr = addressArg(ctx);
       const s = ctx.config().map;
-      const entry = readEntries(s).find((e) => e.address === addr.text);
-      if (entry === undefined) {
-        const queued = readQueued(s).filter((q) => q.address.text === addr.text);
+      const store = await ctx.store();
+      const entry = await store.entry(addr);
+      if (entry === null) {
+        const queued = (await store.queued()).filter((q) => q.address.text === addr.text);
         if (queued.length > 0) {
           const last = Math.max(...queued.map((q) => q.time));
           out(
             `${addr.text} may not relay yet: its login ${formatAgo(last, ctx.now)} is queued, not yet in the map (the next writer or the sweep applies it)`,
           );
-        } else out(`${addr.text} may not relay: not in the map`);
+        } else out(`${addr.text} may not relay: not in ${store.noun}`);
         return 1;
       }
       const d = describe(entry, ctx.now, s.timeoutSeconds);
@@ -267,15 +261,29 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
   --json   one JSON object instead of text`,
     args: [],
     options: JSON_OPTION,
-    run: (ctx) => {
-      const s = ctx.config().map;
+    run: async (ctx) => {
+      const cfg = ctx.config();
+      const s = cfg.map;
+      const when = (e: { address: string; lastLogin: number } | null): string =>
+        e === null ? '-' : `${e.address}, last login ${formatTime(e.lastLogin)} (${formatAgo(e.lastLogin, ctx.now)})`;
+      if (cfg.engine !== null) {
+        // The engine expires entries itself: nothing is queued, expired or swept there.
+        const store = await ctx.store();
+        const shared = { engine: store.where, ...entryStats(await store.entries(), ctx.now, s.timeoutSeconds) };
+        if (ctx.values.json === true) outJson(shared);
+        else {
+          out(`engine:     ${shared.engine}`);
+          out(`entries:    ${shared.entries} (${shared.dated} dated, ${shared.permanent} permanent)`);
+          out(`oldest:     ${when(shared.oldest)}`);
+          out(`newest:     ${when(shared.newest)}`);
+        }
+        return 0;
+      }
       const stats = mapStats(s, ctx.now);
       if (ctx.values.json === true) {
         outJson(stats);
         return 0;
       }
-      const when = (e: { address: string; lastLogin: number } | null): string =>
-        e === null ? '-' : `${e.address}, last login ${formatTime(e.lastLogin)} (${formatAgo(e.lastLogin, ctx.now)})`;
       out(`map:        ${stats.map} (${stats.type}, ${stats.bytes} bytes)`);
       out(`entries:    ${stats.entries} (${stats.dated} dated, ${stats.permanent} permanent; ${stats.keys} keys)`);
       out(`expired:    ${stats.expired} (older than ${s.timeoutSeconds / 60} minutes, removed by the next sweep)`);
@@ -307,23 +315,24 @@ they log in again. Asks for confirmation on the terminal unless --yes.`,
     args: [],
     options: { yes: { type: 'boolean', short: 'y' } },
     run: async (ctx) => {
-      const s = ctx.config().map;
-      const dated = readEntries(s).filter((e) => e.time !== null).length;
+      const store = await ctx.store();
+      const dated = (await store.entries()).filter((e) => e.time !== null).length;
       if (dated === 0) {
-        out(`${s.path}: no dated entries to remove`);
+        out(`${store.where}: no dated entries to remove`);
         return 0;
       }
       if (ctx.values.yes !== true) {
         if (!process.stdin.isTTY)
           throw new UsageError('flush needs confirmation: stdin is not a terminal, so give --yes');
-        if (!(await confirm(`Remove all ${dated} dated entries from ${s.path} (permanent entries stay)? [y/N] `))) {
+        if (
+          !(await confirm(`Remove all ${dated} dated entries from ${store.where} (permanent entries stay)? [y/N] `))
+        ) {
           process.stderr.write('poprelay: not flushed\n');
           return 1;
         }
       }
-      // Every dated entry is "older than the timeout" at the end of time.
-      const report = sweepMap({ ...s, timeoutSeconds: 0 }, { now: Number.MAX_SAFE_INTEGER });
-      out(`${s.path}: removed ${report.removed.length}, permanent ${report.permanent}`);
+      const report = await store.flushDated();
+      out(`${store.where}: removed ${report.removed}, permanent ${report.permanent}`);
       return 0;
     },
   },
@@ -357,9 +366,9 @@ Exit 0 when nothing FAILed, 1 otherwise.
       'cron-file': { type: 'string' },
       'systemd-timer': { type: 'string' },
     },
-    run: (ctx) => {
+    run: async (ctx) => {
       const v = ctx.values;
-      const checks = runDoctor(ctx.config, {
+      const checks = await runDoctor(ctx.config, {
         doveconfConfig: stringOption(v['doveconf-config']),
         hookUser: stringOption(v['hook-user']),
         sendmailCf: stringOption(v['sendmail-cf']) ?? DEFAULT_DOCTOR_PATHS.sendmailCf,
@@ -424,5 +433,16 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
     }
     return cfg;
   };
-  return cmd.run({ config, now, values, args: positionals });
+  let store: RelayStore | undefined;
+  try {
+    return await cmd.run({
+      config,
+      store: async () => (store ??= await openStore(config())),
+      now,
+      values,
+      args: positionals,
+    });
+  } finally {
+    await store?.close();
+  }
 }

@@ -9,6 +9,10 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Config } from './config.js';
+import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
+import type { EngineEndpoint, ListenEndpoint } from './endpoints.js';
+import type { ProtocolName } from './protocols.js';
+import { respCall } from './resp.js';
 import { isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
 import { readEntries, readRecords } from './map.js';
@@ -356,16 +360,22 @@ function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/s
   );
 }
 
-function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
-  const base = mapPath.replace(/\.db$/, '');
+/** Whether sendmail.cf and Postfix's main.cf ask the map, or poprelayd where it answers them. */
+function mtaCheck(paths: DoctorPaths, cfg: Config): Check {
+  const base = cfg.map.path.replace(/\.db$/, '');
   const found: string[] = [];
   const missing: string[] = [];
   if (existsSync(paths.sendmailCf)) {
-    (readFileSync(paths.sendmailCf, 'utf8').includes(base) ? found : missing).push(paths.sendmailCf);
+    const text = readFileSync(paths.sendmailCf, 'utf8');
+    const socket = cfg.socketmapListen === null ? null : sendmailSocketSpec(cfg.socketmapListen);
+    (text.includes(base) || (socket !== null && text.includes(socket)) ? found : missing).push(paths.sendmailCf);
   }
   if (existsSync(paths.postfixMainCf)) {
     const text = readFileSync(paths.postfixMainCf, 'utf8');
-    (new RegExp(`check_client_access\\s+hash:${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`, 'm').test(text)
+    const quoted = base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const policy = cfg.policyListen?.display;
+    (new RegExp(`check_client_access\\s+hash:${quoted}(\\s|$)`, 'm').test(text) ||
+    (policy !== undefined && new RegExp(`check_policy_service\\s+(\\{\\s*)?${policy}[\\s,}]`).test(`${text} `))
       ? found
       : missing
     ).push(paths.postfixMainCf);
@@ -374,7 +384,7 @@ function mtaCheck(paths: DoctorPaths, mapPath: string): Check {
     return bad(
       'FAIL',
       'mta',
-      `${missing.join(' and ')} does not use the map ${base}`,
+      `${missing.join(' and ')} does not use the map ${base}${cfg.engine === null ? '' : ' or poprelayd'}`,
       `add the lines from ${SHIPPED}mta/ (install.sh prints them) and reload the MTA`,
     );
   }
@@ -463,7 +473,7 @@ export function liveCheck(cfg: Config): Check {
   );
 }
 
-export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
+export async function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Promise<Check[]> {
   const checks: Check[] = [];
   let cfg: Config;
   try {
@@ -487,7 +497,8 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   if (existsSync(dirname(cfg.map.path))) checks.push(dirPathCheck(cfg.map.path));
   checks.push(sweepCheck(paths));
   checks.push(liveCheck(cfg));
-  checks.push(mtaCheck(paths, cfg.map.path));
+  if (cfg.engine !== null) checks.push(...(await engineChecks(cfg, cfg.engine)));
+  checks.push(mtaCheck(paths, cfg));
   if (dovecot.service === undefined)
     checks.push(
       bad('FAIL', 'hook', 'no poprelay-login in the Dovecot configuration to run', 'see the dovecot checks above'),
@@ -495,6 +506,47 @@ export function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Check[] {
   else if (mapOk.some((c) => c.name === 'map' && c.status === 'FAIL'))
     checks.push(bad('FAIL', 'hook', 'not run: the map is not usable', 'see the map check above'));
   else checks.push(liveHookCheck(cfg, { ...dovecot.service, user }));
+  return checks;
+}
+
+/** The engine answers; each poprelayd listener this host configures answers as the MTAs ask it. */
+async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[]> {
+  const checks: Check[] = [];
+  try {
+    const [pong, size] = await respCall(engine, [['PING'], ['DBSIZE']], Math.max(cfg.engineTimeoutMs, 2000));
+    if (pong !== 'PONG') throw new Error(`PING answered ${JSON.stringify(pong)}`);
+    checks.push(ok('engine', `${engine.display} answers (${String(size)} keys in its database)`));
+  } catch (e) {
+    checks.push(
+      bad(
+        'FAIL',
+        'engine',
+        (e as Error).message,
+        'start the engine, or correct engine in poprelay.ini (and its password)',
+      ),
+    );
+  }
+  const listeners: Array<[ProtocolName, ListenEndpoint | null]> = [
+    ['policy', cfg.policyListen],
+    ['socketmap', cfg.socketmapListen],
+    ['readsocket', cfg.readsocketListen],
+  ];
+  for (const [protocol, at] of listeners) {
+    if (at === null) continue;
+    try {
+      await askDaemon(protocol, at, TEST_ADDRESS, 2000);
+      checks.push(ok(`poprelayd ${protocol}`, `answers on ${at.display}`));
+    } catch (e) {
+      checks.push(
+        bad(
+          'FAIL',
+          `poprelayd ${protocol}`,
+          `no answer on ${at.display}: ${(e as Error).message}`,
+          'start it: systemctl enable --now poprelayd (journalctl -u poprelayd says why it stopped)',
+        ),
+      );
+    }
+  }
   return checks;
 }
 

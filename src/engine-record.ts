@@ -74,3 +74,25 @@ export async function recordInEngine(
     throw e;
   }
 }
+
+/**
+ * The sweep's live sessions, each as a login now, in one exchange with the
+ * engine (no pause marker: the sweep runs once a minute). Returns how many
+ * it wrote.
+ */
+export async function refreshInEngine(
+  cfg: Config,
+  engine: EngineEndpoint,
+  live: readonly ClientAddress[],
+  now: number,
+): Promise<number> {
+  if (live.length === 0) return 0;
+  const replies = await respCall(
+    engine,
+    live.map((addr) => recordCommand(addr, now, cfg.map.timeoutSeconds, 0)),
+    Math.max(cfg.engineTimeoutMs, 5000),
+  );
+  const refused = replies.find((r): r is RespError => r instanceof RespError);
+  if (refused !== undefined) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${refused.message}`);
+  return replies.filter((r) => r === 'recorded').length;
+}

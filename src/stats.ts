@@ -28,10 +28,8 @@ interface Edge {
   lastLogin: number;
 }
 
-export interface MapStats {
-  map: string;
-  type: string;
-  bytes: number;
+/** What any relay set's entries say: counts, and the oldest and newest login. */
+export interface EntryStats {
   entries: number;
   keys: number;
   dated: number;
@@ -39,6 +37,12 @@ export interface MapStats {
   expired: number;
   oldest: Edge | null;
   newest: Edge | null;
+}
+
+export interface MapStats extends EntryStats {
+  map: string;
+  type: string;
+  bytes: number;
   queued: number;
   oldestQueued: Edge | null;
   /** Recording failures the hook counted, in all (the last sweep has those since the one before). */
@@ -120,29 +124,28 @@ function besideTheMap(
   };
 }
 
-export function mapStats(s: MapSettings, now: number): MapStats {
-  const timeout = s.timeoutSeconds;
-  const entries = readEntries(s); // counted, not listed: no address sort
+export function entryStats(entries: readonly RelayEntry[], now: number, timeoutSeconds: number): EntryStats {
   const dated = entries
     .filter((e): e is RelayEntry & { time: number } => e.time !== null)
     .sort((a, b) => a.time - b.time);
   const timed = dated.filter((e) => e.invalid !== true); // an invalid value has no time to show
   const edge = (e: (RelayEntry & { time: number }) | undefined): Edge | null =>
     e === undefined ? null : { address: e.address, lastLogin: e.time };
-  const { bytes, ...rest } = besideTheMap(s);
   return {
-    map: s.path,
-    type: s.type,
-    bytes,
     entries: entries.length,
     keys: entries.reduce((n, e) => n + e.keys.length, 0),
     dated: dated.length,
     permanent: entries.length - dated.length,
-    expired: dated.filter((e) => now - e.time > timeout).length,
+    expired: dated.filter((e) => now - e.time > timeoutSeconds).length,
     oldest: edge(timed[0]),
     newest: edge(timed[timed.length - 1]),
-    ...rest,
   };
+}
+
+export function mapStats(s: MapSettings, now: number): MapStats {
+  const entries = readEntries(s); // counted, not listed: no address sort
+  const { bytes, ...rest } = besideTheMap(s);
+  return { map: s.path, type: s.type, bytes, ...entryStats(entries, now, s.timeoutSeconds), ...rest };
 }
 
 /** The stats in the Prometheus text exposition format (node_exporter's textfile collector). */

@@ -50,7 +50,7 @@ const OPTIONS = {
 
 const byAddress = (entries: readonly RelayEntry[]): RelayEntry[] => sortByAddress(entries, (e) => e.address);
 
-export function sweepMain(argv: readonly string[]): number {
+export async function sweepMain(argv: readonly string[]): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'poprelay-sweep --help');
   if (values.help === true) {
     process.stdout.write(SWEEP_USAGE);
@@ -69,6 +69,14 @@ export function sweepMain(argv: readonly string[]): number {
   actAsMapOwner(cfg.map.path);
   const dryRun = values['dry-run'] === true;
   const report = sweepMap(cfg.map, { now, dryRun, live });
+  if (!dryRun && cfg.engine !== null && live.length > 0) {
+    // The engine expires entries itself; a live session keeps its entry there too.
+    try {
+      await (await import('./engine-record.js')).refreshInEngine(cfg, cfg.engine, live, now);
+    } catch (e) {
+      process.stderr.write(`poprelay-sweep: live sessions not refreshed in the engine: ${(e as Error).message}\n`);
+    }
+  }
   if (!dryRun) {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {

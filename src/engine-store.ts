@@ -1,0 +1,53 @@
+// poprelay's commands against the shared engine (engine in poprelay.ini):
+// the same questions as of the map (store.ts), asked with node-redis.
+
+import type { ClientAddress } from './address.js';
+import type { Config } from './config.js';
+import { connectOnce, readSharedSet } from './engine-client.js';
+import type { EngineEndpoint } from './endpoints.js';
+import type { RelayEntry } from './map.js';
+import { engineKey, RECORD_SCRIPT } from './relayset.js';
+import type { RelayStore } from './store.js';
+import { classifyValue } from './values.js';
+
+const entryOf = (addr: ClientAddress, time: number | null): RelayEntry =>
+  time === 0
+    ? { address: addr.text, keys: [engineKey(addr)], time, invalid: true }
+    : { address: addr.text, keys: [engineKey(addr)], time };
+
+export async function engineStore(cfg: Config, engine: EngineEndpoint): Promise<RelayStore> {
+  const client = await connectOnce(engine);
+  const all = async (): Promise<RelayEntry[]> => (await readSharedSet(client)).map((e) => entryOf(e.addr, e.time));
+  return {
+    where: engine.display,
+    noun: 'the shared set',
+    entries: all,
+    entry: async (addr) => {
+      const value = await client.get(engineKey(addr));
+      if (value === null) return null;
+      const v = classifyValue(value);
+      return entryOf(addr, v.kind === 'dated' ? v.time : v.kind === 'permanent' ? null : 0);
+    },
+    queued: async () => [],
+    record: async (addr, now) => {
+      const outcome = await client.eval(RECORD_SCRIPT, {
+        keys: [engineKey(addr)],
+        arguments: [String(now), String(now + cfg.map.timeoutSeconds), '0'],
+      });
+      return outcome === 'permanent' ? 'permanent' : 'recorded';
+    },
+    putPermanent: async (addr) => {
+      await client.set(engineKey(addr), 'OK'); // SET without EX also clears any expiry
+    },
+    remove: async (addr) => (await client.del(engineKey(addr))) > 0,
+    flushDated: async () => {
+      const entries = await all();
+      const dated = entries.filter((e) => e.time !== null);
+      for (let i = 0; i < dated.length; i += 1000) await client.del(dated.slice(i, i + 1000).flatMap((e) => e.keys));
+      return { removed: dated.length, permanent: entries.length - dated.length };
+    },
+    close: async () => {
+      await client.close();
+    },
+  };
+}
