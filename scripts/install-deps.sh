@@ -5,8 +5,11 @@
 #   (no option)  to build: libdb-dev and a C++ toolchain
 #   --demo       also what scripts/demo.sh runs: Berkeley DB utilities,
 #                sendmail (makemap, sendmail -bt with a .cf built by m4),
-#                Dovecot, and the system user "poprelay" (the shipped Dovecot
-#                config runs the hook as it)
+#                Dovecot, redis-tools (whose redis-check-rdb is the Redis
+#                server: run under the name redis-server, as the tests and
+#                npm run demo:cluster do, it serves without a system service
+#                starting on port 6379), and the system user "poprelay" (the
+#                shipped Dovecot config runs the hook as it)
 #   --test       also the rest of the real peers the test suite drives:
 #                flock/setpriv, iproute2, strace; Postfix's postmap and Exim,
 #                unpacked (apt-get download, dpkg -x) into $PEERS rather than
@@ -21,7 +24,7 @@
 set -euo pipefail
 
 build_pkgs=(libdb-dev g++ make python3)
-demo_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd)
+demo_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd redis-tools)
 test_pkgs=(util-linux iproute2 strace debootstrap man-db libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
 PEERS=/var/cache/poprelay-test-peers
 

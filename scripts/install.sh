@@ -84,7 +84,7 @@ lib=$prefix/lib/poprelay
 sbin=$prefix/sbin
 man=$prefix/share/man
 map=$map_dir/popip.db
-programs=(poprelay-login poprelay-sweep poprelay)
+programs=(poprelay-login poprelay-sweep poprelay poprelayd)
 
 # Every change goes through run, so --dry-run shows exactly what would happen.
 run() {
@@ -111,7 +111,7 @@ if [[ $uninstall -eq 1 ]]; then
   for m in "${manpages[@]}"; do run rm -f "$root$man/$m"; done
   run rm -rf "$root$lib"
   run rm -f "$root$dovecot_confdir/95-poprelay.conf" "$root$cron_dir/poprelay" \
-    "$root$systemd_dir/poprelay-sweep.service" "$root$systemd_dir/poprelay-sweep.timer"
+    "$root$systemd_dir/poprelay-sweep.service" "$root$systemd_dir/poprelay-sweep.timer" "$root$systemd_dir/poprelayd.service"
   say "removed the programs, the manual pages, the Dovecot snippet and the sweep schedule"
   say "kept the map $root$map and $root$ini; remove them yourself if you want"
   say "now reload Dovecot (systemctl reload dovecot) so that logins no longer run the hook"
@@ -247,6 +247,9 @@ if [[ $dry_run -eq 0 ]]; then
   sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
     -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
   cp "$src/etc/systemd/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
+  # poprelayd serves several hosts from a shared engine; installed, not enabled (docs/cluster.md).
+  sed -e "s|^ExecStart=/usr/local/sbin/poprelayd|ExecStart=$sbin/poprelayd${config_arg}|" \
+    -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelayd.service" > "$root$systemd_dir/poprelayd.service"
 fi
 if [[ -z "$root" && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
   run systemctl daemon-reload
@@ -269,6 +272,10 @@ poprelay is installed. Add the MTA side yourself ($lib/etc/mta/ has each with co
   Exim, in acl_check_rcpt before the relay check, then reload:
     accept
       condition = \${lookup{\$sender_host_address}dbmnz{$map}{yes}{no}}
+
+Several POP/IMAP hosts and SMTP relays sharing one relay set: set engine in
+$ini and run poprelayd on each MTA host (systemctl enable --now poprelayd;
+$lib/etc/mta/ has the MTA lines for it). See docs/cluster.md.
 
 Check the whole installation with: $sbin/poprelay doctor$config_arg
 EOF

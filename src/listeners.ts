@@ -62,9 +62,9 @@ function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide,
   });
   socket.on('end', () => {
     clearTimeout(deadline);
-    const last = f.end();
-    if (last.length > 0) answer(last);
-    else if (!f.once) void chain.then(() => socket.end());
+    answer(f.end());
+    // Every answer written, the connection ends from this side too.
+    void chain.then(() => socket.end());
   });
   socket.on('close', () => clearTimeout(deadline));
 }
@@ -95,7 +95,8 @@ export async function listen(
   log: DaemonLog,
 ): Promise<Listener> {
   const open = new Set<Socket>();
-  const server = createServer((socket) => {
+  // Half-open: Exim's readsocket shuts its side down after the request and still reads the answer.
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     open.add(socket);
     socket.on('close', () => open.delete(socket));
     serveConnection(socket, protocol, decide, log, at.display);

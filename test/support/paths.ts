@@ -17,6 +17,7 @@ export const BIN = {
   login: join(ROOT, 'bin/poprelay-login'),
   sweep: join(ROOT, 'bin/poprelay-sweep'),
   admin: join(ROOT, 'bin/poprelay'),
+  daemon: join(ROOT, 'bin/poprelayd'),
 };
 
 /** package.json's "files": what an install ships (scripts/install.sh copies exactly these). */

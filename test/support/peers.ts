@@ -36,14 +36,20 @@ export interface Sendmail {
 
 /**
  * A sendmail.cf with the shipped FEATURE(`drac') line, plus a classic
- * popauth-style ruleset that looks up ${client_addr} exactly.
+ * popauth-style ruleset that looks up ${client_addr} exactly in `map`. With
+ * `socket` (sendmail's inet:PORT@HOST or unix:PATH), the drac line is the
+ * shipped one that asks poprelayd there instead.
  */
-export async function sendmailConfig(dir: string, map: string): Promise<Sendmail> {
+export async function sendmailConfig(dir: string, map: string, socket?: string): Promise<Sendmail> {
+  const drac =
+    socket === undefined
+      ? shipped('sendmail.mc', base(map))
+      : shipped('sendmail-socketmap.mc', base(map)).replaceAll('unix:/run/poprelay/socketmap', socket);
   const mc = [
     "include(`/usr/share/sendmail/cf/m4/cf.m4')dnl",
     "OSTYPE(`linux')dnl",
     "define(`confDONT_PROBE_INTERFACES',`True')dnl",
-    shipped('sendmail.mc', base(map)),
+    drac,
     "MAILER(`local')dnl",
     "MAILER(`smtp')dnl",
     'LOCAL_CONFIG',
@@ -91,6 +97,39 @@ export async function sendmailDecisions(
   return clientAddrs.map((_, i) => ({ relay: relay[i] ?? false, popauth: popauth[i] ?? false }));
 }
 
+/**
+ * sendmail -bt's check_rcpt for a client and a recipient: the ruleset's
+ * verdict, "OK" or the error it returns ("5.7.1 ... Relaying denied", or a
+ * 4.x.x deferral).
+ */
+export async function sendmailCheckRcpt(sm: Sendmail, clientAddr: string, rcpt: string): Promise<string> {
+  const input = `.D{client_addr}${clientAddr}\ncheck_rcpt <${rcpt}>\n`;
+  const r = await execa(
+    'unshare',
+    ['--uts', 'sh', '-c', `hostname test.example.org && exec sendmail -C ${sm.cf} -bt`],
+    { input },
+  );
+  const m = /^check_rcpt +returns: (.*)$/m.exec(r.stdout);
+  if (m === null) throw new Error(`unexpected sendmail -bt output:\n${r.stdout}\n${r.stderr}`);
+  const verdict = (m[1] ?? '').replace(/(\d) \. (\d) \. (\d)/, '$1.$2.$3');
+  return /\$# error/.test(verdict)
+    ? verdict.replace(/^.*\$@ /, '').replace(/ \$: /, ' ')
+    : verdict === ''
+      ? 'OK'
+      : verdict;
+}
+
+/** postmap -q against poprelayd's socketmap listener (inet:HOST:PORT): the value found, or null. */
+export async function postmapSocketmap(cfdir: string, inet: string, key: string): Promise<string | null> {
+  const r = await execa(POSTMAP, ['-c', cfdir, '-q', key, `socketmap:${inet}:drac`], {
+    env: POSTFIX_ENV,
+    reject: false,
+  });
+  if (r.exitCode === 0) return r.stdout;
+  if (r.exitCode === 1 && r.stderr === '') return null;
+  throw new Error(`postmap -q ${key} socketmap:${inet}:drac failed (${r.exitCode}): ${r.stderr}`);
+}
+
 /** A directory with a main.cf that lets postmap run without Postfix installed. */
 export function postfixConfig(dir: string, map: string): string {
   const cfdir = join(dir, 'postfix');
@@ -121,8 +160,15 @@ export interface Exim {
   conf: string;
 }
 
-/** An Exim configuration whose RCPT ACL holds the shipped poprelay statement. */
-export function eximConfig(dir: string, map: string): Exim {
+/**
+ * An Exim configuration whose RCPT ACL holds the shipped poprelay statement:
+ * the map lookup, or with `socket` the readsocket that asks poprelayd there.
+ */
+export function eximConfig(dir: string, map: string, socket?: string): Exim {
+  const statement =
+    socket === undefined
+      ? shipped('exim4-acl.conf', base(map))
+      : shipped('exim4-readsocket.conf', base(map)).replaceAll('/run/poprelay/exim.sock', socket);
   for (const d of ['exim-log', 'exim-spool']) {
     mkdirSync(join(dir, d), { recursive: true });
     chmodSync(join(dir, d), 0o777);
@@ -141,7 +187,7 @@ export function eximConfig(dir: string, map: string): Exim {
       'acl_smtp_rcpt = acl_check_rcpt',
       'begin acl',
       'acl_check_rcpt:',
-      shipped('exim4-acl.conf', base(map)),
+      statement,
       '  accept domains = +local_domains',
       '  deny message = relay not permitted',
       '',
@@ -159,11 +205,12 @@ export async function eximLookup(ex: Exim, map: string, key: string): Promise<bo
 
 /**
  * An SMTP session on stdin (exim -bs) from `client` (-oMa: the address as a
- * real session sees it, inet_ntop's text): whether RCPT to a remote domain
- * is accepted, i.e. relaying is allowed.
+ * real session sees it, inet_ntop's text): whether RCPT to `rcpt` (by
+ * default in a remote domain: whether relaying is allowed) is accepted.
+ * Any other answer than accepted or refused (a deferral) throws.
  */
-export async function eximRelays(ex: Exim, client: string): Promise<boolean> {
-  const input = 'HELO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<x@elsewhere.example>\r\nQUIT\r\n';
+export async function eximRelays(ex: Exim, client: string, rcpt = 'x@elsewhere.example'): Promise<boolean> {
+  const input = `HELO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<${rcpt}>\r\nQUIT\r\n`;
   const r = await execa(EXIM, ['-C', ex.conf, '-bs', '-oMa', client], { input });
   if (/^250 Accepted/m.test(r.stdout)) return true;
   if (/^550 relay not permitted/m.test(r.stdout)) return false;

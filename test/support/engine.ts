@@ -1,0 +1,96 @@
+// A private Valkey/Redis engine on loopback for tests, the benchmark and
+// npm run demo:cluster: Debian's redis-tools ships the server as
+// redis-check-rdb, which serves when run under the name redis-server (no
+// system service, no port 6379). No persistence: a restart starts empty,
+// as after losing the engine's data.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { freePort, terminate } from './dovecot.js';
+import { untilServing } from './wait.js';
+import { respCall } from '../../src/resp.js';
+
+const SERVER = '/usr/bin/redis-check-rdb';
+
+export interface Engine {
+  port: number;
+  /** engine = ... for poprelay.ini. */
+  url: string;
+  /** Stops it (SIGKILL: as a crash would). */
+  kill(): Promise<void>;
+  /** Starts it again on the same port, empty. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Listens on 127.0.0.1, and on `alsoOn` (an address another network
+ * namespace reaches) too; beyond loopback Redis wants a `password`.
+ */
+export async function startEngine(alsoOn: string[] = [], password?: string): Promise<Engine> {
+  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run scripts/install-deps.sh --test as root`);
+  const dir = mkdtempSync(join(tmpdir(), 'poprelay-engine-'));
+  const bin = join(dir, 'redis-server');
+  symlinkSync(SERVER, bin);
+  const port = await freePort();
+  const endpoint = { host: '127.0.0.1', port, db: 0, password, display: `redis://127.0.0.1:${port}/0` };
+  const auth = password === undefined ? [] : ['--requirepass', password];
+  let proc: ChildProcess | undefined;
+  let output = '';
+  const start = async (): Promise<void> => {
+    output = '';
+    proc = spawn(
+      bin,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        ...alsoOn,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        ...auth,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+    proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    await untilServing(
+      'redis-server',
+      proc,
+      () => respCall(endpoint, [['PING']], 1000),
+      60_000,
+      () => output,
+    );
+  };
+  await start();
+  const kill = async (): Promise<void> => {
+    if (proc === undefined) return;
+    const p = proc;
+    proc = undefined;
+    if (p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  };
+  return {
+    port,
+    url: `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}/0`,
+    kill,
+    start,
+    stop: async () => {
+      if (proc !== undefined) await terminate(proc);
+      proc = undefined;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
