@@ -34,7 +34,10 @@ export function parseEngine(text: string): EngineEndpoint | undefined {
     ...(user !== '' ? { username: decodeURIComponent(user) } : {}),
     ...(pass !== undefined ? { password: decodeURIComponent(pass) } : {}),
   });
-  const tcp = /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9A-Fa-f:.]+\]|[^:/@[\]]+)(?::([^/]*))?(?:\/([0-9]{1,2})?)?$/.exec(text);
+  const tcp =
+    /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9A-Fa-f:.]+\]|[^:/@[\]]+)(?::([^/]*))?(?:\/([0-9]{1,2})?)?$/.exec(
+      text,
+    );
   if (tcp !== null) {
     const [, user = '', pass, host = '', portText, db = '0'] = tcp;
     const p = port(portText, 6379);
