@@ -27,7 +27,12 @@ function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide,
   let chain: Promise<void> = Promise.resolve();
   let deadline: NodeJS.Timeout | undefined;
   const drop = (why: string): void => {
-    log.limited('warning', `${protocol}-bad`, `${protocol} on ${where}: closed a connection: ${why}`);
+    // One line per kind of trouble and interval: a flood of one kind cannot hide another.
+    log.limited(
+      'warning',
+      `${protocol}: ${why.replace(/\d+/g, 'N')}`,
+      `${protocol} on ${where}: closed a connection: ${why}`,
+    );
     socket.destroy();
   };
   const answer = (requests: Array<ClientAddress | null>): void => {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { BIN, ROOT } from './support/paths.js';
 
-const PAGES = ['poprelay.8', 'poprelay-login.8', 'poprelay-sweep.8', 'poprelay.ini.5'];
+const PAGES = ['poprelay.8', 'poprelay-login.8', 'poprelay-sweep.8', 'poprelayd.8', 'poprelay.ini.5'];
 
 /** man/man8/poprelay.8 and so on: MANPATH=man finds them in a checkout. */
 const pagePath = (page: string): string => join(ROOT, 'man', `man${page.slice(-1)}`, page);
@@ -42,6 +42,7 @@ describe('the pages and the programs agree', () => {
   it.each([
     ['poprelay-login.8', BIN.login, [] as string[]],
     ['poprelay-sweep.8', BIN.sweep, []],
+    ['poprelayd.8', BIN.daemon, []],
     ['poprelay.8', BIN.admin, []],
     ['poprelay.8', BIN.admin, ['doctor']],
     ['poprelay.8', BIN.admin, ['flush']],
