@@ -134,10 +134,11 @@ fi
 #    written in (Dovecot runs the hook with no PATH), linked into sbin. The
 #    hook is a sh front: its node= and recorder= lines get the paths.
 #    Besides "files": package.json (it makes dist/*.js ES modules) and the
-#    one run-time dependency, ini.
+#    run-time dependencies (scripts/runtime-modules.mjs).
+mapfile -t modules < <("$node" "$src/scripts/runtime-modules.mjs" "$src")
 say "installing programs into $root$lib, linked from $root$sbin"
 run mkdir -p "$root$lib/node_modules" "$root$sbin"
-for f in "${shipped[@]}" node_modules/ini; do
+for f in "${shipped[@]}" "${modules[@]}"; do
   run rm -rf "$root$lib/$f"
   run mkdir -p "$(dirname "$root$lib/$f")"
   run cp -R "$src/$f" "$root$lib/$f"

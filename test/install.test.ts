@@ -21,7 +21,7 @@ import { describe, expect, it } from 'vitest';
 import { DOCTOR_ALL_OK, doctorStatuses } from './support/doctor.js';
 import { dovecotVersions, TRIXIE, withVszLimit } from './support/dovecot.js';
 import { dumpMap, expectVerified } from './support/maps.js';
-import { ROOT, shippedFiles } from './support/paths.js';
+import { ROOT, runtimeModules, shippedFiles } from './support/paths.js';
 import { safeDir, tempDir } from './support/tmp.js';
 
 interface Tree {
@@ -90,14 +90,16 @@ describe('scripts/install.sh', () => {
     }
     for (const p of ['poprelay-sweep', 'poprelay'])
       expect(readFileSync(join(t.sbin, p), 'utf8').split('\n')[0]).toBe(`#!${process.execPath}`);
-    // What ships is package.json's "files", besides package.json itself and the run-time dependency ini.
+    // What ships is package.json's "files", besides package.json itself and the run-time dependencies.
     const lib = join(t.dir, 'usr/lib/poprelay');
     const files = shippedFiles();
     for (const f of files) expect(existsSync(join(lib, f)), f).toBe(true);
     expect(readdirSync(lib).sort()).toEqual(
       [...new Set(files.map((f) => f.split('/')[0] ?? f)), 'node_modules', 'package.json'].sort(),
     );
-    expect(readdirSync(join(lib, 'node_modules'))).toEqual(['ini']);
+    for (const m of runtimeModules()) expect(existsSync(join(lib, m, 'package.json')), m).toBe(true);
+    // poprelayd loads node-redis from there.
+    expect((await execa(join(t.sbin, 'poprelayd'), ['--help'])).stdout).toMatch(/^Usage: poprelayd/);
     const front = readFileSync(join(t.sbin, 'poprelay-login'), 'utf8');
     expect(front.split('\n')[0]).toBe('#!/bin/sh');
     expect(front).toMatch(new RegExp(`^node='${process.execPath}'$`, 'm'));
@@ -182,6 +184,10 @@ describe('scripts/install.sh', () => {
     expect(service).toContain(`ReadWritePaths=${t.dir}/var/lib/poprelay`);
     expect(service).not.toMatch(/^User=/m); // root: it asks Dovecot, then takes the map owner's rights
     expect(existsSync(join(t.dir, 'etc/systemd/system/poprelay-sweep.timer'))).toBe(true);
+    // poprelayd's unit, for several hosts: installed with this install's paths, not enabled.
+    const daemon = readFileSync(join(t.dir, 'etc/systemd/system/poprelayd.service'), 'utf8');
+    expect(daemon).toContain(`ExecStart=${t.sbin}/poprelayd --config ${t.ini}`);
+    expect(daemon).toContain(`ReadWritePaths=${t.dir}/var/lib/poprelay`);
     // The cron line, run by sh as cron would: it sweeps where systemd does not run, and does nothing where it does.
     const line = /^\* \* \* \* \*\troot\t(.*)$/m.exec(readFileSync(t.cron, 'utf8'))?.[1] ?? '';
     expect(line).toBe(

@@ -208,19 +208,28 @@ describe('scheduling files', () => {
     ]);
   });
 
-  it('the systemd service and timer pass systemd-analyze verify', async () => {
+  it('the systemd units (the sweep and its timer, poprelayd) pass systemd-analyze verify', async () => {
     // MANPATH: verify also looks up the Documentation= pages, which the installer installs.
     const r = await execa(
       'systemd-analyze',
-      ['verify', `${ROOT}/etc/systemd/poprelay-sweep.service`, `${ROOT}/etc/systemd/poprelay-sweep.timer`],
+      [
+        'verify',
+        `${ROOT}/etc/systemd/poprelay-sweep.service`,
+        `${ROOT}/etc/systemd/poprelay-sweep.timer`,
+        `${ROOT}/etc/systemd/poprelayd.service`,
+      ],
       {
         reject: false,
         env: { MANPATH: join(ROOT, 'man') },
       },
     );
     // verify checks that ExecStart exists; the binary is installed by the installer, not here.
-    const notInstalled =
-      'poprelay-sweep.service: Command /usr/local/sbin/poprelay-sweep is not executable: No such file or directory';
-    expect(r.stderr.split('\n').filter((l) => l !== '' && l !== notInstalled)).toEqual([]);
+    const notInstalled = (p: string): string =>
+      `${p}.service: Command /usr/local/sbin/${p} is not executable: No such file or directory`;
+    expect(
+      r.stderr
+        .split('\n')
+        .filter((l) => l !== '' && l !== notInstalled('poprelay-sweep') && l !== notInstalled('poprelayd')),
+    ).toEqual([]);
   });
 });

@@ -7,7 +7,7 @@ import { chmodSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ROOT, shippedFiles } from './paths.js';
+import { ROOT, runtimeModules, shippedFiles } from './paths.js';
 
 let copy: string | undefined;
 
@@ -16,7 +16,7 @@ export function appCopy(): string {
   if (copy !== undefined) return copy;
   const app = mkdtempSync(join(tmpdir(), 'poprelay-app-'));
   chmodSync(app, 0o755);
-  for (const p of [...shippedFiles(), 'node_modules/ini', 'package.json', 'test/fixtures']) {
+  for (const p of [...shippedFiles(), ...runtimeModules(), 'package.json', 'test/fixtures']) {
     cpSync(join(ROOT, p), join(app, p), { recursive: true });
   }
   copy = app;

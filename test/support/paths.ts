@@ -1,5 +1,6 @@
 // Where things are in the checkout the tests (and the demo, bundled) run from.
 
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -24,6 +25,13 @@ export const BIN = {
 export function shippedFiles(): string[] {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[] };
   return pkg.files.map((f) => f.replace(/\/$/, ''));
+}
+
+/** The node_modules/ folders poprelay needs at run time (scripts/runtime-modules.mjs, which the installer reads too). */
+export function runtimeModules(): string[] {
+  const r = spawnSync(process.execPath, [join(ROOT, 'scripts/runtime-modules.mjs'), ROOT], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`scripts/runtime-modules.mjs: ${r.stderr}`);
+  return r.stdout.trim().split('\n');
 }
 
 /** test/fixtures/mapop.mjs: one library operation in its own process. */
