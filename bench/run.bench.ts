@@ -11,6 +11,7 @@ import { it } from 'vitest';
 import { libdbVersion } from '../src/bdb.js';
 import { ROOT } from '../test/support/paths.js';
 import { burstSection } from './burst.js';
+import { clusterSection } from './cluster.js';
 import { cpuSection } from './cpu.js';
 import { LOGINS, latencySection } from './latency.js';
 import { recordSection } from './record.js';
@@ -45,6 +46,7 @@ it('benchmarks', async () => {
   md.push('', ...(await sweepSection(verdict, now)));
   md.push('', ...(await burstSection(verdict)));
   md.push('', ...cpuSection(verdict));
+  md.push('', ...(await clusterSection(verdict)));
   md.push('', '## Targets', '', ...verdicts);
   writeFileSync(join(ROOT, 'docs/benchmarks.md'), `${md.join('\n')}\n`);
   console.log(md.join('\n'));

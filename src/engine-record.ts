@@ -76,23 +76,25 @@ export async function recordInEngine(
 }
 
 /**
- * The sweep's live sessions, each as a login now, in one exchange with the
- * engine (no pause marker: the sweep runs once a minute). Returns how many
- * it wrote.
+ * The sweep's logins for the engine, in one exchange (no pause marker: the
+ * sweep runs once a minute): live sessions as logins now, and after hooks
+ * missed the engine (the marker exists) every live entry of this host's map
+ * with its own time, so that an outage loses the shared set nothing that
+ * this host still holds. Clears the marker once that is done. Returns how
+ * many logins it sent.
  */
-export async function refreshInEngine(
+export async function syncToEngine(
   cfg: Config,
   engine: EngineEndpoint,
-  live: readonly ClientAddress[],
-  now: number,
+  logins: ReadonlyArray<{ addr: ClientAddress; time: number }>,
 ): Promise<number> {
-  if (live.length === 0) return 0;
+  if (logins.length === 0) return 0;
   const replies = await respCall(
     engine,
-    live.map((addr) => recordCommand(addr, now, cfg.map.timeoutSeconds, 0)),
-    Math.max(cfg.engineTimeoutMs, 5000),
+    logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
+    Math.max(cfg.engineTimeoutMs, 10_000),
   );
   const refused = replies.find((r): r is RespError => r instanceof RespError);
   if (refused !== undefined) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${refused.message}`);
-  return replies.filter((r) => r === 'recorded').length;
+  return logins.length;
 }

@@ -1,14 +1,15 @@
 // poprelay-sweep: removes expired entries; run every minute by cron or a
 // systemd timer.
 
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 
-import { sortByAddress, type ClientAddress } from './address.js';
+import { addressOfKey, sortByAddress, type ClientAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
 import { isIgnored, type Config } from './config.js';
 import { escapeControls, PoprelayError } from './errors.js';
 import { liveAddresses } from './live.js';
-import { sweepMap, type RelayEntry } from './map.js';
+import type { EngineEndpoint } from './endpoints.js';
+import { readEntries, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
 import { recordSweep } from './stats.js';
 import { formatAgo } from './timefmt.js';
@@ -69,14 +70,7 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
   actAsMapOwner(cfg.map.path);
   const dryRun = values['dry-run'] === true;
   const report = sweepMap(cfg.map, { now, dryRun, live });
-  if (!dryRun && cfg.engine !== null && live.length > 0) {
-    // The engine expires entries itself; a live session keeps its entry there too.
-    try {
-      await (await import('./engine-record.js')).refreshInEngine(cfg, cfg.engine, live, now);
-    } catch (e) {
-      process.stderr.write(`poprelay-sweep: live sessions not refreshed in the engine: ${(e as Error).message}\n`);
-    }
-  }
+  if (!dryRun && cfg.engine !== null) await syncEngine(cfg, cfg.engine, live, now);
   if (!dryRun) {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {
@@ -115,6 +109,38 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
     );
   }
   return 0;
+}
+
+/**
+ * The engine expires entries itself, but it must hear of what this host
+ * knows: live sessions (each a login now), and after hooks missed the
+ * engine (engine_down marker) every entry of the map still in its time.
+ * A failure is one line; the sweep of the map is done either way.
+ */
+async function syncEngine(
+  cfg: Config,
+  engine: EngineEndpoint,
+  live: readonly ClientAddress[],
+  now: number,
+): Promise<void> {
+  const { engineDownFile, syncToEngine } = await import('./engine-record.js');
+  const marker = engineDownFile(cfg.map.path);
+  const missedAt = lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs;
+  const missed = missedAt !== undefined;
+  const logins = live.map((addr) => ({ addr, time: now }));
+  if (missed) {
+    for (const e of readEntries(cfg.map)) {
+      const addr = e.time !== null && e.time > now - cfg.map.timeoutSeconds ? addressOfKey(e.address) : null;
+      if (addr !== null && e.time !== null) logins.push({ addr, time: e.time });
+    }
+  }
+  try {
+    await syncToEngine(cfg, engine, logins);
+    // Unless a hook missed the engine again meanwhile: its login may not be in what was sent.
+    if (missed && lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs === missedAt) unlinkSync(marker);
+  } catch (e) {
+    process.stderr.write(`poprelay-sweep: the engine did not take this host's logins: ${(e as Error).message}\n`);
+  }
 }
 
 /**

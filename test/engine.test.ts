@@ -102,6 +102,25 @@ describe('the hook with engine set', () => {
   });
 });
 
+describe('the sweep with engine set', () => {
+  it('gives the engine, once it is back, every login of this host that hooks could not send it', async () => {
+    const dead = await freePort();
+    const { ini, map } = configured(`engine = redis://127.0.0.1:${dead}/5\n`);
+    for (const ip of ['198.51.100.20', '198.51.100.21']) await run(BIN.login, ['--config', ini], { env: { IP: ip } });
+    expect(existsSync(`${map}.engine-down`)).toBe(true);
+    writeFileSync(ini, `dbfile = ${map}\nignore =\nengine = redis://127.0.0.1:${engine.port}/5\n`);
+    const sweep = await run(BIN.sweep, ['--config', ini]);
+    expect([sweep.code, sweep.stderr]).toEqual([0, '']);
+    const [value] = await respCall(
+      { ...endpoint(), db: 5 },
+      [['MGET', 'poprelay:198.51.100.20', 'poprelay:198.51.100.21']],
+      5000,
+    );
+    expect((value as string[]).every((v) => /^\d+$/.test(v))).toBe(true);
+    expect(existsSync(`${map}.engine-down`)).toBe(false); // nothing left to catch up on
+  });
+});
+
 describe('poprelay with engine set', () => {
   it('adds, lists, checks, counts, removes and flushes in the shared set', async () => {
     const { ini } = configured(`engine = redis://127.0.0.1:${engine.port}/4\n`);
