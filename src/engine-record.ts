@@ -1,8 +1,11 @@
 // The hook's write to the shared engine: one EVAL (relayset.ts) within
-// engine_timeout_ms, connecting included. After a failure the hooks leave
-// the engine alone for ENGINE_PAUSE_SECONDS, so that a dead engine does not
-// cost every login its timeout: a marker file beside the map, whose mtime
-// is when the engine last failed.
+// engine_timeout_ms, connecting included. Two marker files beside the map:
+// <dbfile>.engine-missed, after any failure, tells the sweep to send the
+// engine this host's live entries (catching up after an outage); and
+// <dbfile>.engine-down, when no connection could even be made in time (a
+// host that drops packets costs each hook its whole budget), makes the
+// hooks leave the engine alone for ENGINE_PAUSE_SECONDS. A refused
+// connection costs a hook next to nothing, so it pauses nothing.
 
 import { closeSync, constants as C, futimesSync, lstatSync } from 'node:fs';
 
@@ -11,12 +14,13 @@ import type { Config } from './config.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { recordCommand, type EngineOutcome } from './relayset.js';
-import { respCall, RespError } from './resp.js';
+import { EngineError, respCall, RespError } from './resp.js';
 import { openRegular } from './safefs.js';
 
 export const ENGINE_PAUSE_SECONDS = 30;
 
 export const engineDownFile = (dbfile: string): string => `${dbfile}.engine-down`;
+export const engineMissedFile = (dbfile: string): string => `${dbfile}.engine-missed`;
 
 /** When the engine last failed a hook, if within the pause; else null. */
 export function enginePausedSince(dbfile: string, now: number): number | null {
@@ -26,10 +30,10 @@ export function enginePausedSince(dbfile: string, now: number): number | null {
   return now - since < ENGINE_PAUSE_SECONDS && since <= now ? since : null;
 }
 
-/** Marks the engine as down as of `now`; never throws (it runs when something already failed). */
-function markDown(dbfile: string, now: number): void {
+/** Sets a marker's time to `now`; never throws (it runs when something already failed). */
+function mark(path: string, now: number): void {
   try {
-    const { fd } = openRegular(engineDownFile(dbfile), C.O_WRONLY | C.O_CREAT);
+    const { fd } = openRegular(path, C.O_WRONLY | C.O_CREAT);
     try {
       futimesSync(fd, now, now);
     } finally {
@@ -52,6 +56,7 @@ export async function recordInEngine(
 ): Promise<EngineOutcome> {
   const since = enginePausedSince(cfg.map.path, now);
   if (since !== null) {
+    mark(engineMissedFile(cfg.map.path), now);
     throw new PoprelayError(
       'ERR_ENGINE_PAUSED',
       `engine ${engine.display} failed ${now - since} s ago; hooks leave it alone for ${ENGINE_PAUSE_SECONDS} s ` +
@@ -70,18 +75,16 @@ export async function recordInEngine(
     }
     return reply;
   } catch (e) {
-    markDown(cfg.map.path, now);
+    mark(engineMissedFile(cfg.map.path), now);
+    if (e instanceof EngineError && e.unreachable) mark(engineDownFile(cfg.map.path), now);
     throw e;
   }
 }
 
 /**
- * The sweep's logins for the engine, in one exchange (no pause marker: the
- * sweep runs once a minute): live sessions as logins now, and after hooks
- * missed the engine (the marker exists) every live entry of this host's map
- * with its own time, so that an outage loses the shared set nothing that
- * this host still holds. Clears the marker once that is done. Returns how
- * many logins it sent.
+ * The sweep's logins for the engine (its live sessions, and what hooks
+ * missed), in one exchange; it runs once a minute, so no pause applies.
+ * Returns how many logins it sent.
  */
 export async function syncToEngine(
   cfg: Config,

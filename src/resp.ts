@@ -10,6 +10,20 @@ import { PoprelayError } from './errors.js';
 
 export type RespValue = string | number | null | RespValue[] | RespError;
 
+/**
+ * The engine could not be asked. `unreachable`: no connection was made
+ * within the time (a host that drops packets), the one case that costs a
+ * caller its whole budget every time.
+ */
+export class EngineError extends PoprelayError {
+  constructor(
+    message: string,
+    readonly unreachable: boolean,
+  ) {
+    super('ERR_ENGINE', message);
+  }
+}
+
 /** An error reply (-ERR ...): a value, so that one failed command does not hide the others' replies. */
 export class RespError {
   constructor(readonly message: string) {}
@@ -88,12 +102,26 @@ export function respCall(e: EngineEndpoint, commands: readonly string[][], timeo
     const socket: Socket = 'path' in e ? connect({ path: e.path }) : connect({ host: e.host, port: e.port });
     let buf: Buffer = Buffer.alloc(0);
     const replies: RespValue[] = [];
-    const fail = (why: string): void => {
+    const fail = (why: string, unreachable = false): void => {
       clearTimeout(timer);
       socket.destroy();
-      reject(new PoprelayError('ERR_ENGINE', `engine ${e.display}: ${why}`));
+      reject(new EngineError(`engine ${e.display}: ${why}`, unreachable));
     };
-    const timer = setTimeout(() => fail(`no answer within engine_timeout_ms = ${timeoutMs} ms`), timeoutMs);
+    // When the time is up, the I/O that came meanwhile is looked at first
+    // (setImmediate runs after the poll phase): a process the CPU kept
+    // waiting must not count its own wait against the engine.
+    const timer = setTimeout(
+      () =>
+        setImmediate(() =>
+          fail(
+            socket.connecting
+              ? `no connection within engine_timeout_ms = ${timeoutMs} ms`
+              : `no answer within engine_timeout_ms = ${timeoutMs} ms`,
+            socket.connecting,
+          ),
+        ),
+      timeoutMs,
+    );
     socket.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
     socket.on('close', () => fail('closed the connection'));
     socket.on('connect', () => socket.write(Buffer.concat(all.map(encodeCommand))));

@@ -114,7 +114,7 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
 /**
  * The engine expires entries itself, but it must hear of what this host
  * knows: live sessions (each a login now), and after hooks missed the
- * engine (engine_down marker) every entry of the map still in its time.
+ * engine (the engine-missed marker) every entry of the map still in its time.
  * A failure is one line; the sweep of the map is done either way.
  */
 async function syncEngine(
@@ -123,8 +123,8 @@ async function syncEngine(
   live: readonly ClientAddress[],
   now: number,
 ): Promise<void> {
-  const { engineDownFile, syncToEngine } = await import('./engine-record.js');
-  const marker = engineDownFile(cfg.map.path);
+  const { engineMissedFile, syncToEngine } = await import('./engine-record.js');
+  const marker = engineMissedFile(cfg.map.path);
   const missedAt = lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs;
   const missed = missedAt !== undefined;
   const logins = live.map((addr) => ({ addr, time: now }));

@@ -2,6 +2,7 @@
 // (redis-server): what the hook writes and how long it may take, what it
 // does when the engine is dead or silent, and the commands' answers.
 
+import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -69,11 +70,11 @@ describe('the hook with engine set', () => {
     );
   });
 
-  it('with the engine silent, gives up after engine_timeout_ms, and the next hooks leave it alone for a while', async () => {
-    // A server that accepts and never answers: the worst an engine can do.
-    const seen: string[] = [];
+  it('with the engine silent, gives up after engine_timeout_ms; the login is marked for the sweep to send', async () => {
+    // A server that accepts and never answers: an engine hung, not gone.
+    let connections = 0;
     const silent: Server = createServer((c) => {
-      seen.push('connection');
+      connections++;
       c.on('error', () => undefined);
     });
     const port = await freePort();
@@ -86,12 +87,36 @@ describe('the hook with engine set', () => {
       );
       expect(first.code).toBe(1); // by hand: a failure says so; under Dovecot the login has gone on already
       expect(readEntries(s).map((e) => e.address)).toEqual(['198.51.100.12']); // the map has it all the same
-      expect(existsSync(`${map}.engine-down`)).toBe(true);
-      const second = await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.13' } });
-      expect(second.stderr).toMatch(/not recorded 198\.51\.100\.13 in the engine .*hooks leave it alone for 30 s/);
-      expect(seen).toEqual(['connection']); // the second hook did not even connect
+      expect(existsSync(`${map}.engine-missed`)).toBe(true); // for the sweep to catch the engine up
+      expect(existsSync(`${map}.engine-down`)).toBe(false); // it answered the connection: no pause
+      await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.13' } });
+      expect(connections).toBe(2);
     } finally {
       silent.close();
+    }
+  });
+
+  it('with the engine unreachable (no connection within the time), the next hooks leave it alone for a while', async () => {
+    // A listener whose accept queue is full: the kernel drops further SYNs, as a host that drops packets does.
+    const holder = spawn('python3', [
+      '-c',
+      'import socket,sys,time\ns=socket.socket();s.bind(("127.0.0.1",0));s.listen(0)\n' +
+        'print(s.getsockname()[1],flush=True)\nc=[socket.create_connection(s.getsockname()) for _ in range(2)]\ntime.sleep(120)',
+    ]);
+    try {
+      const port = Number(await new Promise<string>((r) => holder.stdout.once('data', (d: Buffer) => r(d.toString()))));
+      const { ini, map } = configured(`engine = redis://127.0.0.1:${port}\nengine_timeout_ms = 150\n`);
+      const first = await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.15' } });
+      expect(first.stderr).toContain(
+        `engine redis://127.0.0.1:${port}/0: no connection within engine_timeout_ms = 150 ms`,
+      );
+      expect(existsSync(`${map}.engine-down`)).toBe(true);
+      const second = await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.16' } });
+      expect(second.stderr).toMatch(
+        /Warning|not recorded 198\.51\.100\.16 in the engine .*hooks leave it alone for 30 s/,
+      );
+    } finally {
+      holder.kill();
     }
   });
 
@@ -107,7 +132,7 @@ describe('the sweep with engine set', () => {
     const dead = await freePort();
     const { ini, map } = configured(`engine = redis://127.0.0.1:${dead}/5\n`);
     for (const ip of ['198.51.100.20', '198.51.100.21']) await run(BIN.login, ['--config', ini], { env: { IP: ip } });
-    expect(existsSync(`${map}.engine-down`)).toBe(true);
+    expect(existsSync(`${map}.engine-missed`)).toBe(true);
     writeFileSync(ini, `dbfile = ${map}\nignore =\nengine = redis://127.0.0.1:${engine.port}/5\n`);
     const sweep = await run(BIN.sweep, ['--config', ini]);
     expect([sweep.code, sweep.stderr]).toEqual([0, '']);
@@ -117,7 +142,7 @@ describe('the sweep with engine set', () => {
       5000,
     );
     expect((value as string[]).every((v) => /^\d+$/.test(v))).toBe(true);
-    expect(existsSync(`${map}.engine-down`)).toBe(false); // nothing left to catch up on
+    expect(existsSync(`${map}.engine-missed`)).toBe(false); // nothing left to catch up on
   });
 });
 
