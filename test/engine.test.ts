@@ -112,9 +112,7 @@ describe('the hook with engine set', () => {
       );
       expect(existsSync(`${map}.engine-down`)).toBe(true);
       const second = await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.16' } });
-      expect(second.stderr).toMatch(
-        /Warning|not recorded 198\.51\.100\.16 in the engine .*hooks leave it alone for 30 s/,
-      );
+      expect(second.stderr).toMatch(/not recorded 198\.51\.100\.16 in the engine .*hooks leave it alone for 30 s/);
     } finally {
       holder.kill();
     }
