@@ -20,7 +20,8 @@ import { eventually } from '../test/support/wait.js';
 import { appCopy } from '../test/support/app.js';
 import { header, ms, row, stats, timeRuns, type Verdict } from './report.js';
 
-const RATE = 100; // logins a second
+/** Logins a second: a sustainable rate for this machine, and the issue's. */
+const RATES = [10, 100];
 const SECONDS = 5;
 const ANSWER_SECONDS = 5;
 
@@ -64,43 +65,54 @@ export async function clusterSection(verdict: Verdict): Promise<string[]> {
     // 1. A login on A to "may relay" on B, logins started at a steady rate; B asked
     // as Postfix's smtpd processes ask it, each on a connection of its own.
     const policy = { host: '127.0.0.1', port, display: `inet:127.0.0.1:${port}` };
-    const lags: number[] = [];
-    let failed = 0;
-    const logins: Array<Promise<void>> = [];
-    const started = performance.now();
-    for (let i = 0; i < RATE * SECONDS; i++) {
-      const due = started + (i * 1000) / RATE;
-      while (performance.now() < due) await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
-      const ip = `127.50.${i >> 8}.${i & 255 || 1}`;
-      logins.push(
-        (async () => {
-          const t0 = performance.now();
-          const c = await pop3Login({ ...a.pop3, localAddress: ip }, `user${i % 4}`, PASSWORD).catch(() => null);
-          if (c === null || !c.ok) {
-            failed++;
-            return;
-          }
-          const passAt = t0 + (c.at[1] ?? 0);
-          const allowed = () => askDaemon('policy', policy, ip, 5000).catch(() => false);
-          await eventually(allowed, 30_000, `${ip} allowed on B`, 10).then(
-            () => lags.push(performance.now() - passAt),
-            () => failed++,
-          );
-        })(),
+    md.push(
+      `Logins on host A (a real Dovecot 2.3, its hook writing the engine) at a steady rate for ${SECONDS} s, from`,
+      "distinct addresses; host B's poprelayd asked (a new policy connection each time, every 10 ms) until it says OK.",
+      'Milliseconds from the client\'s `PASS` to the first OK on B; "missed" logins were not allowed on B within 30 s.',
+      '',
+      ...header(['logins a second', 'logins', 'missed', 'median', 'p90', 'p99']),
+    );
+    let serial = 0;
+    for (const rate of RATES) {
+      const lags: number[] = [];
+      let missed = 0;
+      const logins: Array<Promise<void>> = [];
+      const started = performance.now();
+      for (let i = 0; i < rate * SECONDS; i++) {
+        const due = started + (i * 1000) / rate;
+        while (performance.now() < due) await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
+        const n = serial++;
+        const ip = `127.50.${n >> 8}.${n & 255 || 1}`;
+        logins.push(
+          (async () => {
+            const t0 = performance.now();
+            const c = await pop3Login({ ...a.pop3, localAddress: ip }, `user${n % 4}`, PASSWORD).catch(() => null);
+            if (c === null || !c.ok) {
+              missed++;
+              return;
+            }
+            const passAt = t0 + (c.at[1] ?? 0);
+            const allowed = () => askDaemon('policy', policy, ip, 5000).catch(() => false);
+            await eventually(allowed, 30_000, `${ip} allowed on B`, 10).then(
+              () => lags.push(performance.now() - passAt),
+              () => missed++,
+            );
+          })(),
+        );
+      }
+      await Promise.all(logins);
+      const lag = stats(lags);
+      md.push(row([rate, rate * SECONDS, missed, ms(lag.median), ms(lag.p90), ms(lag.p99)]));
+      verdict(
+        `login on A to allowed on B, p99 at ${rate} logins/s, in seconds (missed: ${missed})`,
+        missed > 0 ? Infinity : lag.p99 / 1000,
+        1,
+        'each login starts a Node recorder (section 5: about the CPU of `node -e 0`), so this 2-core machine ' +
+          'runs out of CPU well below 100 logins a second; hooks the CPU kept waiting past engine_timeout_ms miss ' +
+          'the engine, and their logins reach it with the next sweep (within a minute; the sweep does not run here).',
       );
     }
-    await Promise.all(logins);
-    const lag = stats(lags);
-    md.push(
-      `Logins on host A (a real Dovecot 2.3, its hook writing the engine) at ${RATE} a second for ${SECONDS} s, from`,
-      "distinct addresses; host B's poprelayd asked over one policy connection until it says OK. Milliseconds from",
-      "the client's `PASS` to the first OK on B.",
-      '',
-      ...header(['logins', 'failed', 'median', 'p90', 'p99']),
-      row([lag.n, failed, ms(lag.median), ms(lag.p90), ms(lag.p99)]),
-      '',
-    );
-    verdict(`login on A to allowed on B, p99 at ${RATE} logins/s, in seconds`, lag.p99 / 1000, 1, 'see the table.');
+    md.push('');
 
     // 2. What the engine adds to the hook: the hook run by hand, map only against map and engine.
     const hookDir = safeDir();

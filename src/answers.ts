@@ -15,8 +15,6 @@ export const CACHE_LIMIT = 100_000;
 /** The most a lookup waits for the engine before answering from the cache. */
 export const LOOKUP_TIMEOUT_MS = 1000;
 
-export type Source = 'engine' | 'cache' | 'none';
-
 export class Answers {
   private readonly yes = new Map<string, number>();
 
@@ -25,34 +23,30 @@ export class Answers {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Whether `addr` may relay now, and where the answer came from. */
-  async mayRelay(addr: ClientAddress): Promise<{ relay: boolean; source: Source }> {
+  /** Whether `addr` may relay now: the engine's answer, or when it cannot answer in time, the cache's. */
+  async mayRelay(addr: ClientAddress): Promise<boolean> {
     if (this.client.isReady) {
       try {
         const found = await withTimeout(lookupShared(this.client, addr), LOOKUP_TIMEOUT_MS);
         if (found === null) {
           this.yes.delete(addr.text);
-          return { relay: false, source: 'engine' };
+          return false;
         }
         this.remember(addr.text, found.expiresAtMs ?? this.now() + PERMANENT_CACHE_MS);
-        return { relay: true, source: 'engine' };
+        return true;
       } catch {
         // The engine is slow or just went away: the cache answers.
       }
     }
     const until = this.yes.get(addr.text);
-    if (until !== undefined && until > this.now()) return { relay: true, source: 'cache' };
+    if (until !== undefined && until > this.now()) return true;
     this.yes.delete(addr.text);
-    return { relay: false, source: 'none' };
+    return false;
   }
 
   /** Forgets an address (the engine said it was deleted or expired). */
   forget(text: string): void {
     this.yes.delete(text);
-  }
-
-  get size(): number {
-    return this.yes.size;
   }
 
   private remember(text: string, until: number): void {

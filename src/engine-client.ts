@@ -52,7 +52,6 @@ export function keepConnected(e: EngineEndpoint, said: (line: string) => void): 
   };
   client.on('ready', () => say(`engine ${e.display}: connected`));
   client.on('error', (err: Error) => say(`engine ${e.display}: ${err.message || err.name}`));
-  client.on('reconnecting', () => undefined);
   client.connect().catch(() => undefined); // errors arrive as 'error' events; it goes on trying
   return client;
 }

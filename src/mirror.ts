@@ -46,11 +46,6 @@ export class Mirror {
     });
   }
 
-  /** Whether the map has been brought in line since the last (re)connection. */
-  get isSynced(): boolean {
-    return this.synced;
-  }
-
   async close(): Promise<void> {
     clearTimeout(this.timer);
     await this.sub.close().catch(() => undefined);

@@ -70,7 +70,7 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   try {
     for (const [protocol, at] of listeners) {
       if (at === null) continue;
-      servers.push(await listen(protocol, at, async (addr) => (await answers.mayRelay(addr)).relay, log));
+      servers.push(await listen(protocol, at, (addr) => answers.mayRelay(addr), log));
     }
   } catch (e) {
     await Promise.all(servers.map((s) => s.close()));
