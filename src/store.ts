@@ -4,11 +4,8 @@
 
 import type { ClientAddress } from './address.js';
 import type { Config, MapSettings } from './config.js';
-import { mapMissingError } from './map-errors.js';
-import { lookupKeys } from './mapfile.js';
 import { putEntry, readEntries, readQueued, recordLogin, removeAddress, sweepMap, type RelayEntry } from './map.js';
 import type { QueuedLogin } from './queue.js';
-import { classifyValue } from './values.js';
 
 export interface RelayStore {
   /** What it is, for messages: the map's path, or the engine's URL. */
@@ -34,20 +31,8 @@ export function mapStore(s: MapSettings): RelayStore {
     where: s.path,
     noun: 'the map',
     entries: async () => readEntries(s),
-    entry: async (addr) => {
-      const values = lookupKeys(s, addr.keys);
-      if (values === null) throw mapMissingError(s.path);
-      const found = addr.keys.filter((_, i) => values[i] !== null && values[i] !== undefined);
-      if (found.length === 0) return null;
-      const kinds = values.filter((v): v is string => v !== null).map(classifyValue);
-      const times = kinds.map((k) => (k.kind === 'dated' ? k.time : k.kind === 'permanent' ? null : 0));
-      // As the listing groups keys: permanent wins, else the newer time; invalid only when every key is.
-      const time = times.includes(null) ? null : Math.max(...(times as number[]));
-      const invalid = kinds.every((k) => k.kind === 'invalid');
-      return invalid
-        ? { address: addr.text, keys: found, time, invalid: true }
-        : { address: addr.text, keys: found, time };
-    },
+    // The whole map is read, as list reads it: that also refuses a map it must not use (NUL-keyed, corrupt).
+    entry: async (addr) => readEntries(s).find((e) => e.address === addr.text) ?? null,
     queued: async () => readQueued(s),
     record: async (addr, now) => recordLogin(s, addr, now),
     putPermanent: async (addr) => putEntry(s, addr, 'OK'),
