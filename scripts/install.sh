@@ -252,7 +252,9 @@ if [[ $dry_run -eq 0 ]]; then
   sed -e "s|^ExecStart=/usr/local/sbin/poprelayd|ExecStart=$sbin/poprelayd${config_arg}|" \
     -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelayd.service" > "$root$systemd_dir/poprelayd.service"
 fi
-if [[ -z "$root" && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+# Enabled only where systemd looks for it: an install into another tree
+# (--root, or --systemd-dir elsewhere, as the demo does) leaves that to you.
+if [[ -z "$root" && "$systemd_dir" == /etc/systemd/system && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
   run systemctl daemon-reload
   run systemctl enable --now poprelay-sweep.timer
 fi
