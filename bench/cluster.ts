@@ -143,7 +143,7 @@ export async function clusterSection(verdict: Verdict): Promise<string[]> {
       'hook with engine against a local map only',
       s.median / l.median,
       1.1,
-      'the engine write loads node:net and costs a connection.',
+      'the engine write costs one connection and one round trip.',
     );
   } finally {
     await b.stop();

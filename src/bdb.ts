@@ -24,6 +24,7 @@ export interface Database {
 interface Addon {
   Database: new (path: string, type: DbType | 'unknown', readonly: boolean, create: boolean, mode: number) => Database;
   flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs: number): boolean;
+  exchange(target: string, port: number, request: Buffer, timeoutMs: number): Buffer;
   libdbVersion: string;
 }
 
@@ -76,6 +77,21 @@ export function openDatabase(path: string, opts: OpenOptions): Database {
 export function flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs = 0): boolean {
   try {
     return addon.flock(fd, op, timeoutMs);
+  } catch (e) {
+    throw withCode(e);
+  }
+}
+
+/**
+ * Sends `request` to a stream socket (a UNIX socket path when `port` is 0)
+ * and returns everything it answers until it closes, all within timeoutMs,
+ * blocking (native/exchange.cc: the hook's engine exchange without loading
+ * node:net). Errors carry `code` (ECONNREFUSED, ETIMEDOUT, ENOTFOUND, ...)
+ * and `phase`: "connect" or "exchange".
+ */
+export function socketExchange(target: string, port: number, request: Buffer, timeoutMs: number): Buffer {
+  try {
+    return addon.exchange(target, port, request, timeoutMs);
   } catch (e) {
     throw withCode(e);
   }

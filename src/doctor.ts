@@ -513,7 +513,7 @@ export async function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Prom
 async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[]> {
   const checks: Check[] = [];
   try {
-    const [pong, size] = await respCall(engine, [['PING'], ['DBSIZE']], Math.max(cfg.engineTimeoutMs, 2000));
+    const [pong, size] = respCall(engine, [['PING'], ['DBSIZE']], Math.max(cfg.engineTimeoutMs, 2000));
     if (pong !== 'PONG') throw new Error(`PING answered ${JSON.stringify(pong)}`);
     checks.push(ok('engine', `${engine.display} answers (${String(size)} keys in its database)`));
   } catch (e) {

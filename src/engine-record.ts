@@ -64,7 +64,7 @@ export async function recordInEngine(
     );
   }
   try {
-    const [reply] = await respCall(
+    const [reply] = respCall(
       engine,
       [recordCommand(addr, now, cfg.map.timeoutSeconds, cfg.refreshSeconds)],
       cfg.engineTimeoutMs,
@@ -92,7 +92,7 @@ export async function syncToEngine(
   logins: ReadonlyArray<{ addr: ClientAddress; time: number }>,
 ): Promise<number> {
   if (logins.length === 0) return 0;
-  const replies = await respCall(
+  const replies = respCall(
     engine,
     logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
     Math.max(cfg.engineTimeoutMs, 10_000),

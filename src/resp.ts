@@ -1,10 +1,11 @@
 // A few RESP2 commands over one short connection, for the short-lived hook:
-// a client library costs the hook several Node start-ups (field notes: a
-// raw socket ~1.1x an empty start, node-redis ~6x). Everything, connecting
-// included, within one deadline; the long-lived poprelayd uses node-redis.
+// a client library costs the hook several Node start-ups (node-redis about
+// six), and even node:net a tenth of one, so the exchange itself is the
+// addon's (native/exchange.cc) and only the protocol is here. Everything,
+// connecting included, within one deadline; the long-lived poprelayd uses
+// node-redis.
 
-import { connect, type Socket } from 'node:net';
-
+import { socketExchange, type NativeError } from './bdb.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 
@@ -90,62 +91,43 @@ function preamble(e: EngineEndpoint): string[][] {
 }
 
 /**
- * Sends `commands` in one write and resolves with their replies, in order,
- * once all have arrived; rejects (ERR_ENGINE) when the engine cannot be
- * reached, refuses the login or the database, or the whole exchange takes
- * more than `timeoutMs`.
+ * Sends `commands` (and QUIT, so that the engine closes when it has
+ * answered) in one write and returns their replies, in order; throws an
+ * EngineError when the engine cannot be reached, refuses the login or the
+ * database, or the whole exchange takes more than `timeoutMs`. Blocking:
+ * for the short-lived hook, the sweep and doctor.
  */
-export function respCall(e: EngineEndpoint, commands: readonly string[][], timeoutMs: number): Promise<RespValue[]> {
+export function respCall(e: EngineEndpoint, commands: readonly string[][], timeoutMs: number): RespValue[] {
   const pre = preamble(e);
-  const all = [...pre, ...commands];
-  return new Promise((resolve, reject) => {
-    const socket: Socket = 'path' in e ? connect({ path: e.path }) : connect({ host: e.host, port: e.port });
-    let buf: Buffer = Buffer.alloc(0);
-    const replies: RespValue[] = [];
-    const fail = (why: string, unreachable = false): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(new EngineError(`engine ${e.display}: ${why}`, unreachable));
-    };
-    // When the time is up, the I/O that came meanwhile is looked at first
-    // (setImmediate runs after the poll phase): a process the CPU kept
-    // waiting must not count its own wait against the engine.
-    const timer = setTimeout(
-      () =>
-        setImmediate(() =>
-          fail(
-            socket.connecting
-              ? `no connection within engine_timeout_ms = ${timeoutMs} ms`
-              : `no answer within engine_timeout_ms = ${timeoutMs} ms`,
-            socket.connecting,
-          ),
-        ),
-      timeoutMs,
+  const all = [...pre, ...commands, ['QUIT']];
+  let answer: Buffer;
+  try {
+    const [target, port] = 'path' in e ? [e.path, 0] : [e.host, e.port];
+    answer = socketExchange(target, port, Buffer.concat(all.map(encodeCommand)), timeoutMs);
+  } catch (err) {
+    const { code, phase } = err as NativeError & { phase?: string };
+    if (code === 'ETIMEDOUT') {
+      const what = phase === 'connect' ? 'no connection' : 'no answer';
+      throw new EngineError(
+        `engine ${e.display}: ${what} within engine_timeout_ms = ${timeoutMs} ms`,
+        phase === 'connect',
+      );
+    }
+    throw new EngineError(`engine ${e.display}: ${code ?? (err as Error).message}`, false);
+  }
+  const replies: RespValue[] = [];
+  try {
+    for (let r = parseReply(answer); r !== null; r = parseReply(answer, r.next)) replies.push(r.value);
+  } catch (err) {
+    throw new EngineError(`engine ${e.display}: ${(err as Error).message}`, false);
+  }
+  const refused = replies.slice(0, pre.length).find((v): v is RespError => v instanceof RespError);
+  if (refused !== undefined) {
+    throw new EngineError(
+      `engine ${e.display}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${refused.message}`,
+      false,
     );
-    socket.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
-    socket.on('close', () => fail('closed the connection'));
-    socket.on('connect', () => socket.write(Buffer.concat(all.map(encodeCommand))));
-    socket.on('data', (d: Buffer) => {
-      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-      try {
-        for (let r = parseReply(buf); r !== null; r = parseReply(buf)) {
-          replies.push(r.value);
-          buf = buf.subarray(r.next);
-        }
-      } catch (err) {
-        fail((err as Error).message);
-        return;
-      }
-      if (replies.length < all.length) return;
-      const refused = replies.slice(0, pre.length).find((v): v is RespError => v instanceof RespError);
-      if (refused !== undefined) {
-        fail(`refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${refused.message}`);
-        return;
-      }
-      clearTimeout(timer);
-      socket.removeAllListeners('close');
-      socket.destroy();
-      resolve(replies.slice(pre.length));
-    });
-  });
+  }
+  if (replies.length < all.length) throw new EngineError(`engine ${e.display}: closed the connection`, false);
+  return replies.slice(pre.length, pre.length + commands.length);
 }

@@ -19,7 +19,7 @@ import { run } from './support/processes.js';
 let engine: Engine;
 const endpoint = () => ({ host: '127.0.0.1', port: engine.port, db: 3, display: 'test' });
 const engineGet = async (key: string): Promise<[unknown, unknown]> => {
-  const [value, ttl] = await respCall(
+  const [value, ttl] = respCall(
     endpoint(),
     [
       ['GET', key],
@@ -57,7 +57,7 @@ describe('the hook with engine set', () => {
 
   it('writes IPv6 in its compressed form, leaves a permanent entry as it is, and skips a fresh one', async () => {
     const { ini } = withEngine();
-    await respCall(endpoint(), [['SET', 'poprelay:198.51.100.11', 'OK']], 5000);
+    respCall(endpoint(), [['SET', 'poprelay:198.51.100.11', 'OK']], 5000);
     const login = (ip: string) => run(BIN.login, ['--config', ini], { env: { IP: ip } });
     expect((await login('2001:DB8:0:0::1')).code).toBe(0);
     expect((await engineGet('poprelay:2001:db8::1'))[0]).toMatch(/^\d+$/);
@@ -134,7 +134,7 @@ describe('the sweep with engine set', () => {
     writeFileSync(ini, `dbfile = ${map}\nignore =\nengine = redis://127.0.0.1:${engine.port}/5\n`);
     const sweep = await run(BIN.sweep, ['--config', ini]);
     expect([sweep.code, sweep.stderr]).toEqual([0, '']);
-    const [value] = await respCall(
+    const [value] = respCall(
       { ...endpoint(), db: 5 },
       [['MGET', 'poprelay:198.51.100.20', 'poprelay:198.51.100.21']],
       5000,

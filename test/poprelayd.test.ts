@@ -40,11 +40,7 @@ function rssKiB(pid: number): number {
 
 beforeAll(async () => {
   engine = await startEngine();
-  await respCall(
-    { host: '127.0.0.1', port: engine.port, db: 0, display: '' },
-    [['SET', 'poprelay:192.0.2.50', 'OK']],
-    5000,
-  );
+  respCall({ host: '127.0.0.1', port: engine.port, db: 0, display: '' }, [['SET', 'poprelay:192.0.2.50', 'OK']], 5000);
   const dir = tempDir();
   const [p1, p2] = [await freePort(), await freePort()];
   Object.assign(at, {

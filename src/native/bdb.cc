@@ -1,6 +1,7 @@
 // Thin Node-API binding to the system Berkeley DB (the libdb that sendmail
 // and Postfix link) plus flock(2), which Node core lacks. Policy lives in
-// TypeScript; this file only translates calls and errors.
+// TypeScript; this file only translates calls and errors. The module also
+// carries exchange() (exchange.cc), the hook's blocking socket exchange.
 
 #include <napi.h>
 
@@ -18,6 +19,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+// src/native/exchange.cc
+Napi::Value Exchange(const Napi::CallbackInfo& info);
 
 namespace {
 
@@ -301,6 +305,7 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Database", Database::Define(env));
+  exports.Set("exchange", Napi::Function::New(env, Exchange, "exchange"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
   exports.Set("libdbVersion", Napi::String::New(env, db_version(nullptr, nullptr, nullptr)));
   return exports;

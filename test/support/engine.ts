@@ -67,7 +67,7 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
     await untilServing(
       'redis-server',
       proc,
-      () => respCall(endpoint, [['PING']], 1000),
+      async () => respCall(endpoint, [['PING']], 1000),
       60_000,
       () => output,
     );
