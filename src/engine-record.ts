@@ -45,15 +45,11 @@ function mark(path: string, now: number): void {
 }
 
 /**
- * Records `addr` in the engine. Throws ERR_ENGINE (and marks the engine
- * down) on any failure; ERR_ENGINE_PAUSED while a recent failure stands.
+ * Records `addr` in the engine. Throws ERR_ENGINE on any failure (marking
+ * the login missed, and the engine down when unreachable); ERR_ENGINE_PAUSED
+ * while a recent "down" stands.
  */
-export async function recordInEngine(
-  cfg: Config,
-  engine: EngineEndpoint,
-  addr: ClientAddress,
-  now: number,
-): Promise<EngineOutcome> {
+export function recordInEngine(cfg: Config, engine: EngineEndpoint, addr: ClientAddress, now: number): EngineOutcome {
   const since = enginePausedSince(cfg.map.path, now);
   if (since !== null) {
     mark(engineMissedFile(cfg.map.path), now);
@@ -81,23 +77,25 @@ export async function recordInEngine(
   }
 }
 
+/** Logins the sweep sends in one exchange: bounded answers, and a deadline per batch. */
+const SYNC_BATCH = 5000;
+
 /**
  * The sweep's logins for the engine (its live sessions, and what hooks
- * missed), in one exchange; it runs once a minute, so no pause applies.
- * Returns how many logins it sent.
+ * missed), in batches; it runs once a minute, so no pause applies.
  */
-export async function syncToEngine(
+export function syncToEngine(
   cfg: Config,
   engine: EngineEndpoint,
   logins: ReadonlyArray<{ addr: ClientAddress; time: number }>,
-): Promise<number> {
-  if (logins.length === 0) return 0;
-  const replies = respCall(
-    engine,
-    logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
-    Math.max(cfg.engineTimeoutMs, 10_000),
-  );
-  const refused = replies.find((r): r is RespError => r instanceof RespError);
-  if (refused !== undefined) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${refused.message}`);
-  return logins.length;
+): void {
+  for (let i = 0; i < logins.length; i += SYNC_BATCH) {
+    const replies = respCall(
+      engine,
+      logins.slice(i, i + SYNC_BATCH).map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
+      Math.max(cfg.engineTimeoutMs, 10_000),
+    );
+    const refused = replies.find((r): r is RespError => r instanceof RespError);
+    if (refused !== undefined) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${refused.message}`);
+  }
 }

@@ -168,7 +168,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     }
     if (cfg.engine !== null) {
       try {
-        const outcome = await (await import('./engine-record.js')).recordInEngine(cfg, cfg.engine, addr, now);
+        const outcome = (await import('./engine-record.js')).recordInEngine(cfg, cfg.engine, addr, now);
         if (cfg.logRecorded) log('info', `recorded ${addr.text} in the engine (${who})${ENGINE_TEXT[outcome]}`);
       } catch (e) {
         recorded = await failed(e, 'in the engine ');

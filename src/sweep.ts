@@ -135,7 +135,7 @@ async function syncEngine(
     }
   }
   try {
-    await syncToEngine(cfg, engine, logins);
+    syncToEngine(cfg, engine, logins);
     // Unless a hook missed the engine again meanwhile: its login may not be in what was sent.
     if (missed && lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs === missedAt) unlinkSync(marker);
   } catch (e) {
