@@ -6,14 +6,39 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { freePort, terminate } from './dovecot.js';
 import { untilServing } from './wait.js';
-import { respCall } from '../../src/resp.js';
 
 const SERVER = '/usr/bin/redis-check-rdb';
+
+/**
+ * Whether the server answers PING (after AUTH): with node:net rather than
+ * src/resp.ts, whose exchange is the addon's, so that npm run demo:cluster
+ * can bundle this file.
+ */
+function ping(port: number, password: string | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port });
+    let got = '';
+    const done = (err?: Error): void => {
+      s.destroy();
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    s.setTimeout(1000, () => done(new Error('no answer')));
+    s.on('error', done);
+    s.on('connect', () => s.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}PING\r\n`));
+    s.on('data', (d: Buffer) => {
+      got += d.toString();
+      if (got.includes('+PONG')) done();
+      else if (got.includes('-')) done(new Error(got.trim()));
+    });
+  });
+}
 
 export interface Engine {
   port: number;
@@ -36,7 +61,6 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
   const bin = join(dir, 'redis-server');
   symlinkSync(SERVER, bin);
   const port = await freePort();
-  const endpoint = { host: '127.0.0.1', port, db: 0, password, display: `redis://127.0.0.1:${port}/0` };
   const auth = password === undefined ? [] : ['--requirepass', password];
   let proc: ChildProcess | undefined;
   let output = '';
@@ -67,7 +91,7 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
     await untilServing(
       'redis-server',
       proc,
-      async () => respCall(endpoint, [['PING']], 1000),
+      () => ping(port, password),
       60_000,
       () => output,
     );
