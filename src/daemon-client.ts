@@ -5,7 +5,7 @@
 import { connect } from 'node:net';
 
 import type { ListenEndpoint } from './endpoints.js';
-import type { ProtocolName } from './protocols.js';
+import { framer, type ProtocolName } from './protocols.js';
 
 /** The request an MTA sends about `address`. */
 export function requestFor(protocol: ProtocolName, address: string): string {
@@ -23,13 +23,8 @@ export function requestFor(protocol: ProtocolName, address: string): string {
 
 /** Whether an answer says "may relay"; undefined when it is no answer of that protocol. */
 export function relayIn(protocol: ProtocolName, answer: string): boolean | undefined {
-  const known: Record<ProtocolName, [string, string]> = {
-    policy: ['action=OK\n\n', 'action=DUNNO\n\n'],
-    socketmap: ['5:OK OK,', '9:NOTFOUND ,'],
-    readsocket: ['yes', 'no'],
-  };
-  const [yes, no] = known[protocol];
-  return answer === yes ? true : answer === no ? false : undefined;
+  const f = framer(protocol);
+  return answer === f.answer(true) ? true : answer === f.answer(false) ? false : undefined;
 }
 
 /** Asks one question on a new connection; rejects on no well-formed answer within `timeoutMs`. */

@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 
 import type { Config } from './config.js';
 import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
-import type { EngineEndpoint, ListenEndpoint } from './endpoints.js';
-import type { ProtocolName } from './protocols.js';
+import type { EngineEndpoint } from './endpoints.js';
+import { listenersOf } from './protocols.js';
 import { respCall } from './resp.js';
 import { isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
@@ -526,12 +526,7 @@ async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[
       ),
     );
   }
-  const listeners: Array<[ProtocolName, ListenEndpoint | null]> = [
-    ['policy', cfg.policyListen],
-    ['socketmap', cfg.socketmapListen],
-    ['readsocket', cfg.readsocketListen],
-  ];
-  for (const [protocol, at] of listeners) {
+  for (const [protocol, at] of listenersOf(cfg)) {
     if (at === null) continue;
     try {
       await askDaemon(protocol, at, TEST_ADDRESS, 2000);

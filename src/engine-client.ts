@@ -8,7 +8,7 @@ import type { ClientAddress } from './address.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { addressOfEngineKey, engineKey, KEY_PATTERN } from './relayset.js';
-import { classifyValue } from './values.js';
+import { entryTime } from './values.js';
 
 /** An entry of the shared set: a login time, or permanent. */
 export interface SharedEntry {
@@ -94,8 +94,7 @@ export async function readSharedSet(client: EngineClient): Promise<SharedEntry[]
       const addr = addressOfEngineKey(key);
       const value = values[i];
       if (addr === null || value === null || value === undefined) return;
-      const v = classifyValue(value);
-      out.push({ addr, time: v.kind === 'dated' ? v.time : v.kind === 'permanent' ? null : 0 });
+      out.push({ addr, time: entryTime(value) });
     });
   }
   return out;

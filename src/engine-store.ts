@@ -8,7 +8,7 @@ import type { EngineEndpoint } from './endpoints.js';
 import type { RelayEntry } from './map.js';
 import { engineKey, RECORD_SCRIPT } from './relayset.js';
 import type { RelayStore } from './store.js';
-import { classifyValue } from './values.js';
+import { entryTime } from './values.js';
 
 const entryOf = (addr: ClientAddress, time: number | null): RelayEntry =>
   time === 0
@@ -25,8 +25,7 @@ export async function engineStore(cfg: Config, engine: EngineEndpoint): Promise<
     entry: async (addr) => {
       const value = await client.get(engineKey(addr));
       if (value === null) return null;
-      const v = classifyValue(value);
-      return entryOf(addr, v.kind === 'dated' ? v.time : v.kind === 'permanent' ? null : 0);
+      return entryOf(addr, entryTime(value));
     },
     queued: async () => [],
     record: async (addr, now) => {

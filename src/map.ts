@@ -10,7 +10,7 @@ import { applyQueue, HOLD_TARGET_MS, letWaitersIn, lookupKeys, readRecords, upda
 import { PoprelayError } from './errors.js';
 import { mapError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
-import { applyLogin, classifyValue } from './values.js';
+import { applyLogin, classifyValue, entryTime } from './values.js';
 import { unpackRecords, type Database } from './bdb.js';
 
 export { ensureMap, readRecords, updateMap } from './mapfile.js';
@@ -37,7 +37,7 @@ function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
     // An IPv4 key is its own display text; only IPv6 keys (with ':') pair up.
     const address = key.includes(':') ? (addressOfKey(key)?.text ?? key) : key;
     const v = classifyValue(value);
-    const time = v.kind === 'permanent' ? null : v.kind === 'dated' ? v.time : 0;
+    const time = entryTime(value);
     const e = byAddress.get(address);
     if (e === undefined) {
       byAddress.set(

@@ -12,7 +12,7 @@ import { keepConnected, readSharedSet, type EngineClient } from './engine-client
 import type { EngineEndpoint } from './endpoints.js';
 import { mirrorEntries, type MirroredEntry } from './map.js';
 import { addressOfEngineKey, KEY_PATTERN } from './relayset.js';
-import { classifyValue } from './values.js';
+import { entryTime } from './values.js';
 
 /** Notifications are applied in batches this often: one copy of the map for many changes. */
 export const BATCH_MS = 50;
@@ -115,12 +115,10 @@ export class Mirror {
       keys.forEach((key, i) => {
         const addr = addressOfEngineKey(key);
         if (addr === null) return;
+        // Gone from the engine, or a value that is no time (invalid): removed here too.
         const value = values[i];
-        if (value === null || value === undefined) entries.push({ addr, time: undefined });
-        else {
-          const v = classifyValue(value);
-          entries.push({ addr, time: v.kind === 'permanent' ? null : v.kind === 'dated' ? v.time : undefined });
-        }
+        const time = value === null || value === undefined ? 0 : entryTime(value);
+        entries.push({ addr, time: time === 0 ? undefined : time });
       });
       mirrorEntries(this.cfg.map, entries, false);
     } catch (e) {

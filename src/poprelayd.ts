@@ -12,7 +12,7 @@ import { PoprelayError } from './errors.js';
 import { listen, type Listener } from './listeners.js';
 import { Mirror } from './mirror.js';
 import { actAsMapOwner } from './privilege.js';
-import type { ProtocolName } from './protocols.js';
+import { listenersOf } from './protocols.js';
 
 export const DAEMON_USAGE = `Usage: poprelayd [--config FILE]
 
@@ -50,11 +50,7 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
       `config ${cfg.source ?? '(defaults)'}: poprelayd needs engine (the shared relay set)`,
     );
   }
-  const listeners: Array<[ProtocolName, typeof cfg.policyListen]> = [
-    ['policy', cfg.policyListen],
-    ['socketmap', cfg.socketmapListen],
-    ['readsocket', cfg.readsocketListen],
-  ];
+  const listeners = listenersOf(cfg);
   if (listeners.every(([, at]) => at === null) && !cfg.mirror) {
     throw new PoprelayError(
       'ERR_CONFIG',

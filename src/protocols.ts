@@ -14,8 +14,21 @@
 //   "yes" or "no", then the connection closes.
 
 import { addressOfKey, parseClientAddress, type ClientAddress } from './address.js';
+import type { Config } from './config.js';
+import type { ListenEndpoint } from './endpoints.js';
 
 export type ProtocolName = 'policy' | 'socketmap' | 'readsocket';
+
+/** Each protocol with where poprelay.ini says poprelayd answers it (null: not served). */
+export function listenersOf(
+  cfg: Pick<Config, 'policyListen' | 'socketmapListen' | 'readsocketListen'>,
+): Array<[ProtocolName, ListenEndpoint | null]> {
+  return [
+    ['policy', cfg.policyListen],
+    ['socketmap', cfg.socketmapListen],
+    ['readsocket', cfg.readsocketListen],
+  ];
+}
 
 export class ProtocolError extends Error {}
 

@@ -19,6 +19,12 @@ export function classifyValue(value: string): EntryValue {
   return { kind: 'dated', time: Number(value) };
 }
 
+/** A value as an entry's time: its seconds, null when permanent, 0 when invalid (swept as expired). */
+export function entryTime(value: string): number | null {
+  const v = classifyValue(value);
+  return v.kind === 'dated' ? v.time : v.kind === 'permanent' ? null : 0;
+}
+
 const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1');
 
 /**
