@@ -19,6 +19,8 @@ const CROWDS = [50, 200, 500];
 const MAPS = [10, 100_000, 1_000_000];
 const PERL = join(ROOT, 'bench/poprelayd-style.pl');
 
+const DOVECOT_RUNS = 'poprelay-login as Dovecot runs it';
+
 const address = (i: number): string => `172.16.${i >> 7}.${(i & 127) + 1}`;
 
 function visibleAfterStart(results: CrowdResult[]): number[] {
@@ -29,8 +31,11 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
   const md = [
     '## 4. Bursts: many logins at once',
     '',
-    'N hook processes started at the same moment (`IP=... poprelay-login`, as Dovecot would start them for N logins),',
-    'from a small launcher (test/fixtures/crowd.mjs) that watches the map: "visible" is when an address is first',
+    'N hook processes started at the same moment, as Dovecot would start them for N logins: "as Dovecot runs it" is the',
+    'front with a command to continue (`/bin/true` here), which leaves the login in the queue for one recorder at a',
+    'time; "by hand" is `IP=... poprelay-login` with no command, a Node recorder for each login (the path the front',
+    'also takes for what it cannot vouch for, such as an unusual user name). All from a small launcher',
+    '(test/fixtures/crowd.mjs) that watches the map: "visible" is when an address is first',
     'found in the published map (looked up after each rename, and every 10 ms). The same N do-nothing Node processes',
     '(`node -e 0`) give the floor: the time the crowd takes just to start and exit. "poprelayd-style" is a Perl hook',
     'that ties the map with DB_File and writes in place under flock, one login at a time. Each run gets a fresh copy',
@@ -39,7 +44,7 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
     'one instant; every variant is started the same way. "recorded": visible by the time the crowd\'s last process',
     "exited; a poprelay login still queued then (a lock holder stops applying others' logins after lock_timeout_ms)",
     'goes in with the next writer or the sweep, within a minute. "verifies": `db5.3_verify` on the map after the crowd.',
-    "Target: poprelay's p99 to visible within 1.25x of the do-nothing crowd's p99 to exit.",
+    "Target: poprelay's p99 to visible, as Dovecot runs it, within 1.25x of the do-nothing crowd's p99 to exit.",
     '',
     ...header(
       [
@@ -82,7 +87,8 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
     md.push(row([crowd, '-', 'do-nothing Node', '-', '-', '-', ms(floorExit.median), ms(floorExit.p99), '-', '-']));
     for (const n of MAPS) {
       for (const [label, program] of [
-        ['poprelay-login', [BIN.login, '--config', ini]],
+        [DOVECOT_RUNS, [BIN.login, '--config', ini, '/bin/true']],
+        ['poprelay-login by hand', [BIN.login, '--config', ini]],
         ['poprelayd-style (Perl, in place)', [PERL, map]],
       ] as const) {
         fresh(n);
@@ -106,12 +112,12 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
             ms(seen.p99),
           ]),
         );
-        if (label === 'poprelay-login') {
+        if (label === DOVECOT_RUNS) {
           verdict(
             `burst of ${crowd} on ${n.toLocaleString('en')} entries: p99 to visible against the do-nothing crowd's p99 to exit`,
             seen.p99 / floorExit.p99,
             1.25,
-            'the crowd queues for the CPU, not for the lock: each recorder costs more CPU than `node -e 0` (section 5), so on 2 cores the backlog grows through the crowd, and each login is visible about when its own process exits (compare the exit and visible columns). Fewer copies than logins, and map size matters only at 1,000,000 entries.',
+            'the recorder copies the map for each round of logins it admits (5 MB at 100,000 entries, 42 MB at 1,000,000), so a big map takes longer to catch up with the crowd.',
           );
         }
       }

@@ -10,6 +10,8 @@ import { safeDir } from '../test/support/tmp.js';
 import { header, ms, row, stats, type Verdict } from './report.js';
 
 const RUNS = 100;
+const CROWD = 50;
+const CROWD_RUNS = 10;
 
 /** User + sys milliseconds of a command and all its children, from bash's `times` (millisecond resolution). */
 function cpuOf(cmd: string[], env: NodeJS.ProcessEnv): number {
@@ -33,7 +35,7 @@ export function cpuSection(verdict: Verdict): string[] {
   const variants: Array<[string, string[]]> = [
     ['`node -e 0`', [process.execPath, '-e', '0']],
     [
-      'poprelay-login as Dovecot runs it (sh front, the continued login `/bin/true`, timeout, recorder)',
+      'poprelay-login as Dovecot runs it (sh front, the continued login `/bin/true`, flock, timeout, recorder)',
       [hook, '--config', ini, '/bin/true'],
     ],
     [`the recorder alone (\`node ${flags.join(' ')}\`)`, [process.execPath, ...flags, recorder, '--config', ini]],
@@ -57,6 +59,21 @@ export function cpuSection(verdict: Verdict): string[] {
     const s = stats(cpu[v] ?? []);
     md.push(row([label, ms(s.median), ms(s.p90), (s.median / base).toFixed(2)]));
   });
+  // A crowd: the same hook for CROWD logins started at once; all its CPU over CROWD.
+  const crowdCpu: number[] = [];
+  for (let i = 0; i < CROWD_RUNS; i++) {
+    const script = `for i in $(seq ${CROWD}); do IP=192.0.3.$i "$@" & done; wait`;
+    crowdCpu.push(cpuOf(['bash', '-c', script, 'crowd', hook, '--config', ini, '/bin/true'], env) / CROWD);
+  }
+  const c = stats(crowdCpu);
+  md.push(
+    row([
+      `the same, ${CROWD} logins started at once (${CROWD_RUNS} runs), per login`,
+      ms(c.median),
+      ms(c.p90),
+      (c.median / base).toFixed(2),
+    ]),
+  );
   verdict(
     'CPU per recording, the hook as Dovecot runs it, against `node -e 0`',
     stats(cpu[1] ?? []).median / base,

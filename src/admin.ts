@@ -18,6 +18,7 @@ import {
 import type { Config } from './config.js';
 import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './doctor.js';
 import { ensureMap, type RelayEntry } from './map.js';
+import { makeQueue } from './queue.js';
 import { actAsMapOwner } from './privilege.js';
 import { entryStats, mapStats } from './stats.js';
 import { openStore, type RelayStore } from './store.js';
@@ -101,14 +102,15 @@ const COMMANDS: Record<string, Command> = {
     usage: `Usage: poprelay init [--config FILE]
 
 Creates an empty map at dbfile, of dbtype and with map_mode, if there is
-none. An existing map is only checked (type, readability, NUL-free keys) and
-never changed. Run it as the user the Dovecot hook runs as, so that the map
-belongs to that user.`,
+none, and the login queue beside it (dbfile.queue). An existing map is only
+checked (type, readability, NUL-free keys) and never changed. Run it as the
+user the Dovecot hook runs as, so that both belong to that user.`,
     args: [],
     run: (ctx) => {
       const s = ctx.config().map;
       if (ensureMap(s)) out(`created ${s.path} (${s.type}, mode ${s.mode.toString(8).padStart(4, '0')})`);
       else out(`${s.path} exists and is a usable ${s.type} map; left as it is`);
+      makeQueue(s.path);
       return 0;
     },
   },

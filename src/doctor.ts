@@ -17,7 +17,7 @@ import { isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
 import { readEntries, readRecords } from './map.js';
 import { liveAddresses } from './live.js';
-import { queueDir, readQueue } from './queue.js';
+import { queueDir, readIncoming, readQueue } from './queue.js';
 import { formatAgo, unixNow } from './timefmt.js';
 
 export interface DoctorPaths {
@@ -274,17 +274,26 @@ function queueCheck(s: MapSettings, user: string): Check {
       'remove them; only poprelay writes there',
     );
   }
+  if (lstatSync(queueDir(s.path), { throwIfNoEntry: false }) === undefined) {
+    return bad(
+      'WARN',
+      'map queue',
+      `there is no ${queueDir(s.path)}: the hook's front cannot leave logins there, so every login starts its own Node recorder`,
+      `run poprelay init as ${user}`,
+    );
+  }
   const now = unixNow();
-  const oldest = Math.min(...q.logins.map((l) => l.time));
-  if (q.logins.length > 0 && now - oldest > QUEUE_STUCK_SECONDS) {
+  const waiting = [...q.logins, ...readIncoming(s.path)];
+  const oldest = Math.min(...waiting.map((l) => l.time));
+  if (waiting.length > 0 && now - oldest > QUEUE_STUCK_SECONDS) {
     return bad(
       'FAIL',
       'map queue',
-      `${q.logins.length} login(s) queued beside the map, the oldest ${formatAgo(oldest, now)}: the queue is not draining, so those users cannot relay`,
+      `${waiting.length} login(s) queued beside the map, the oldest ${formatAgo(oldest, now)}: the queue is not draining, so those users cannot relay`,
       'run poprelay-sweep by hand and read its error (a damaged or unwritable map?); check that the sweep is scheduled',
     );
   }
-  return ok('map queue', `${q.logins.length} login(s) queued, none older than ${QUEUE_STUCK_SECONDS} s`);
+  return ok('map queue', `${waiting.length} login(s) queued, none older than ${QUEUE_STUCK_SECONDS} s`);
 }
 
 /** sendmail refuses maps under group- or world-writable directories ("unsafe map file"). */

@@ -45,11 +45,17 @@ function mark(path: string, now: number): void {
 }
 
 /**
- * Records `addr` in the engine. Throws ERR_ENGINE on any failure (marking
- * the login missed, and the engine down when unreachable); ERR_ENGINE_PAUSED
- * while a recent "down" stands.
+ * Records logins in the engine, in one exchange: each one's outcome, in
+ * order. Throws ERR_ENGINE on any failure (marking the logins missed, and
+ * the engine down when unreachable); ERR_ENGINE_PAUSED while a recent
+ * "down" stands.
  */
-export function recordInEngine(cfg: Config, engine: EngineEndpoint, addr: ClientAddress, now: number): EngineOutcome {
+export function recordInEngine(
+  cfg: Config,
+  engine: EngineEndpoint,
+  logins: ReadonlyArray<{ addr: ClientAddress; time: number }>,
+  now: number,
+): EngineOutcome[] {
   const since = enginePausedSince(cfg.map.path, now);
   if (since !== null) {
     mark(engineMissedFile(cfg.map.path), now);
@@ -60,16 +66,19 @@ export function recordInEngine(cfg: Config, engine: EngineEndpoint, addr: Client
     );
   }
   try {
-    const [reply] = respCall(
+    const replies = respCall(
       engine,
-      [recordCommand(addr, now, cfg.map.timeoutSeconds, cfg.refreshSeconds)],
+      logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, cfg.refreshSeconds)),
       cfg.engineTimeoutMs,
     );
-    if (reply instanceof RespError) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${reply.message}`);
-    if (reply !== 'recorded' && reply !== 'fresh' && reply !== 'permanent') {
-      throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: unexpected answer ${JSON.stringify(reply)}`);
-    }
-    return reply;
+    return replies.map((reply) => {
+      if (reply instanceof RespError)
+        throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${reply.message}`);
+      if (reply !== 'recorded' && reply !== 'fresh' && reply !== 'permanent') {
+        throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: unexpected answer ${JSON.stringify(reply)}`);
+      }
+      return reply;
+    });
   } catch (e) {
     mark(engineMissedFile(cfg.map.path), now);
     if (e instanceof EngineError && e.unreachable) mark(engineDownFile(cfg.map.path), now);

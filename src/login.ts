@@ -9,6 +9,10 @@
 
 import { writeSync } from 'node:fs';
 
+import type { ClientAddress } from './address.js';
+import type { Config } from './config.js';
+import type { LoginOutcome } from './map.js';
+
 const USAGE = `Usage: poprelay-login [--config FILE] [--tag NAME] [--] [COMMAND [ARG...]]
 
 Dovecot post-login script: continues the login by running COMMAND (Dovecot
@@ -32,6 +36,8 @@ export interface HookArgs {
   help: boolean;
   /** Started by the front for a Dovecot login: log in Dovecot's format. */
   dovecotLog: boolean;
+  /** The queue directory where the front left this login: admit and apply what is there. */
+  drain?: string;
   /** Options that were not understood; logged, never fatal. */
   problems: string[];
 }
@@ -51,10 +57,11 @@ export function parseHookArgs(argv: readonly string[]): HookArgs {
     }
     if (a === '--help' || a === '-h') out.help = true;
     else if (a === '--dovecot-log') out.dovecotLog = true;
-    else if (a === '--config' || a === '--tag') {
+    else if (a === '--config' || a === '--tag' || a === '--drain') {
       const v = argv[i + 1];
       if (v === undefined) out.problems.push(`${a} needs a value`);
       else if (a === '--config') out.config = v;
+      else if (a === '--drain') out.drain = v;
       else out.tag = v;
       i++;
     } else if (a.startsWith('-')) out.problems.push(`unknown option ${JSON.stringify(a)} ignored`);
@@ -102,35 +109,64 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
   return tag === undefined ? `user=${u}` : `user=${u}, service=${quote(tag).slice(1, -1)}`;
 }
 
+/** A login to report: its address, who, and what became of it in the map. */
+interface Recorded {
+  addr: ClientAddress;
+  time: number;
+  who: string;
+}
+
+type Modules = [
+  typeof import('./config.js'),
+  typeof import('./address.js'),
+  typeof import('./map.js'),
+  typeof import('./errors.js'),
+  typeof import('./privilege.js'),
+];
+
 /**
- * Records $IP. Never throws: every failure is one log line and `false`. The
- * modules load here rather than at the top (the bundle keeps that order), so
- * that one that cannot load, the libdb addon say, is such a line too.
+ * Records $IP, or with --drain the logins the front left (incoming.ts).
+ * Never throws: every failure is one log line and `false`. The modules
+ * load here rather than at the top (the bundle keeps that order), so that
+ * one that cannot load, the libdb addon say, is such a line too.
  */
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
   let dbfile: string | undefined;
+  const envIp = env.IP !== undefined && /^[0-9A-Fa-f:.]{1,45}$/.test(env.IP) ? env.IP : undefined;
   /** One failure: its log line, and one more for the count of unrecorded logins. */
-  const failed = async (e: unknown, where = ''): Promise<false> => {
-    const ip = env.IP !== undefined && /^[0-9A-Fa-f:.]{1,45}$/.test(env.IP) ? `${env.IP} ` : '';
+  const failed = async (e: unknown, ip = envIp, whose = who, where = ''): Promise<false> => {
     const paused = (e as { code?: unknown } | null)?.code === 'ERR_ENGINE_PAUSED';
     log(
       paused ? 'warning' : 'error',
-      `not recorded ${ip}${where}(${who}): ${e instanceof Error ? e.message : String(e)}`,
+      `not recorded ${ip === undefined ? '' : `${ip} `}${where}(${whose}): ${e instanceof Error ? e.message : String(e)}`,
     );
     if (dbfile !== undefined) (await import('./failures.js')).countFailure(dbfile);
     return false;
   };
   try {
+    const modules: Modules = await Promise.all([
+      import('./config.js'),
+      import('./address.js'),
+      import('./map.js'),
+      import('./errors.js'),
+      import('./privilege.js'),
+    ]);
     const [{ isIgnored, loadConfig }, { parseClientAddress }, { queueLogin }, { quoteUntrusted }, { actAsMapOwner }] =
-      await Promise.all([
-        import('./config.js'),
-        import('./address.js'),
-        import('./map.js'),
-        import('./errors.js'),
-        import('./privilege.js'),
-      ]);
+      modules;
     who = describeUser(env.USER, args.tag, quoteUntrusted);
+    if (args.drain !== undefined) {
+      const cfg = loadConfig(args.config, env);
+      dbfile = cfg.map.path;
+      actAsMapOwner(cfg.map.path);
+      const { queueDir } = await import('./queue.js');
+      if (args.drain === queueDir(cfg.map.path)) return await drain(cfg, modules, failed);
+      // The front read poprelay.ini otherwise than this does: record this login the old way.
+      log(
+        'error',
+        `the front queued this login in ${args.drain}, but dbfile is ${cfg.map.path}: recording it directly`,
+      );
+    }
     const ipText = env.IP;
     if (ipText === undefined || ipText === '') {
       log('warning', `not recorded (${who}): no client address in $IP (a UNIX-socket client, or not run by Dovecot)`);
@@ -151,30 +187,15 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     }
     actAsMapOwner(cfg.map.path);
     const now = Math.floor(Date.now() / 1000);
+    const login = { addr, time: now, who };
     // The map and the engine each on their own: one failing does not keep the login from the other.
     let recorded = true;
     try {
-      const outcome = queueLogin(cfg.map, addr, now, cfg.refreshSeconds);
-      if (cfg.logRecorded) {
-        log(
-          'info',
-          outcome === 'permanent'
-            ? `${addr.text} has a permanent entry, left as it is (${who})`
-            : `recorded ${addr.text} (${who})${OUTCOME_TEXT[outcome]}`,
-        );
-      }
+      logMapOutcome(cfg, login, queueLogin(cfg.map, addr, now, cfg.refreshSeconds));
     } catch (e) {
       recorded = await failed(e);
     }
-    if (cfg.engine !== null) {
-      try {
-        const outcome = (await import('./engine-record.js')).recordInEngine(cfg, cfg.engine, addr, now);
-        if (cfg.logRecorded) log('info', `recorded ${addr.text} in the engine (${who})${ENGINE_TEXT[outcome]}`);
-      } catch (e) {
-        recorded = await failed(e, 'in the engine ');
-      }
-    }
-    return recorded;
+    return (await toEngine(cfg, [login], now, failed)) && recorded;
   } catch (e) {
     return failed(e);
   }
@@ -188,11 +209,91 @@ const ENGINE_TEXT: Record<'recorded' | 'fresh' | 'permanent', string> = {
 };
 
 /** What a login's log line says after "recorded ADDRESS (user=...)". */
-const OUTCOME_TEXT: Record<'recorded' | 'queued' | 'fresh', string> = {
+const OUTCOME_TEXT: Record<Exclude<LoginOutcome, 'permanent'>, string> = {
   recorded: '',
   queued: ': queued; the writer holding the lock applies it',
   fresh: ': already in the map, younger than refresh_seconds; nothing written',
 };
+
+type Failed = (e: unknown, ip?: string, whose?: string, where?: string) => Promise<false>;
+
+function logMapOutcome(cfg: Config, l: Recorded, outcome: LoginOutcome): void {
+  if (!cfg.logRecorded) return;
+  log(
+    'info',
+    outcome === 'permanent'
+      ? `${l.addr.text} has a permanent entry, left as it is (${l.who})`
+      : `recorded ${l.addr.text} (${l.who})${OUTCOME_TEXT[outcome]}`,
+  );
+}
+
+/** Sends logins to the engine, when there is one; false when that failed (logged for each). */
+async function toEngine(cfg: Config, logins: readonly Recorded[], now: number, failed: Failed): Promise<boolean> {
+  if (cfg.engine === null || logins.length === 0) return true;
+  try {
+    const outcomes = (await import('./engine-record.js')).recordInEngine(cfg, cfg.engine, logins, now);
+    logins.forEach((l, i) => {
+      if (cfg.logRecorded)
+        log('info', `recorded ${l.addr.text} in the engine (${l.who})${ENGINE_TEXT[outcomes[i] ?? 'recorded']}`);
+    });
+    return true;
+  } catch (e) {
+    for (const l of logins) await failed(e, l.addr.text, l.who, 'in the engine ');
+    return false;
+  }
+}
+
+/**
+ * How long one recorder goes on admitting and applying the front's logins
+ * while more keep arriving; the front starts another for what is left.
+ */
+const DRAIN_MS = 10_000;
+
+/**
+ * Admits the logins the fronts left and applies them, round after round
+ * while more arrive, then sends them to the engine: one Node start for a
+ * crowd of logins. True when everything seen was recorded.
+ */
+async function drain(cfg: Config, modules: Modules, failed: Failed): Promise<boolean> {
+  const [, , { applyQueuedLogins }, { quoteUntrusted }] = modules;
+  const { admitIncoming } = await import('./incoming.js');
+  const until = Date.now() + DRAIN_MS;
+  let ok = true;
+  while (Date.now() < until) {
+    const now = Math.floor(Date.now() / 1000);
+    const admitted = admitIncoming(cfg, now);
+    if (admitted.length === 0) break;
+    const toMap: Recorded[] = [];
+    const toShare: Recorded[] = [];
+    for (const a of admitted) {
+      const whose = describeUser(a.login.user, a.login.tag, quoteUntrusted);
+      if (a.addr === null) {
+        log('warning', `rejected (${whose}): ${a.problem}`);
+        continue;
+      }
+      const l = { addr: a.addr, time: a.login.time, who: whose };
+      if (a.outcome === 'ignored') {
+        if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
+      } else if (a.outcome === 'expired') {
+        ok = await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
+      } else {
+        if (a.outcome === 'queued') toMap.push(l);
+        else logMapOutcome(cfg, l, a.outcome);
+        toShare.push(l);
+      }
+    }
+    if (toMap.length > 0) {
+      try {
+        const outcome = applyQueuedLogins(cfg.map);
+        for (const l of toMap) logMapOutcome(cfg, l, outcome);
+      } catch (e) {
+        for (const l of toMap) ok = await failed(e, l.addr.text, l.who);
+      }
+    }
+    ok = (await toEngine(cfg, toShare, now, failed)) && ok;
+  }
+  return ok;
+}
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const args = parseHookArgs(argv);

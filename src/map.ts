@@ -98,27 +98,30 @@ export type LoginOutcome =
   | 'permanent';
 
 /**
- * The hook's recording: never waits for the lock. A login whose entry is
- * already permanent, or younger than `refreshSeconds`, costs one read-only
- * lookup (a reconnect storm writes nothing). Otherwise the login is queued
- * durably first, then applied by whoever holds the lock (docs/design.md).
- * A failure to apply (a corrupt map, say) throws, and the login stays
- * queued until the map can take it.
+ * Whether a login at `now` need write nothing, from the map's values for
+ * its keys (null where absent): every key permanent, or younger than
+ * `refreshSeconds` (a reconnect storm writes nothing).
  */
-export function queueLogin(s: MapSettings, addr: ClientAddress, now: number, refreshSeconds: number): LoginOutcome {
-  let values: Array<string | null> | null = null;
-  try {
-    values = lookupKeys(s, addr.keys);
-  } catch {
-    // Unreadable now: queue the login anyway; applying it reports why.
-  }
-  if (values !== null && values.every((v) => v !== null)) {
-    const kinds = values.map((v) => classifyValue(v ?? ''));
-    if (kinds.every((k) => k.kind === 'permanent')) return 'permanent';
-    if (kinds.every((k) => k.kind === 'permanent' || (k.kind === 'dated' && now - k.time < refreshSeconds)))
-      return 'fresh';
-  }
-  translated(s.path, 'queue a login for', () => enqueueLogin(s.path, addr, now), 'io');
+export function unchanged(
+  values: ReadonlyArray<string | null>,
+  now: number,
+  refreshSeconds: number,
+): 'permanent' | 'fresh' | null {
+  if (!values.every((v) => v !== null)) return null;
+  const kinds = values.map((v) => classifyValue(v ?? ''));
+  if (kinds.every((k) => k.kind === 'permanent')) return 'permanent';
+  if (kinds.every((k) => k.kind === 'permanent' || (k.kind === 'dated' && now - k.time < refreshSeconds)))
+    return 'fresh';
+  return null;
+}
+
+/**
+ * Applies the queue without waiting for the lock (mapfile.ts's applyQueue):
+ * 'recorded' when this process applied it, 'queued' when the writer holding
+ * the lock will. A failure (a corrupt map, say) throws, and the logins stay
+ * queued until the map can take them.
+ */
+export function applyQueuedLogins(s: MapSettings): 'recorded' | 'queued' {
   try {
     return applyQueue(s) === 'applied' ? 'recorded' : 'queued';
   } catch (e) {
@@ -127,6 +130,25 @@ export function queueLogin(s: MapSettings, addr: ClientAddress, now: number, ref
       cause: e,
     });
   }
+}
+
+/**
+ * The recording of a login by hand: never waits for the lock. A login
+ * whose entry is already permanent, or younger than `refreshSeconds`, costs
+ * one read-only lookup. Otherwise the login is queued durably first, then
+ * applied by whoever holds the lock (docs/design.md).
+ */
+export function queueLogin(s: MapSettings, addr: ClientAddress, now: number, refreshSeconds: number): LoginOutcome {
+  let values: Array<string | null> | null = null;
+  try {
+    values = lookupKeys(s, addr.keys);
+  } catch {
+    // Unreadable now: queue the login anyway; applying it reports why.
+  }
+  const same = values === null ? null : unchanged(values, now, refreshSeconds);
+  if (same !== null) return same;
+  translated(s.path, 'queue a login for', () => enqueueLogin(s.path, addr, now), 'io');
+  return applyQueuedLogins(s);
 }
 
 /** Adds or replaces an entry with a fixed value (a time, or "OK" for permanent). */

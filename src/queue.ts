@@ -5,8 +5,14 @@
 // name carries all of it, "<unix time>_<address>_<pid>_<random>": creating
 // it with O_EXCL is atomic, so a reader never sees half a record, and a
 // writer killed at any point leaves either a whole record or none.
+//
+// The sh front (bin/poprelay-login) cannot canonicalise an address, read
+// the ignore list or fsync, so it leaves an *incoming* login instead:
+// "f<pid>_<address as Dovecot gave it>_<tag>_<user>", its time the file's
+// mtime. No writer applies one as it is: the recorder admits it first
+// (incoming.ts), turning it into a record or dropping it with a log line.
 
-import { closeSync, fchmodSync, fsyncSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { parseClientAddress, type ClientAddress } from './address.js';
 import { errnoCode } from './errors.js';
 import { createExclusive, fdPath, openDirectory } from './safefs.js';
@@ -21,6 +27,26 @@ export interface QueuedLogin {
 
 const RECORD = /^([0-9]{1,10})_([0-9a-f:.]{2,45})_[0-9]{1,10}_[0-9a-f]{1,32}$/;
 
+/**
+ * The front's name for an incoming login; it writes only what this matches
+ * (see bin/poprelay-login). Every name the front's glob (f[0-9]*_*) finds
+ * is incoming, the malformed ones too, which admitting drops: a name left
+ * there would make the front start recorders for ever.
+ */
+const INCOMING = /^f[0-9]{1,10}_([0-9A-Fa-f:.]{1,45})_([A-Za-z0-9-]{0,32})_([A-Za-z0-9@._+-]{0,64})$/;
+const INCOMING_GLOB = /^f[0-9].*_/s;
+
+/** A login the front left for the recorder to admit. */
+export interface IncomingLogin {
+  name: string;
+  /** Unix seconds: the file's mtime, set when the front created it. */
+  time: number;
+  /** $IP as Dovecot gave it, not yet parsed; null when the name is not one the front writes. */
+  ip: string | null;
+  tag: string | undefined;
+  user: string | undefined;
+}
+
 export function queueDir(mapPath: string): string {
   return `${mapPath}.queue`;
 }
@@ -33,6 +59,11 @@ function openQueue(mapPath: string): number | null {
     if (errnoCode(e) === 'ENOENT') return null;
     throw e;
   }
+}
+
+/** Creates the queue directory if there is none: the front leaves logins only where it exists. */
+export function makeQueue(mapPath: string): void {
+  closeSync(openOrMakeQueue(mapPath));
 }
 
 /** Opens the queue directory, creating it (mode 0755 despite Dovecot's umask 0077) when there is none. */
@@ -65,14 +96,21 @@ function recordName(address: ClientAddress, time: number): string {
 
 /** Queues a login durably: when this returns, a crash cannot lose it. */
 export function enqueueLogin(mapPath: string, address: ClientAddress, time: number): void {
+  enqueueLogins(mapPath, [{ address, time }]);
+}
+
+/** Queues logins durably, with one fsync for all of them. */
+export function enqueueLogins(mapPath: string, logins: ReadonlyArray<{ address: ClientAddress; time: number }>): void {
   const dfd = openOrMakeQueue(mapPath);
   try {
-    for (let tries = 1; ; tries++) {
-      try {
-        closeSync(createExclusive(`${queueDir(mapPath)}/${recordName(address, time)}`, 0o644));
-        break;
-      } catch (e) {
-        if (errnoCode(e) !== 'EEXIST' || tries === 3) throw e;
+    for (const { address, time } of logins) {
+      for (let tries = 1; ; tries++) {
+        try {
+          closeSync(createExclusive(`${queueDir(mapPath)}/${recordName(address, time)}`, 0o644));
+          break;
+        } catch (e) {
+          if (errnoCode(e) !== 'EEXIST' || tries === 3) throw e;
+        }
       }
     }
     fsyncSync(dfd); // the name is the record: make the directory entry durable
@@ -83,13 +121,15 @@ export function enqueueLogin(mapPath: string, address: ClientAddress, time: numb
 
 export interface QueueContents {
   logins: QueuedLogin[];
-  /** Names that are not records (left alone; doctor reports them). */
+  /** The front's incoming logins, by name: not applied until admitted. */
+  incoming: string[];
+  /** Names that are neither (left alone; doctor reports them). */
   strays: string[];
 }
 
 /** Reads the queue without any lock; empty when there is no queue directory. */
 export function readQueue(mapPath: string): QueueContents {
-  const out: QueueContents = { logins: [], strays: [] };
+  const out: QueueContents = { logins: [], incoming: [], strays: [] };
   const dfd = openQueue(mapPath);
   if (dfd === null) return out;
   let names: string[];
@@ -99,6 +139,10 @@ export function readQueue(mapPath: string): QueueContents {
     closeSync(dfd);
   }
   for (const name of names) {
+    if (INCOMING_GLOB.test(name)) {
+      out.incoming.push(name);
+      continue;
+    }
     const m = RECORD.exec(name);
     let address: ClientAddress | undefined;
     try {
@@ -113,8 +157,24 @@ export function readQueue(mapPath: string): QueueContents {
   return out;
 }
 
-/** Removes applied records; one already gone was removed by another writer. */
-export function removeQueued(mapPath: string, logins: readonly QueuedLogin[]): void {
+/**
+ * The front's incoming logins, each with its time. One removed meanwhile
+ * (admitted by another recorder) is left out.
+ */
+export function readIncoming(mapPath: string): IncomingLogin[] {
+  const out: IncomingLogin[] = [];
+  for (const name of readQueue(mapPath).incoming) {
+    const st = lstatSync(`${queueDir(mapPath)}/${name}`, { throwIfNoEntry: false });
+    if (st === undefined) continue;
+    const m = st.isFile() ? INCOMING.exec(name) : null;
+    const [, ip = null, tag = '', user = ''] = m ?? [];
+    out.push({ name, time: Math.floor(st.mtimeMs / 1000), ip, tag: tag || undefined, user: user || undefined });
+  }
+  return out;
+}
+
+/** Removes applied records (or admitted incoming logins); one already gone was removed by another writer. */
+export function removeQueued(mapPath: string, logins: ReadonlyArray<{ name: string }>): void {
   const dir = queueDir(mapPath);
   for (const q of logins) {
     try {

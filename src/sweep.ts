@@ -7,6 +7,7 @@ import { addressOfKey, sortByAddress, type ClientAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
 import { isIgnored, type Config } from './config.js';
 import { escapeControls, PoprelayError } from './errors.js';
+import { admitIncoming } from './incoming.js';
 import { liveAddresses } from './live.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { readEntries, sweepMap, type RelayEntry } from './map.js';
@@ -69,8 +70,10 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
   const live = liveSessions(cfg);
   actAsMapOwner(cfg.map.path);
   const dryRun = values['dry-run'] === true;
+  const left = dryRun ? [] : admitLeftovers(cfg, now);
   const report = sweepMap(cfg.map, { now, dryRun, live });
-  if (!dryRun && cfg.engine !== null) await syncEngine(cfg, cfg.engine, live, now);
+  if (!dryRun && cfg.engine !== null)
+    await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: now })), ...left], now);
   if (!dryRun) {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {
@@ -112,6 +115,20 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
 }
 
 /**
+ * Logins the front left that no recorder admitted (one killed, say) go in
+ * with this sweep; they are returned for the engine, which missed them too.
+ */
+function admitLeftovers(cfg: Config, now: number): Array<{ addr: ClientAddress; time: number }> {
+  const left: Array<{ addr: ClientAddress; time: number }> = [];
+  for (const a of admitIncoming(cfg, now)) {
+    if (a.addr === null)
+      process.stderr.write(`poprelay-sweep: dropped a queued login (${escapeControls(a.login.name)}): ${a.problem}\n`);
+    else if (a.outcome === 'queued' || a.outcome === 'fresh') left.push({ addr: a.addr, time: a.login.time });
+  }
+  return left;
+}
+
+/**
  * The engine expires entries itself, but it must hear of what this host
  * knows: live sessions (each a login now), and after hooks missed the
  * engine (the engine-missed marker) every entry of the map still in its time.
@@ -120,14 +137,14 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
 async function syncEngine(
   cfg: Config,
   engine: EngineEndpoint,
-  live: readonly ClientAddress[],
+  fresh: ReadonlyArray<{ addr: ClientAddress; time: number }>,
   now: number,
 ): Promise<void> {
   const { engineMissedFile, syncToEngine } = await import('./engine-record.js');
   const marker = engineMissedFile(cfg.map.path);
   const missedAt = lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs;
   const missed = missedAt !== undefined;
-  const logins = live.map((addr) => ({ addr, time: now }));
+  const logins = [...fresh];
   if (missed) {
     for (const e of readEntries(cfg.map)) {
       const addr = e.time !== null && e.time > now - cfg.map.timeoutSeconds ? addressOfKey(e.address) : null;

@@ -57,8 +57,13 @@ describe.each(VERSIONS)('Dovecot %s, with a working map', (version) => {
       expect(e.time).toBeLessThanOrEqual(now());
     }
     expect(dc.log()).toMatch(new RegExp(`master: Info: Dovecot v${version.replace('.', '\\.')}\\.\\d`));
-    expect(dc.log()).toContain('poprelay-pop3: Info: poprelay: recorded 127.1.0.1 (user=user0, service=pop3)');
-    expect(dc.log()).toContain('poprelay-imap: Info: poprelay: recorded 127.1.1.1 (user=user2, service=imap)');
+    // Dovecot names the service of the recorder that wrote the line, which admits every service's logins.
+    expect(dc.log()).toMatch(
+      /poprelay-(pop3|imap): Info: poprelay: recorded 127\.1\.0\.1 \(user=user0, service=pop3\)/,
+    );
+    expect(dc.log()).toMatch(
+      /poprelay-(pop3|imap): Info: poprelay: recorded 127\.1\.1\.1 \(user=user2, service=imap\)/,
+    );
     await expectVerified(dc.mapPath);
   });
 

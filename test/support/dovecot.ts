@@ -262,6 +262,9 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   mkdirSync(mapDir, { mode: 0o755 });
   chownSync(mapDir, hookUser.uid, hookUser.gid);
   const mapPath = join(mapDir, 'popip.db');
+  // The login queue, as `poprelay init` leaves it: the front leaves logins only where it exists.
+  mkdirSync(`${mapPath}.queue`, { mode: 0o755 });
+  chownSync(`${mapPath}.queue`, hookUser.uid, hookUser.gid);
   const iniPath = join(dir, 'poprelay.ini');
   writeFileSync(iniPath, `dbfile = ${at.inside(mapPath)}\n${o.ini ?? 'ignore =\n'}`);
 

@@ -1,0 +1,62 @@
+// Admitting the sh front's incoming logins (queue.ts) into the login queue.
+// Each is checked as a login recorded by hand is (a valid address, not on
+// the ignore list, not already fresh in the map) and queued as a record,
+// all in one batch; only then are the incoming names removed, so a crash in
+// between queues a login twice, which applying makes harmless (an entry
+// never moves back in time). Nothing the front wrote reaches the map
+// without passing here.
+
+import { parseClientAddress, type ClientAddress } from './address.js';
+import { isIgnored, type Config } from './config.js';
+import { translated } from './map-errors.js';
+import { unchanged } from './map.js';
+import { lookupKeys } from './mapfile.js';
+import { enqueueLogins, readIncoming, removeQueued, type IncomingLogin } from './queue.js';
+
+export type Admission =
+  | { login: IncomingLogin; addr: ClientAddress; outcome: 'queued' | 'fresh' | 'permanent' | 'ignored' | 'expired' }
+  | { login: IncomingLogin; addr: null; outcome: 'invalid'; problem: string };
+
+type Valid = Extract<Admission, { addr: ClientAddress }>;
+
+/** Admits every incoming login there is now; [] when there is none. */
+export function admitIncoming(cfg: Config, now: number): Admission[] {
+  const s = cfg.map;
+  const incoming = translated(s.path, 'read the login queue of', () => readIncoming(s.path));
+  if (incoming.length === 0) return [];
+  const out = incoming.map((login): Admission => {
+    if (login.ip === null)
+      return { login, addr: null, outcome: 'invalid', problem: 'not a login as the front leaves them; removed' };
+    let addr: ClientAddress;
+    try {
+      addr = parseClientAddress(login.ip);
+    } catch (e) {
+      return { login, addr: null, outcome: 'invalid', problem: (e as Error).message };
+    }
+    if (isIgnored(cfg, addr)) return { login, addr, outcome: 'ignored' };
+    if (login.time < now - s.timeoutSeconds) return { login, addr, outcome: 'expired' };
+    return { login, addr, outcome: 'queued' };
+  });
+  const candidates = out.filter((a): a is Valid => a.outcome === 'queued');
+  let values: Array<string | null> | null = null;
+  try {
+    values = lookupKeys(
+      s,
+      candidates.flatMap((a) => a.addr.keys),
+    );
+  } catch {
+    // Unreadable now: queue them anyway; applying them reports why.
+  }
+  if (values !== null) {
+    let at = 0;
+    for (const a of candidates) {
+      const n = a.addr.keys.length;
+      a.outcome = unchanged(values.slice(at, at + n), a.login.time, cfg.refreshSeconds) ?? 'queued';
+      at += n;
+    }
+  }
+  const queued = out.flatMap((a) => (a.outcome === 'queued' ? [{ address: a.addr, time: a.login.time }] : []));
+  if (queued.length > 0) translated(s.path, 'queue a login for', () => enqueueLogins(s.path, queued), 'io');
+  translated(s.path, 'clear admitted logins from the queue of', () => removeQueued(s.path, incoming), 'io');
+  return out;
+}

@@ -1,0 +1,233 @@
+// The sh front's hand-off to the recorder (bin/poprelay-login): a login it
+// can vouch for is left in dbfile.queue and one recorder at a time admits
+// every login left (src/incoming.ts). Each front here runs with a Node
+// wrapper that notes every recorder it starts, so that the tests see which
+// path a login took and how many Node processes a crowd cost.
+
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+
+import { loadConfig } from '../src/config.js';
+import { readEntries } from '../src/map.js';
+import { queueDir } from '../src/queue.js';
+import { frontWithPaths } from './support/app.js';
+import { expectVerified, settings } from './support/maps.js';
+import { ROOT } from './support/paths.js';
+import { tempDir } from './support/tmp.js';
+import { eventually } from './support/wait.js';
+
+interface Site {
+  dir: string;
+  ini: string;
+  map: string;
+  front: string;
+  /** One line per recorder started: its arguments. */
+  starts(): string[];
+}
+
+/**
+ * A map with its queue (as `poprelay init` leaves it), and a front whose
+ * node= is a wrapper that notes each start; `wrap` runs after the recorder,
+ * before the wrapper exits.
+ */
+async function site(ini = '', wrap = '', init = true): Promise<Site> {
+  const dir = tempDir();
+  const map = join(dir, 'popip.db');
+  const iniPath = join(dir, 'poprelay.ini');
+  writeFileSync(iniPath, `dbfile = ${map}\n`);
+  if (init) await execa(join(ROOT, 'bin/poprelay'), ['init', '--config', iniPath]);
+  writeFileSync(iniPath, ini.replaceAll('MAP', map) || `dbfile = ${map}\nignore = 10.9.0.0/16\n`);
+  const log = join(dir, 'starts');
+  const wrapper = join(dir, 'node');
+  writeFileSync(wrapper, `#!/bin/sh\necho "$*" >>${log}\n${process.execPath} "$@"\nrc=$?\n${wrap}\nexit $rc\n`);
+  chmodSync(wrapper, 0o755);
+  const front = join(dir, 'poprelay-login');
+  writeFileSync(
+    front,
+    frontWithPaths(
+      readFileSync(join(ROOT, 'bin/poprelay-login'), 'utf8'),
+      wrapper,
+      join(ROOT, 'dist/poprelay-login.cjs'),
+      process.execPath,
+    ),
+  );
+  chmodSync(front, 0o755);
+  const starts = (): string[] =>
+    existsSync(log)
+      ? readFileSync(log, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+      : [];
+  return { dir, ini: iniPath, map, front, starts };
+}
+
+/** One login as Dovecot runs the front: options, then the command that continues it. */
+function login(s: Site, ip: string, user = 'alice', more: string[] = [], env: Record<string, string> = {}) {
+  return execa(s.front, ['--config', s.ini, '--tag', 'pop3', ...more, '/bin/true'], {
+    env: { IP: ip, USER: user, ...env },
+    extendEnv: false,
+    reject: false,
+  });
+}
+
+const addresses = (s: Site): string[] =>
+  readEntries(settings(s.dir))
+    .map((e) => e.address)
+    .sort();
+const drains = (s: Site): string[] => s.starts().filter((a) => a.includes('--drain'));
+
+describe('the front leaves the login in the queue for one recorder', () => {
+  it('records the login with its user and tag, through --drain, and leaves nothing queued', async () => {
+    const s = await site();
+    const r = await login(s, '192.0.2.20');
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr).toMatch(/^\x01\x02\d+ poprelay: recorded 192\.0\.2\.20 \(user=alice, service=pop3\)$/);
+    expect(drains(s)).toEqual([expect.stringContaining(`--drain ${queueDir(s.map)}`)]);
+    expect(addresses(s)).toEqual(['192.0.2.20']);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+    await expectVerified(s.map);
+  });
+
+  it('a crowd of 40 logins at once: every one recorded, by fewer recorders than logins', async () => {
+    const s = await site();
+    const ips = Array.from({ length: 40 }, (_, i) => `192.0.2.${100 + i}`);
+    const results = await Promise.all(ips.map((ip, i) => login(s, ip, `user${i}`)));
+    expect(results.map((r) => r.exitCode)).toEqual(ips.map(() => 0));
+    expect(addresses(s)).toEqual([...ips].sort());
+    const log = results.map((r) => r.stderr).join('');
+    for (const [i, ip] of ips.entries()) expect(log).toContain(`recorded ${ip} (user=user${i}, service=pop3)`);
+    // Every start is a recorder under flock; at most one runs at a time.
+    expect(drains(s).length).toBeLessThan(ips.length);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+    await expectVerified(s.map);
+  });
+
+  it('the front whose recorder ran looks again: a login left after its last look is recorded', async () => {
+    // The wrapper holds the flock after the recorder is done, until told to go.
+    const s0 = tempDir();
+    const s = await site('', `touch ${s0}/done\nwhile [ ! -e ${s0}/go ]; do sleep 0.05; done`);
+    const first = login(s, '192.0.2.30', 'first');
+    await eventually(() => existsSync(join(s0, 'done')), 60_000, 'the first recorder done');
+    // This front finds the flock taken, leaves its login and exits at once.
+    const second = await login(s, '192.0.2.31', 'second');
+    expect(second.exitCode).toBe(0);
+    expect(second.stderr).toBe('');
+    expect(readdirSync(queueDir(s.map))).toEqual([expect.stringMatching(/^f\d+_192\.0\.2\.31_pop3_second$/)]);
+    writeFileSync(join(s0, 'go'), '');
+    const r = await first;
+    expect(r.stderr).toContain('recorded 192.0.2.31 (user=second, service=pop3)');
+    expect(addresses(s)).toEqual(['192.0.2.30', '192.0.2.31']);
+    expect(drains(s)).toHaveLength(2);
+  });
+
+  it('applies the ignore list, refresh_seconds and the address checks to what the front left', async () => {
+    const s = await site(`dbfile = MAP\nignore = 10.9.0.0/16\nrefresh_seconds = 60\n`);
+    expect((await login(s, '192.0.2.40')).stderr).toMatch(/recorded 192\.0\.2\.40 \(user=alice, service=pop3\)$/);
+    expect((await login(s, '192.0.2.40')).stderr).toContain(
+      'recorded 192.0.2.40 (user=alice, service=pop3): already in the map, younger than refresh_seconds; nothing written',
+    );
+    expect((await login(s, '10.9.1.1')).stderr).toContain(
+      'not recorded 10.9.1.1 (user=alice, service=pop3): in the ignore list',
+    );
+    // Characters an address may hold, but no address: the recorder says why.
+    const r = await login(s, '1.2.3');
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr).toMatch(
+      /\x01\x03\d+ poprelay: rejected \(user=alice, service=pop3\): invalid client address "1\.2\.3"/,
+    );
+    expect(addresses(s)).toEqual(['192.0.2.40']);
+    expect(drains(s)).toHaveLength(4);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+  });
+
+  it('drops names in the queue that it did not write, with a warning, and does not loop on them', async () => {
+    const s = await site();
+    for (const junk of ['f1_junk', 'f2_192.0.2.1_pop3_a_b_c\nx', 'f3_192.0.2.1__ev il'])
+      writeFileSync(join(queueDir(s.map), junk), '');
+    const r = await login(s, '192.0.2.50');
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr.match(/not a login as the front leaves them; removed/g)).toHaveLength(3);
+    expect(addresses(s)).toEqual(['192.0.2.50']);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+    expect(drains(s)).toHaveLength(1);
+  });
+
+  it('a login left with no recorder to admit it (one killed, say) goes in with the next sweep', async () => {
+    const s = await site();
+    writeFileSync(join(queueDir(s.map), `f4242_2001:DB8::51_imap_bob`), '');
+    const r = await execa(join(ROOT, 'bin/poprelay-sweep'), ['--config', s.ini]);
+    expect(r.stdout).toContain('kept 1');
+    expect(addresses(s)).toEqual(['2001:db8::51']);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+  });
+});
+
+describe('the front records directly, as before, whatever it cannot vouch for', () => {
+  it('an unusual user name, a long tag, or no queue directory yet', async () => {
+    const s = await site();
+    let r = await login(s, '192.0.2.60', 'eve\nFAKE');
+    expect(r.stderr).toMatch(/recorded 192\.0\.2\.60 \(user="eve\\nFAKE", service=pop3\)/);
+    r = await login(s, '192.0.2.61', 'bob', ['--tag', 'x'.repeat(33)]);
+    expect(r.exitCode).toBe(0);
+    expect(s.starts().filter((a) => !a.includes('--drain'))).toHaveLength(2);
+    const t = await site('', '', false);
+    expect((await login(t, '192.0.2.62')).stderr).toContain('recorded 192.0.2.62');
+    expect(drains(t)).toEqual([]);
+    expect(addresses(s)).toEqual(['192.0.2.60', '192.0.2.61']);
+  });
+
+  // What the front reads as dbfile must be what the recorder reads: where it
+  // doubts, it records directly; where it reads, it agrees (else the
+  // recorder would log "the front queued this login in ...").
+  const forms: Array<[string, string, boolean]> = [
+    ['plain', 'dbfile = MAP\n', true],
+    ['no spaces, CRLF, comments, blank lines', '; dbfile = /elsewhere.db\r\n\r\n# dbfile\r\ndbfile=MAP\r\n', true],
+    ['indented, tabs', '  \tdbfile\t=\tMAP  \n', true],
+    ['quoted', 'dbfile = "MAP"\n', false],
+    ['inline comment', 'dbfile = MAP ; the map\n', false],
+    ['twice', 'dbfile = MAP\ndbfile = MAP\n', false],
+    ['a key that only starts with dbfile', 'dbfile = MAP\ndbfiles = 1\n', false],
+  ];
+  for (const [name, text, fast] of forms) {
+    it(`poprelay.ini's dbfile written ${name}: ${fast ? 'left in the queue' : 'recorded directly'}`, async () => {
+      const s = await site(text);
+      // A config the recorder refuses: the login is logged as not recorded, whichever path it took.
+      const ok = (() => {
+        try {
+          return loadConfig(s.ini).map.path === s.map;
+        } catch {
+          return false;
+        }
+      })();
+      const r = await login(s, '192.0.2.70');
+      expect(r.exitCode).toBe(0);
+      expect(r.stderr).not.toContain('the front queued this login in');
+      expect(drains(s).length).toBe(fast ? 1 : 0);
+      if (ok) expect(addresses(s)).toEqual(['192.0.2.70']);
+      else expect(r.stderr).toContain('not recorded 192.0.2.70');
+    });
+  }
+});
+
+it('a crowd of fronts runs one recorder at a time', async () => {
+  const s = await site('', 'sleep 0.2');
+  const children = Array.from({ length: 12 }, (_, i) =>
+    spawn(s.front, ['--config', s.ini, '/bin/true'], { env: { IP: `192.0.2.${80 + i}`, USER: 'u' }, stdio: 'ignore' }),
+  );
+  let most = 0;
+  const closed = Promise.all(children.map((c) => new Promise((res) => c.on('close', res))));
+  let done = false;
+  void closed.then(() => (done = true));
+  while (!done) {
+    const ps = await execa('pgrep', ['-f', '-c', `^${process.execPath} .*--drain ${queueDir(s.map)}`], {
+      reject: false,
+    });
+    most = Math.max(most, Number(ps.stdout.trim() || '0'));
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  expect(most).toBe(1);
+  expect(addresses(s)).toHaveLength(12);
+});
