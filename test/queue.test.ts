@@ -2,11 +2,13 @@
 // hook does when the map is busy, what refresh_seconds saves, and how the
 // queue is applied, shown, and never lost.
 
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
+import { loadConfig } from '../src/config.js';
+import { admitIncoming } from '../src/incoming.js';
 import { queueLogin, readEntries, readQueued, recordLogin, updateMap } from '../src/map.js';
 import { enqueueLogin, queueDir, readQueue } from '../src/queue.js';
 import { holdLock } from './support/locks.js';
@@ -163,5 +165,50 @@ describe('applying the queue', () => {
     updateMap(s, () => false);
     expect(readEntries(s).map((e) => e.address)).toEqual(['192.0.2.80']);
     expect(readdirSync(queueDir(map)).sort()).toHaveLength(4);
+  });
+});
+
+describe("admitting the front's incoming logins (src/incoming.ts)", () => {
+  /** An incoming login as the front leaves it, its mtime the login's time. */
+  const leave = (map: string, name: string, time = T): void => {
+    mkdirSync(queueDir(map), { recursive: true });
+    writeFileSync(join(queueDir(map), name), '');
+    utimesSync(join(queueDir(map), name), time, time);
+  };
+
+  it('queues each good login with its file time, canonical address, and removes what it read', () => {
+    const { ini, map } = configured();
+    writeFileSync(ini, `dbfile = ${map}\nignore = 10.9.0.0/16\nrefresh_seconds = 60\n`);
+    const cfg = loadConfig(ini);
+    recordLogin(cfg.map, addr('192.0.2.91'), T - 10);
+    leave(map, 'f10_2001:DB8::90_imap_alice', T - 5);
+    leave(map, 'f11_192.0.2.91_pop3_bob'); // fresh: 10 s old, refresh 60
+    leave(map, 'f12_10.9.1.1__'); // ignored
+    leave(map, 'f13_192.0.2.92__', T - 16 * 60); // older than the timeout
+    leave(map, 'f14_1.2.3__'); // no address
+    leave(map, 'f15_junk'); // not the front's form
+    const got = admitIncoming(cfg, T).map((a) => [a.login.name, a.outcome, a.addr?.text ?? null]);
+    expect(got.sort()).toEqual(
+      [
+        ['f10_2001:DB8::90_imap_alice', 'queued', '2001:db8::90'],
+        ['f11_192.0.2.91_pop3_bob', 'fresh', '192.0.2.91'],
+        ['f12_10.9.1.1__', 'ignored', '10.9.1.1'],
+        ['f13_192.0.2.92__', 'expired', '192.0.2.92'],
+        ['f14_1.2.3__', 'invalid', null],
+        ['f15_junk', 'invalid', null],
+      ].sort(),
+    );
+    const q = readQueue(map);
+    expect(q.incoming).toEqual([]);
+    expect(q.logins.map((l) => [l.address.text, l.time])).toEqual([['2001:db8::90', T - 5]]);
+    expect(admitIncoming(cfg, T)).toEqual([]);
+  });
+
+  it('is what every writer must pass: a writer applies records, never what the front left', () => {
+    const { s, map } = configured();
+    leave(map, 'f20_192.0.2.93__');
+    updateMap(s, () => false);
+    expect(readEntries(s)).toEqual([]);
+    expect(readQueue(map).incoming).toEqual(['f20_192.0.2.93__']);
   });
 });
