@@ -1,8 +1,9 @@
 // Several hosts, one relay set: a real Dovecot login on host A, recorded in
 // a real engine (redis-server), lets the client relay on host B, whose
 // poprelayd answers real sendmail (socket map), Postfix (a policy request
-// on its socket, postmap -q socketmap:) and Exim (readsocket, in an SMTP
-// session), and whose mirrored map holds it; IPv4 and IPv6 (host A's
+// on its socket, postmap -q socketmap:, and a private smtpd with the shipped
+// policy line) and Exim (readsocket, in an SMTP session), and whose
+// mirrored map holds it; IPv4 and IPv6 (host A's
 // Dovecot in a network namespace of its own, reaching the engine over a
 // veth pair). Then the failures: the engine killed, poprelayd killed, the
 // engine restarted empty.
@@ -31,6 +32,7 @@ import {
   sendmailDecisions,
 } from './support/peers.js';
 import { startPoprelayd, type Daemon } from './support/poprelayd.js';
+import { LOCAL_DOMAIN, startPostfix, type Postfix } from './support/postfix.js';
 import { safeDir } from './support/tmp.js';
 import { eventually } from './support/wait.js';
 
@@ -99,18 +101,25 @@ async function decisions(b: HostB, address: string) {
 const ALL_YES = { sendmail: true, policy: true, postfix: true, exim: true, mirrored: true };
 const ALL_NO = { sendmail: false, policy: false, postfix: false, exim: false, mirrored: false };
 
+const RELAYED = 'x@elsewhere.example';
+const INBOUND = `postmaster@${LOCAL_DOMAIN}`;
+
 describe('one relay set for several hosts', () => {
   let engine: Engine;
   let a: Dovecot;
   let b: HostB;
+  /** Host B's Postfix smtpd, with the shipped check_policy_service line asking B's poprelayd. */
+  let smtpd: Postfix;
 
   beforeAll(async () => {
     checkPeersInstalled();
     engine = await startEngine();
     a = await startDovecot({ users: 1, ini: `ignore =\nengine = ${engine.url}\n` });
     b = await startHostB(engine.url);
+    smtpd = await startPostfix(b.dir, Number(b.policy.split(':')[2]));
   });
   afterAll(async () => {
+    await smtpd?.stop();
     await b?.daemon.stop();
     await a?.stop();
     await engine?.stop();
@@ -122,6 +131,9 @@ describe('one relay set for several hosts', () => {
     await eventually(async () => (await decisions(b, '127.0.0.61')).mirrored, 60_000, 'the mirror to hold 127.0.0.61');
     expect(await decisions(b, '127.0.0.61')).toEqual(ALL_YES);
     expect(await decisions(b, '127.0.0.62')).toEqual(ALL_NO);
+    // A real Postfix smtpd asks poprelayd through the shipped policy line.
+    expect(await smtpd.rcpt('127.0.0.61', [RELAYED, INBOUND])).toEqual(['250', '250']);
+    expect(await smtpd.rcpt('127.0.0.62', [RELAYED, INBOUND])).toEqual(['554', '250']);
     await expectVerified(b.map);
     expect(a.log()).toMatch(/poprelay: recorded 127\.0\.0\.61 in the engine \(user=user0, service=pop3\)/);
   });
@@ -149,6 +161,8 @@ describe('one relay set for several hosts', () => {
     const sm = await sendmailConfig(b.dir, b.map, `inet:${b.socketmap.split(':')[2]}@127.0.0.1`);
     expect(await sendmailCheckRcpt(sm, '127.0.0.64', 'root@test.example.org')).not.toMatch(/4\.\d\.\d/);
     expect(await sendmailCheckRcpt(sm, '127.0.0.64', 'x@elsewhere.example')).toMatch(/5\.7\.1/);
+    expect(await smtpd.rcpt('127.0.0.63', [RELAYED, INBOUND])).toEqual(['250', '250']);
+    expect(await smtpd.rcpt('127.0.0.64', [RELAYED, INBOUND])).toEqual(['554', '250']);
     // The mirror changed nothing while the engine was gone.
     expect(readEntries(settings(b.mapDir)).map((e) => e.address)).toContain('127.0.0.61');
   });
@@ -174,6 +188,8 @@ describe('one relay set for several hosts', () => {
     const ex = eximConfig(b.dir, b.map, b.exim);
     expect(await eximRelays(ex, '127.0.0.67')).toBe(false);
     expect(await eximRelays(ex, '127.0.0.67', 'postmaster@test.example.org')).toBe(true);
+    // Postfix: default_action=DUNNO, so reject_unauth_destination decides; never a 451.
+    expect(await smtpd.rcpt('127.0.0.67', [RELAYED, INBOUND])).toEqual(['554', '250']);
     // Restarted, it answers again (and resyncs the mirror).
     b.daemon = await startPoprelayd(b.ini, 3, true);
     expect((await decisions(b, '127.0.0.67')).policy).toBe(true);
