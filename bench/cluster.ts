@@ -107,9 +107,8 @@ export async function clusterSection(verdict: Verdict): Promise<string[]> {
         `login on A to allowed on B, p99 at ${rate} logins/s, in seconds (missed: ${missed})`,
         missed > 0 ? Infinity : lag.p99 / 1000,
         1,
-        'each login starts a Node recorder (section 5: about the CPU of `node -e 0`), so this 2-core machine ' +
-          'runs out of CPU well below 100 logins a second; hooks the CPU kept waiting past engine_timeout_ms miss ' +
-          'the engine, and their logins reach it with the next sweep (within a minute; the sweep does not run here).',
+        'the recorder serving the crowd was kept waiting past engine_timeout_ms (by the CPU, or by the engine); ' +
+          'the logins it missed reach the engine with the next sweep (within a minute; the sweep does not run here).',
       );
     }
     md.push('');
