@@ -252,14 +252,17 @@ const DRAIN_MS = 10_000;
 /**
  * Admits the logins the fronts left and applies them, round after round
  * while more arrive, then sends them to the engine: one Node start for a
- * crowd of logins. True when everything seen was recorded.
+ * crowd of logins. Each login's problems are logged as they happen; false
+ * only when the map cannot take logins now, which tells the front to stop
+ * starting recorders (the queue keeps them for the next writer or the
+ * sweep). An engine failure does not: the sweep catches the engine up.
  */
 async function drain(cfg: Config, modules: Modules, failed: Failed): Promise<boolean> {
   const [, , { applyQueuedLogins }, { quoteUntrusted }] = modules;
   const { admitIncoming } = await import('./incoming.js');
   const until = Date.now() + DRAIN_MS;
-  let ok = true;
-  while (Date.now() < until) {
+  let mapOk = true;
+  while (mapOk && Date.now() < until) {
     const now = Math.floor(Date.now() / 1000);
     const admitted = admitIncoming(cfg, now);
     if (admitted.length === 0) break;
@@ -275,7 +278,7 @@ async function drain(cfg: Config, modules: Modules, failed: Failed): Promise<boo
       if (a.outcome === 'ignored') {
         if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
       } else if (a.outcome === 'expired') {
-        ok = await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
+        await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
       } else {
         if (a.outcome === 'queued') toMap.push(l);
         else logMapOutcome(cfg, l, a.outcome);
@@ -287,12 +290,13 @@ async function drain(cfg: Config, modules: Modules, failed: Failed): Promise<boo
         const outcome = applyQueuedLogins(cfg.map);
         for (const l of toMap) logMapOutcome(cfg, l, outcome);
       } catch (e) {
-        for (const l of toMap) ok = await failed(e, l.addr.text, l.who);
+        for (const l of toMap) await failed(e, l.addr.text, l.who);
+        mapOk = false;
       }
     }
-    ok = (await toEngine(cfg, toShare, now, failed)) && ok;
+    await toEngine(cfg, toShare, now, failed);
   }
-  return ok;
+  return mapOk;
 }
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {

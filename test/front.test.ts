@@ -105,23 +105,29 @@ describe('the front leaves the login in the queue for one recorder', () => {
     await expectVerified(s.map);
   });
 
-  it('the front whose recorder ran looks again: a login left after its last look is recorded', async () => {
-    // The wrapper holds the flock after the recorder is done, until told to go.
-    const s0 = tempDir();
-    const s = await site('', `touch ${s0}/done\nwhile [ ! -e ${s0}/go ]; do sleep 0.05; done`);
-    const first = login(s, '192.0.2.30', 'first');
-    await eventually(() => existsSync(join(s0, 'done')), 60_000, 'the first recorder done');
-    // This front finds the flock taken, leaves its login and exits at once.
-    const second = await login(s, '192.0.2.31', 'second');
-    expect(second.exitCode).toBe(0);
-    expect(second.stderr).toBe('');
-    expect(readdirSync(queueDir(s.map))).toEqual([expect.stringMatching(/^f\d+_192\.0\.2\.31_pop3_second$/)]);
-    writeFileSync(join(s0, 'go'), '');
-    const r = await first;
-    expect(r.stderr).toContain('recorded 192.0.2.31 (user=second, service=pop3)');
-    expect(addresses(s)).toEqual(['192.0.2.30', '192.0.2.31']);
-    expect(drains(s)).toHaveLength(2);
-  });
+  for (const [engineText, ini] of [
+    ['', ''],
+    [', with the engine refusing connections', 'dbfile = MAP\nignore =\nengine = redis://127.0.0.1:1\n'],
+  ]) {
+    it(`the front whose recorder ran looks again: a login left after its last look is recorded${engineText}`, async () => {
+      // The wrapper holds the flock after the recorder is done, until told to go.
+      const s0 = tempDir();
+      const s = await site(ini, `touch ${s0}/done\nwhile [ ! -e ${s0}/go ]; do sleep 0.05; done`);
+      const first = login(s, '192.0.2.30', 'first');
+      await eventually(() => existsSync(join(s0, 'done')), 60_000, 'the first recorder done');
+      // This front finds the flock taken, leaves its login and exits at once.
+      const second = await login(s, '192.0.2.31', 'second');
+      expect(second.exitCode).toBe(0);
+      expect(second.stderr).toBe('');
+      expect(readdirSync(queueDir(s.map))).toEqual([expect.stringMatching(/^f\d+_192\.0\.2\.31_pop3_second$/)]);
+      writeFileSync(join(s0, 'go'), '');
+      const r = await first;
+      expect(r.stderr).toContain('recorded 192.0.2.31 (user=second, service=pop3)');
+      if (engineText !== '') expect(r.stderr).toContain('not recorded 192.0.2.31 in the engine (user=second');
+      expect(addresses(s)).toEqual(['192.0.2.30', '192.0.2.31']);
+      expect(drains(s)).toHaveLength(2);
+    });
+  }
 
   it('applies the ignore list, refresh_seconds and the address checks to what the front left', async () => {
     const s = await site(`dbfile = MAP\nignore = 10.9.0.0/16\nrefresh_seconds = 60\n`);
