@@ -109,7 +109,7 @@ function describeUser(user: string | undefined, tag: string | undefined, quote: 
   return tag === undefined ? `user=${u}` : `user=${u}, service=${quote(tag).slice(1, -1)}`;
 }
 
-/** A login to report: its address, who, and what became of it in the map. */
+/** A login being recorded: its address, its time, and who, as its log lines say it. */
 interface Recorded {
   addr: ClientAddress;
   time: number;
@@ -133,6 +133,7 @@ type Modules = [
 export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Promise<boolean> {
   let who = `user=${env.USER ?? '(none)'}`;
   let dbfile: string | undefined;
+  let disagree = false;
   const envIp = env.IP !== undefined && /^[0-9A-Fa-f:.]{1,45}$/.test(env.IP) ? env.IP : undefined;
   /** One failure: its log line, and one more for the count of unrecorded logins. */
   const failed = async (e: unknown, ip = envIp, whose = who, where = ''): Promise<false> => {
@@ -161,7 +162,9 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       actAsMapOwner(cfg.map.path);
       const { queueDir } = await import('./queue.js');
       if (args.drain === queueDir(cfg.map.path)) return await drain(cfg, modules, failed);
-      // The front read poprelay.ini otherwise than this does: record this login the old way.
+      // The front read poprelay.ini otherwise than this does: record this login the old way,
+      // and fail, so that the front does not start recorders for what it left there.
+      disagree = true;
       log(
         'error',
         `the front queued this login in ${args.drain}, but dbfile is ${cfg.map.path}: recording it directly`,
@@ -183,7 +186,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     dbfile = cfg.map.path;
     if (isIgnored(cfg, addr)) {
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
-      return true;
+      return !disagree;
     }
     actAsMapOwner(cfg.map.path);
     const now = Math.floor(Date.now() / 1000);
@@ -195,7 +198,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     } catch (e) {
       recorded = await failed(e);
     }
-    return (await toEngine(cfg, [login], now, failed)) && recorded;
+    return (await toEngine(cfg, [login], now, failed)) && recorded && !disagree;
   } catch (e) {
     return failed(e);
   }

@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { readEntries } from '../src/map.js';
 import { queueDir } from '../src/queue.js';
-import { frontWithPaths } from './support/app.js';
+import { installHook } from './support/app.js';
 import { expectVerified, settings } from './support/maps.js';
 import { ROOT } from './support/paths.js';
 import { tempDir } from './support/tmp.js';
@@ -44,17 +44,7 @@ async function site(ini = '', wrap = '', init = true): Promise<Site> {
   const wrapper = join(dir, 'node');
   writeFileSync(wrapper, `#!/bin/sh\necho "$*" >>${log}\n${process.execPath} "$@"\nrc=$?\n${wrap}\nexit $rc\n`);
   chmodSync(wrapper, 0o755);
-  const front = join(dir, 'poprelay-login');
-  writeFileSync(
-    front,
-    frontWithPaths(
-      readFileSync(join(ROOT, 'bin/poprelay-login'), 'utf8'),
-      wrapper,
-      join(ROOT, 'dist/poprelay-login.cjs'),
-      process.execPath,
-    ),
-  );
-  chmodSync(front, 0o755);
+  const front = installHook(dir, wrapper, ROOT, process.execPath);
   const starts = (): string[] =>
     existsSync(log)
       ? readFileSync(log, 'utf8')
@@ -183,6 +173,18 @@ describe('the front records directly, as before, whatever it cannot vouch for', 
     expect((await login(t, '192.0.2.62')).stderr).toContain('recorded 192.0.2.62');
     expect(drains(t)).toEqual([]);
     expect(addresses(s)).toEqual(['192.0.2.60', '192.0.2.61']);
+  });
+
+  it('a recorder told of another queue than its dbfile says so, records its own login directly, and fails', async () => {
+    const s = await site();
+    const r = await execa(
+      process.execPath,
+      [join(ROOT, 'dist/poprelay-login.cjs'), '--dovecot-log', '--drain', '/elsewhere.db.queue', '--config', s.ini],
+      { env: { IP: '192.0.2.63', USER: 'carl' }, extendEnv: false, reject: false },
+    );
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`the front queued this login in /elsewhere.db.queue, but dbfile is ${s.map}`);
+    expect(addresses(s)).toEqual(['192.0.2.63']);
   });
 
   // What the front reads as dbfile must be what the recorder reads: where it
