@@ -196,8 +196,8 @@ describe('the front records directly, as before, whatever it cannot vouch for', 
     ['indented, tabs', '  \tdbfile\t=\tMAP  \n', true],
     ['quoted', 'dbfile = "MAP"\n', false],
     ['inline comment', 'dbfile = MAP ; the map\n', false],
-    ['twice', 'dbfile = MAP\ndbfile = MAP\n', false],
-    ['a key that only starts with dbfile', 'dbfile = MAP\ndbfiles = 1\n', false],
+    ['twice (the recorder refuses the file)', 'dbfile = MAP\ndbfile = MAP\n', true],
+    ['after a key that only starts with dbfile', 'dbfiles = 1\ndbfile = MAP\n', false],
   ];
   for (const [name, text, fast] of forms) {
     it(`poprelay.ini's dbfile written ${name}: ${fast ? 'left in the queue' : 'recorded directly'}`, async () => {
