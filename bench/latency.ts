@@ -3,7 +3,7 @@
 // map", and the peak RSS of the hook process.
 // BENCH_LOGINS (default 200) sets the logins per variant and concurrency.
 
-import { copyFileSync, readFileSync, watch } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
@@ -47,6 +47,27 @@ async function watchMap(dc: Dovecot, ips: readonly string[], seenAt: Map<string,
     }
   } finally {
     watcher.close();
+  }
+}
+
+/**
+ * Waits until none of the instance's post-login processes is left (the
+ * front, a recorder, a Node script still exiting after it recorded), so
+ * that every round starts on a quiet machine whatever variant went before:
+ * otherwise the variant after a Node-first one pays for its exits.
+ */
+async function settle(dc: Dovecot): Promise<void> {
+  const mine = (pid: string): boolean => {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+      return argv.includes(`${dc.dir}/`) && !argv.includes('dovecot.conf');
+    } catch {
+      return false; // gone meanwhile
+    }
+  };
+  const deadline = performance.now() + 10_000;
+  while (readdirSync('/proc').some((p) => /^\d+$/.test(p) && mine(p)) && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -117,6 +138,7 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
         }
         await watching;
         for (const [ip, seen] of seenAt) push(windows, key, seen - (okAt.get(ip) ?? NaN));
+        await settle(dc);
       }
     }
   }
@@ -124,7 +146,8 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
     '## 1. Login latency with a real Dovecot',
     '',
     'POP3 `PASS` to `+OK Logged in.`, from distinct loopback addresses, each variant its own Dovecot 2.3 configured',
-    'like `dovecot-conf/` (only the script differs); rounds rotate through the variants. Milliseconds.',
+    'like `dovecot-conf/` (only the script differs); rounds rotate through the variants, and each starts once the',
+    "previous round's post-login processes have all exited. Milliseconds.",
     '',
     ...header(['variant', 'concurrency', 'logins', 'failed', 'median', 'p90', 'p99']),
   );

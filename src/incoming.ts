@@ -22,7 +22,7 @@ type Valid = Extract<Admission, { addr: ClientAddress }>;
 /** Admits every incoming login there is now; [] when there is none. */
 export function admitIncoming(cfg: Config, now: number): Admission[] {
   const s = cfg.map;
-  const incoming = translated(s.path, 'read the login queue of', () => readIncoming(s.path));
+  const incoming = translated(s.path, 'read the login queue of', () => readIncoming(s.path), 'io');
   if (incoming.length === 0) return [];
   const out = incoming.map((login): Admission => {
     if (login.ip === null)

@@ -5,7 +5,7 @@
 // path a login took and how many Node processes a crowd cost.
 
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -26,6 +26,9 @@ interface Site {
   front: string;
   /** One line per recorder started: its arguments. */
   starts(): string[];
+  /** How many flock(1) processes the fronts started (a shim first in their PATH counts them). */
+  flocks(): number;
+  path: string;
 }
 
 /**
@@ -45,19 +48,32 @@ async function site(ini = '', wrap = '', init = true): Promise<Site> {
   writeFileSync(wrapper, `#!/bin/sh\necho "$*" >>${log}\n${process.execPath} "$@"\nrc=$?\n${wrap}\nexit $rc\n`);
   chmodSync(wrapper, 0o755);
   const front = installHook(dir, wrapper, ROOT, process.execPath);
-  const starts = (): string[] =>
-    existsSync(log)
-      ? readFileSync(log, 'utf8')
+  const shims = join(dir, 'shims');
+  mkdirSync(shims);
+  writeFileSync(join(shims, 'flock'), `#!/bin/sh\necho flock >>${dir}/flocks\nexec /usr/bin/flock "$@"\n`);
+  chmodSync(join(shims, 'flock'), 0o755);
+  const lines = (f: string): string[] =>
+    existsSync(f)
+      ? readFileSync(f, 'utf8')
           .split('\n')
           .filter((l) => l !== '')
       : [];
-  return { dir, ini: iniPath, map, front, starts };
+  const starts = (): string[] => lines(log);
+  return {
+    dir,
+    ini: iniPath,
+    map,
+    front,
+    starts,
+    flocks: () => lines(join(dir, 'flocks')).length,
+    path: `${shims}:/usr/bin:/bin`,
+  };
 }
 
 /** One login as Dovecot runs the front: options, then the command that continues it. */
 function login(s: Site, ip: string, user = 'alice', more: string[] = [], env: Record<string, string> = {}) {
   return execa(s.front, ['--config', s.ini, '--tag', 'pop3', ...more, '/bin/true'], {
-    env: { IP: ip, USER: user, ...env },
+    env: { IP: ip, USER: user, PATH: s.path, ...env },
     extendEnv: false,
     reject: false,
   });
@@ -105,10 +121,15 @@ describe('the front leaves the login in the queue for one recorder', () => {
       const s = await site(ini, `touch ${s0}/done\nwhile [ ! -e ${s0}/go ]; do sleep 0.05; done`);
       const first = login(s, '192.0.2.30', 'first');
       await eventually(() => existsSync(join(s0, 'done')), 60_000, 'the first recorder done');
-      // This front finds the flock taken, leaves its login and exits at once.
+      // dbfile.recorder names the running recorder's timeout(1) process.
+      const pid = readFileSync(`${s.map}.recorder`, 'utf8').trim();
+      expect(readFileSync(`/proc/${pid}/comm`, 'utf8')).toBe('timeout\n');
+      // This front sees it, leaves its login and exits at once, without a flock of its own.
+      const flocks = s.flocks();
       const second = await login(s, '192.0.2.31', 'second');
       expect(second.exitCode).toBe(0);
       expect(second.stderr).toBe('');
+      expect(s.flocks()).toBe(flocks);
       expect(readdirSync(queueDir(s.map))).toEqual([expect.stringMatching(/^f\d+_192\.0\.2\.31_pop3_second$/)]);
       writeFileSync(join(s0, 'go'), '');
       const r = await first;
@@ -116,8 +137,20 @@ describe('the front leaves the login in the queue for one recorder', () => {
       if (engineText !== '') expect(r.stderr).toContain('not recorded 192.0.2.31 in the engine (user=second');
       expect(addresses(s)).toEqual(['192.0.2.30', '192.0.2.31']);
       expect(drains(s)).toHaveLength(2);
+      expect(readFileSync(`${s.map}.recorder`, 'utf8')).toBe('');
     });
   }
+
+  it('a stale dbfile.recorder (a pid gone, or reused by another program) does not keep a front from its recorder', async () => {
+    const s = await site();
+    for (const [i, stale] of ['4194304', '1', 'junk'].entries()) {
+      writeFileSync(`${s.map}.recorder`, `${stale}\n`);
+      const r = await login(s, `192.0.2.3${5 + i}`);
+      expect(r.stderr).toContain(`recorded 192.0.2.3${5 + i}`);
+    }
+    expect(addresses(s)).toEqual(['192.0.2.35', '192.0.2.36', '192.0.2.37']);
+    expect(s.flocks()).toBe(3);
+  });
 
   it('applies the ignore list, refresh_seconds and the address checks to what the front left', async () => {
     const s = await site(`dbfile = MAP\nignore = 10.9.0.0/16\nrefresh_seconds = 60\n`);
