@@ -220,6 +220,20 @@ describe('the front records directly, as before, whatever it cannot vouch for', 
     expect(addresses(s)).toEqual(['192.0.2.63']);
   });
 
+  it("run as root while the map belongs to the hook's user: the recorder takes that user's rights, the front writes nothing", async () => {
+    const s = await site();
+    await execa('chown', ['-R', 'poprelay:poprelay', s.dir]);
+    // Run as root, poprelay obeys only a config that root alone can change.
+    const ini = join(tempDir(), 'poprelay.ini');
+    writeFileSync(ini, `dbfile = ${s.map}\n`);
+    const r = await login({ ...s, ini }, '192.0.2.64');
+    expect(r.stderr).toMatch(/recorded 192\.0\.2\.64 \(user=alice, service=pop3\)$/);
+    expect(s.flocks()).toBe(0);
+    expect(existsSync(`${s.map}.recorder`)).toBe(false);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+    expect(addresses(s)).toEqual(['192.0.2.64']);
+  });
+
   // What the front reads as dbfile must be what the recorder reads: where it
   // doubts, it records directly; where it reads, it agrees (else the
   // recorder would log "the front queued this login in ...").
