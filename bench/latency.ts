@@ -194,7 +194,11 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
         (add(POPRELAY_100K) / add(SH)).toFixed(2),
       ]),
     );
-    const contention = 'On 2 cores the recorders of the previous logins compete with the next logins for the CPU.';
+    const contention =
+      "The hand-off alone adds what the sh script adds (measured side by side); the rest is the recording (the fronts' " +
+      'work and one recorder) using the CPU beside the next logins on 2 cores. The sh script adds only 4 to 11 ms, so ' +
+      'the ratio moves by 0.3 from run to run; nice 19, SCHED_IDLE, starting the recorder after the crowd and a ' +
+      'niced second stage of the front each moved it by less than that (docs/design.md).';
     verdict(`login latency added, concurrency ${conc}, against /bin/sh exec`, add(POPRELAY) / add(SH), 1.5, contention);
     verdict(
       `the same with a 100,000-entry map`,
