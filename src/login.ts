@@ -161,7 +161,15 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       dbfile = cfg.map.path;
       actAsMapOwner(cfg.map.path);
       const { queueDir } = await import('./queue.js');
-      if (args.drain === queueDir(cfg.map.path)) return await drain(cfg, modules, failed);
+      if (args.drain === queueDir(cfg.map.path)) {
+        const queue = args.drain;
+        // Read again for every round: an administrator's change applies to the logins that arrive after it.
+        const again = (): Config | null => {
+          const next = loadConfig(args.config, env);
+          return queueDir(next.map.path) === queue ? next : null;
+        };
+        return await drain(cfg, again, modules, failed);
+      }
       // The front read poprelay.ini otherwise than this does: record this login the old way,
       // and fail, so that the front does not start recorders for what it left there.
       disagree = true;
@@ -260,12 +268,24 @@ const DRAIN_MS = 10_000;
  * starting recorders (the queue keeps them for the next writer or the
  * sweep). An engine failure does not: the sweep catches the engine up.
  */
-async function drain(cfg: Config, modules: Modules, failed: Failed): Promise<boolean> {
+async function drain(first: Config, again: () => Config | null, modules: Modules, failed: Failed): Promise<boolean> {
   const [, , { applyQueuedLogins }, { quoteUntrusted }] = modules;
-  const { admitIncoming } = await import('./incoming.js');
+  const [{ admitIncoming }, { readIncoming }] = await Promise.all([import('./incoming.js'), import('./queue.js')]);
   const until = Date.now() + DRAIN_MS;
   let mapOk = true;
-  while (mapOk && Date.now() < until) {
+  for (let round = 0; mapOk && Date.now() < until; round++) {
+    // A config that breaks or names another map meanwhile ends the run (the front then stops too); the
+    // logins waiting stay queued for the next recorder or the sweep, and each says why it waits.
+    let cfg: Config | null;
+    try {
+      cfg = round === 0 ? first : again();
+      if (cfg === null) throw new Error(`poprelay.ini names another dbfile than ${first.map.path} now`);
+    } catch (e) {
+      for (const l of readIncoming(first.map.path)) {
+        await failed(e, l.ip ?? undefined, describeUser(l.user, l.tag, quoteUntrusted));
+      }
+      return false;
+    }
     const now = Math.floor(Date.now() / 1000);
     const admitted = admitIncoming(cfg, now);
     if (admitted.length === 0) break;

@@ -12,8 +12,9 @@ import { describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
 import { readEntries } from '../src/map.js';
-import { queueDir } from '../src/queue.js';
+import { queueDir, readQueue } from '../src/queue.js';
 import { installHook } from './support/app.js';
+import { holdLock } from './support/locks.js';
 import { expectVerified, settings } from './support/maps.js';
 import { ROOT } from './support/paths.js';
 import { tempDir } from './support/tmp.js';
@@ -150,6 +151,26 @@ describe('the front leaves the login in the queue for one recorder', () => {
     }
     expect(addresses(s)).toEqual(['192.0.2.35', '192.0.2.36', '192.0.2.37']);
     expect(s.flocks()).toBe(3);
+  });
+
+  it('reads poprelay.ini again for each round: a change applies to the logins that arrive after it', async () => {
+    const s = await site(`dbfile = MAP\nignore =\nlock_timeout_ms = 30000\n`);
+    await login(s, '192.0.2.90'); // makes the map
+    const release = await holdLock(s.map, '-x', 60);
+    try {
+      // This login's recorder admits it, then waits for the map.
+      const first = login(s, '192.0.2.91');
+      await eventually(() => readQueue(s.map).logins.length === 1, 60_000, 'the first login admitted');
+      writeFileSync(s.ini, `dbfile = ${s.map}\nignore = 192.0.2.92\nlock_timeout_ms = 30000\n`);
+      const second = await login(s, '192.0.2.92');
+      expect(second.stderr).toBe('');
+      release();
+      const r = await first;
+      expect(r.stderr).toContain('not recorded 192.0.2.92 (user=alice, service=pop3): in the ignore list');
+      expect(addresses(s)).toEqual(['192.0.2.90', '192.0.2.91']);
+    } finally {
+      release();
+    }
   });
 
   it('applies the ignore list, refresh_seconds and the address checks to what the front left', async () => {
