@@ -157,18 +157,23 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
       modules;
     who = describeUser(env.USER, args.tag, quoteUntrusted);
     if (args.drain !== undefined) {
-      const cfg = loadConfig(args.config, env);
+      const queue = args.drain;
+      const { queueDir } = await import('./queue.js');
+      let cfg: Config;
+      try {
+        cfg = loadConfig(args.config, env);
+      } catch (e) {
+        return await failWaiting(e, queue, failed, quoteUntrusted);
+      }
       dbfile = cfg.map.path;
       actAsMapOwner(cfg.map.path);
-      const { queueDir } = await import('./queue.js');
-      if (args.drain === queueDir(cfg.map.path)) {
-        const queue = args.drain;
+      if (queue === queueDir(cfg.map.path)) {
         // Read again for every round: an administrator's change applies to the logins that arrive after it.
         const again = (): Config | null => {
           const next = loadConfig(args.config, env);
           return queueDir(next.map.path) === queue ? next : null;
         };
-        return await drain(cfg, again, modules, failed);
+        return await drain(cfg, again, queue, modules, failed);
       }
       // The front read poprelay.ini otherwise than this does: record this login the old way,
       // and fail, so that the front does not start recorders for what it left there.
@@ -255,6 +260,19 @@ async function toEngine(cfg: Config, logins: readonly Recorded[], now: number, f
 }
 
 /**
+ * The recorder cannot read its settings: each login waiting in the queue
+ * gets the line (they stay there for the next recorder or the sweep), as
+ * the recorder started for them; false.
+ */
+async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s: string) => string): Promise<false> {
+  const { readIncoming } = await import('./queue.js');
+  const waiting = queue.endsWith('.queue') ? readIncoming(queue.slice(0, -'.queue'.length)) : [];
+  for (const l of waiting) await failed(e, l.ip ?? undefined, describeUser(l.user, l.tag, quote));
+  if (waiting.length === 0) await failed(e, undefined, `queue ${quote(queue)}`);
+  return false;
+}
+
+/**
  * How long one recorder goes on admitting and applying the front's logins
  * while more keep arriving; the front starts another for what is left.
  */
@@ -268,9 +286,15 @@ const DRAIN_MS = 10_000;
  * starting recorders (the queue keeps them for the next writer or the
  * sweep). An engine failure does not: the sweep catches the engine up.
  */
-async function drain(first: Config, again: () => Config | null, modules: Modules, failed: Failed): Promise<boolean> {
+async function drain(
+  first: Config,
+  again: () => Config | null,
+  queue: string,
+  modules: Modules,
+  failed: Failed,
+): Promise<boolean> {
   const [, , { applyQueuedLogins }, { quoteUntrusted }] = modules;
-  const [{ admitIncoming }, { readIncoming }] = await Promise.all([import('./incoming.js'), import('./queue.js')]);
+  const { admitIncoming } = await import('./incoming.js');
   const until = Date.now() + DRAIN_MS;
   let mapOk = true;
   for (let round = 0; mapOk && Date.now() < until; round++) {
@@ -281,10 +305,7 @@ async function drain(first: Config, again: () => Config | null, modules: Modules
       cfg = round === 0 ? first : again();
       if (cfg === null) throw new Error(`poprelay.ini names another dbfile than ${first.map.path} now`);
     } catch (e) {
-      for (const l of readIncoming(first.map.path)) {
-        await failed(e, l.ip ?? undefined, describeUser(l.user, l.tag, quoteUntrusted));
-      }
-      return false;
+      return failWaiting(e, queue, failed, quoteUntrusted);
     }
     const now = Math.floor(Date.now() / 1000);
     const admitted = admitIncoming(cfg, now);

@@ -142,6 +142,20 @@ describe('the front leaves the login in the queue for one recorder', () => {
     });
   }
 
+  it('a recorder that cannot read poprelay.ini names each login left waiting, which stays queued', async () => {
+    const s0 = tempDir();
+    const s = await site('', `touch ${s0}/done\nwhile [ ! -e ${s0}/go ]; do sleep 0.05; done`);
+    const first = login(s, '192.0.2.32', 'first');
+    await eventually(() => existsSync(join(s0, 'done')), 60_000, 'the first recorder done');
+    expect((await login(s, '192.0.2.33', 'second')).stderr).toBe('');
+    writeFileSync(s.ini, `dbfile = ${s.map}\ntimeout_minutes = soon\n`);
+    writeFileSync(join(s0, 'go'), '');
+    const r = await first;
+    expect(r.stderr).toMatch(/not recorded 192\.0\.2\.33 \(user=second, service=pop3\): config .*"timeout_minutes"/);
+    expect(r.stderr).not.toContain('not recorded 192.0.2.32');
+    expect(readQueue(s.map).incoming).toEqual([expect.stringMatching(/_192\.0\.2\.33_pop3_second$/)]);
+  });
+
   it('a stale dbfile.recorder (a pid gone, or reused by another program) does not keep a front from its recorder', async () => {
     const s = await site();
     for (const [i, stale] of ['4194304', '1', 'junk'].entries()) {
