@@ -156,6 +156,22 @@ describe('the front leaves the login in the queue for one recorder', () => {
     expect(readQueue(s.map).incoming).toEqual([expect.stringMatching(/_192\.0\.2\.33_pop3_second$/)]);
   });
 
+  it('after a recorder that failed, its front runs one more for the logins left meanwhile, and no more', async () => {
+    const s0 = tempDir();
+    const s = await site(
+      'dbfile = MAP\ntimeout_minutes = soon\n',
+      `touch ${s0}/done\nwhile [ ! -e ${s0}/go ]; do sleep 0.05; done`,
+    );
+    const first = login(s, '192.0.2.38', 'first');
+    await eventually(() => existsSync(join(s0, 'done')), 60_000, 'the first recorder done');
+    expect((await login(s, '192.0.2.39', 'second')).stderr).toBe('');
+    writeFileSync(join(s0, 'go'), '');
+    const r = await first;
+    expect(r.stderr).toMatch(/not recorded 192\.0\.2\.39 \(user=second, service=pop3\): config .*"timeout_minutes"/);
+    expect(drains(s)).toHaveLength(2);
+    expect(readQueue(s.map).incoming).toHaveLength(2); // left for a recorder that can read its settings
+  });
+
   it('a stale dbfile.recorder (a pid gone, or reused by another program) does not keep a front from its recorder', async () => {
     const s = await site();
     for (const [i, stale] of ['4194304', '1', 'junk'].entries()) {
