@@ -2,7 +2,7 @@
 // sizes, side by side with the same crowd of do-nothing Node processes and
 // of a poprelayd-style in-place writer (bench/poprelayd-style.pl).
 
-import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
@@ -12,6 +12,7 @@ import { pop3Login } from '../test/support/mailclient.js';
 import { makemapSized } from '../test/support/maps.js';
 import { BIN, ROOT } from '../test/support/paths.js';
 import { type CrowdResult, runCrowd } from '../test/support/processes.js';
+import { runningProcesses } from './processes.js';
 import { safeDir } from '../test/support/tmp.js';
 import { header, ms, row, stats, type Verdict } from './report.js';
 
@@ -130,10 +131,10 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
 /** Each running recorder's resident memory in KiB: a node process running poprelay-login.cjs (not the timeout(1) before it). */
 function recorders(): number[] {
   const out: number[] = [];
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+  for (const { pid, argv } of runningProcesses()) {
+    const [argv0 = '', ...args] = argv;
+    if (!/(^|\/)node$/.test(argv0) || !args.some((a) => a.endsWith('poprelay-login.cjs'))) continue;
     try {
-      const [argv0 = '', ...args] = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-      if (!/(^|\/)node$/.test(argv0) || !args.some((a) => a.endsWith('poprelay-login.cjs'))) continue;
       out.push(Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0));
     } catch {
       // gone meanwhile

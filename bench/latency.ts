@@ -3,7 +3,7 @@
 // map", and the peak RSS of the hook process.
 // BENCH_LOGINS (default 200) sets the logins per variant and concurrency.
 
-import { copyFileSync, readdirSync, readFileSync, watch } from 'node:fs';
+import { copyFileSync, readFileSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
@@ -12,6 +12,7 @@ import { type Dovecot, type HookKind, PASSWORD, startDovecot } from '../test/sup
 import { pop3Login } from '../test/support/mailclient.js';
 import { makemapSized, settings } from '../test/support/maps.js';
 import { safeDir } from '../test/support/tmp.js';
+import { type RunningProcess, runningProcesses } from './processes.js';
 import { header, ms, row, stats, type Verdict } from './report.js';
 
 export const LOGINS = Number(process.env.BENCH_LOGINS ?? 200);
@@ -57,16 +58,10 @@ async function watchMap(dc: Dovecot, ips: readonly string[], seenAt: Map<string,
  * otherwise the variant after a Node-first one pays for its exits.
  */
 async function settle(dc: Dovecot): Promise<void> {
-  const mine = (pid: string): boolean => {
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-      return argv.includes(`${dc.dir}/`) && !argv.includes('dovecot.conf');
-    } catch {
-      return false; // gone meanwhile
-    }
-  };
+  const mine = ({ argv }: RunningProcess): boolean =>
+    argv.some((a) => a.includes(`${dc.dir}/`)) && !argv.some((a) => a.includes('dovecot.conf'));
   const deadline = performance.now() + 10_000;
-  while (readdirSync('/proc').some((p) => /^\d+$/.test(p) && mine(p)) && performance.now() < deadline) {
+  while (runningProcesses().some(mine) && performance.now() < deadline) {
     await new Promise((r) => setTimeout(r, 5));
   }
 }

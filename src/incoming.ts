@@ -9,8 +9,7 @@
 import { parseClientAddress, type ClientAddress } from './address.js';
 import { isIgnored, type Config } from './config.js';
 import { translated } from './map-errors.js';
-import { unchanged } from './map.js';
-import { lookupKeys } from './mapfile.js';
+import { unchanged, valuesBeforeQueueing } from './map.js';
 import { enqueueLogins, readIncoming, removeQueued, type IncomingLogin } from './queue.js';
 
 export type Admission =
@@ -38,15 +37,10 @@ export function admitIncoming(cfg: Config, now: number): Admission[] {
     return { login, addr, outcome: 'queued' };
   });
   const candidates = out.filter((a): a is Valid => a.outcome === 'queued');
-  let values: Array<string | null> | null = null;
-  try {
-    values = lookupKeys(
-      s,
-      candidates.flatMap((a) => a.addr.keys),
-    );
-  } catch {
-    // Unreadable now: queue them anyway; applying them reports why.
-  }
+  const values = valuesBeforeQueueing(
+    s,
+    candidates.flatMap((a) => a.addr.keys),
+  );
   if (values !== null) {
     let at = 0;
     for (const a of candidates) {

@@ -265,8 +265,9 @@ async function toEngine(cfg: Config, logins: readonly Recorded[], now: number, f
  * the recorder started for them; false.
  */
 async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s: string) => string): Promise<false> {
-  const { readIncoming } = await import('./queue.js');
-  const waiting = queue.endsWith('.queue') ? readIncoming(queue.slice(0, -'.queue'.length)) : [];
+  const { mapOfQueue, readIncoming } = await import('./queue.js');
+  const map = mapOfQueue(queue);
+  const waiting = map === null ? [] : readIncoming(map);
   for (const l of waiting) await failed(e, l.ip ?? undefined, describeUser(l.user, l.tag, quote));
   if (waiting.length === 0) await failed(e, undefined, `queue ${quote(queue)}`);
   return false;

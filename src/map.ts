@@ -116,6 +116,19 @@ export function unchanged(
 }
 
 /**
+ * The published map's values for `keys`, to tell whether logins need
+ * writing; null when there is no map, or it cannot be read now: the logins
+ * are queued anyway, and applying them reports why.
+ */
+export function valuesBeforeQueueing(s: MapSettings, keys: readonly string[]): Array<string | null> | null {
+  try {
+    return lookupKeys(s, keys);
+  } catch {
+    return null;
+  }
+}
+
+/**
  * Applies the queue without waiting for the lock (mapfile.ts's applyQueue):
  * 'recorded' when this process applied it, 'queued' when the writer holding
  * the lock will. A failure (a corrupt map, say) throws, and the logins stay
@@ -139,12 +152,7 @@ export function applyQueuedLogins(s: MapSettings): 'recorded' | 'queued' {
  * applied by whoever holds the lock (docs/design.md).
  */
 export function queueLogin(s: MapSettings, addr: ClientAddress, now: number, refreshSeconds: number): LoginOutcome {
-  let values: Array<string | null> | null = null;
-  try {
-    values = lookupKeys(s, addr.keys);
-  } catch {
-    // Unreadable now: queue the login anyway; applying it reports why.
-  }
+  const values = valuesBeforeQueueing(s, addr.keys);
   const same = values === null ? null : unchanged(values, now, refreshSeconds);
   if (same !== null) return same;
   translated(s.path, 'queue a login for', () => enqueueLogin(s.path, addr, now), 'io');

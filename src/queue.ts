@@ -47,8 +47,15 @@ export interface IncomingLogin {
   user: string | undefined;
 }
 
+const QUEUE_SUFFIX = '.queue';
+
 export function queueDir(mapPath: string): string {
-  return `${mapPath}.queue`;
+  return `${mapPath}${QUEUE_SUFFIX}`;
+}
+
+/** The map whose queue `dir` is; null when it is no queue directory's name. */
+export function mapOfQueue(dir: string): string | null {
+  return dir.endsWith(QUEUE_SUFFIX) ? dir.slice(0, -QUEUE_SUFFIX.length) : null;
 }
 
 /** Opens the queue directory; null when there is none. */
