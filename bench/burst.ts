@@ -34,7 +34,7 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
     '',
     'N hook processes started at the same moment, as Dovecot would start them for N logins: "as Dovecot runs it" is the',
     'front with a command to continue (`/bin/true` here), which leaves the login in the queue for one recorder at a',
-    'time; "by hand" is `IP=... poprelay-login` with no command, a Node recorder for each login (the path the front',
+    'time (from cold: `recorder_idle_seconds = 0`, so no recorder waits from an earlier run); "by hand" is `IP=... poprelay-login` with no command, a Node recorder for each login (the path the front',
     'also takes for what it cannot vouch for, such as an unusual user name). All from a small launcher',
     '(test/fixtures/crowd.mjs) that watches the map: "visible" is when an address is first',
     'found in the published map (looked up after each rename, and every 10 ms). The same N do-nothing Node processes',
@@ -73,7 +73,7 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
   }
   const map = join(dir, 'popip.db');
   const ini = join(dir, 'poprelay.ini');
-  writeFileSync(ini, `dbfile = ${map}\nignore =\n`);
+  writeFileSync(ini, `dbfile = ${map}\nignore =\nrecorder_idle_seconds = 0\n`);
   // A fresh map and an empty queue: a login a crowd left queued must not
   // show up as visible in the next run (the addresses repeat).
   const fresh = (n: number): void => {

@@ -28,7 +28,10 @@ export function cpuSection(verdict: Verdict): string[] {
   const dir = safeDir();
   const ini = join(dir, 'poprelay.ini');
   // refresh_seconds = 0: every run writes the map, the most a recording does.
-  writeFileSync(ini, `dbfile = ${join(dir, 'popip.db')}\nignore =\nlog_recorded = no\nrefresh_seconds = 0\n`);
+  writeFileSync(
+    ini,
+    `dbfile = ${join(dir, 'popip.db')}\nignore =\nlog_recorded = no\nrefresh_seconds = 0\nrecorder_idle_seconds = 0\n`,
+  );
   const hook = installHook(dir);
   const recorder = join(appCopy(), 'dist/poprelay-login.cjs');
   const flags = /^flags='(.*)'$/m.exec(readFileSync(hook, 'utf8'))?.[1]?.split(' ') ?? [];
@@ -49,7 +52,7 @@ export function cpuSection(verdict: Verdict): string[] {
     '## 5. CPU per recording',
     '',
     `User + system CPU of every process involved (bash \`times\` over its children), ${RUNS} runs of each, interleaved;`,
-    'every run writes the map (10 entries, `refresh_seconds = 0`). Milliseconds. The recorder is one bundled CommonJS',
+    'every run writes the map (10 entries, `refresh_seconds = 0`) and starts and ends its own recorder (`recorder_idle_seconds = 0`). Milliseconds. The recorder is one bundled CommonJS',
     'file that loads no node:child_process, node:crypto or node:net (docs/design.md). Target: the hook as Dovecot runs',
     'it at most 1.25 times a bare `node -e 0`.',
     '',

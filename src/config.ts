@@ -30,6 +30,8 @@ export interface Config {
   map: MapSettings;
   /** A login whose entry is younger than this writes nothing; 0: every login writes. */
   refreshSeconds: number;
+  /** How long a recorder with nothing to do waits for more logins before it exits; 0: it exits at once. */
+  recorderIdleSeconds: number;
   /** The ignore list, in the order written. */
   ignore: readonly Network[];
   logRecorded: boolean;
@@ -140,6 +142,11 @@ const KEYS = {
     default: '60',
     allowed: 'a whole number of seconds from 0 to 3600, less than half of timeout_minutes',
     parse: wholeNumber(0, 3600),
+  },
+  recorder_idle_seconds: {
+    default: '10',
+    allowed: 'a whole number of seconds from 0 to 30',
+    parse: wholeNumber(0, 30),
   },
   ignore: {
     default: '127.0.0.0/8, ::1/128',
@@ -301,6 +308,7 @@ export function parseConfig(text: string, source: string | null): Config {
       timeoutSeconds: p.timeout_minutes * 60,
     },
     refreshSeconds: p.refresh_seconds,
+    recorderIdleSeconds: p.recorder_idle_seconds,
     ignore: p.ignore,
     logRecorded: p.log_recorded,
     liveSessions: p.live_sessions,

@@ -10,6 +10,7 @@
 import { writeSync } from 'node:fs';
 
 import type { ClientAddress } from './address.js';
+import type { Arrivals } from './arrivals.js';
 import type { Config } from './config.js';
 import type { LoginOutcome } from './map.js';
 
@@ -38,6 +39,8 @@ export interface HookArgs {
   dovecotLog: boolean;
   /** The queue directory where the front left this login: admit and apply what is there. */
   drain?: string;
+  /** The front's pid: a recorder waiting for more logins stops once it is gone (Dovecot ended it). */
+  front?: number;
   /** Options that were not understood; logged, never fatal. */
   problems: string[];
 }
@@ -57,11 +60,12 @@ export function parseHookArgs(argv: readonly string[]): HookArgs {
     }
     if (a === '--help' || a === '-h') out.help = true;
     else if (a === '--dovecot-log') out.dovecotLog = true;
-    else if (a === '--config' || a === '--tag' || a === '--drain') {
+    else if (a === '--config' || a === '--tag' || a === '--drain' || a === '--front') {
       const v = argv[i + 1];
       if (v === undefined) out.problems.push(`${a} needs a value`);
       else if (a === '--config') out.config = v;
       else if (a === '--drain') out.drain = v;
+      else if (a === '--front') out.front = /^[1-9][0-9]{0,9}$/.test(v) ? Number(v) : undefined;
       else out.tag = v;
       i++;
     } else if (a.startsWith('-')) out.problems.push(`unknown option ${JSON.stringify(a)} ignored`);
@@ -173,7 +177,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
           const next = loadConfig(args.config, env);
           return queueDir(next.map.path) === queue ? next : null;
         };
-        return await drain(cfg, again, queue, modules, failed);
+        return await drain(cfg, again, queue, args.front, modules, failed);
       }
       // The front read poprelay.ini otherwise than this does: record this login the old way,
       // and fail, so that the front does not start recorders for what it left there.
@@ -273,75 +277,126 @@ async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s:
   return false;
 }
 
-/**
- * How long one recorder goes on admitting and applying the front's logins
- * while more keep arriving; the front starts another for what is left.
- */
-const DRAIN_MS = 10_000;
+/** The longest one recorder runs (timeout(1) stops it at 60 s); its front starts another for what is left. */
+const RUN_MS = 45_000;
+/** A crowd: a waiting recorder lets it pass (no login for QUIET_MS, at most CROWD_MS) before it takes the CPU. */
+const QUIET_MS = 10;
+const CROWD_MS = 100;
 
 /**
  * Admits the logins the fronts left and applies them, round after round
  * while more arrive, then sends them to the engine: one Node start for a
- * crowd of logins. Each login's problems are logged as they happen; false
- * only when the map cannot take logins now, which tells the front to stop
- * starting recorders (the queue keeps them for the next writer or the
- * sweep). An engine failure does not: the sweep catches the engine up.
+ * crowd of logins. With nothing left it waits recorder_idle_seconds for
+ * more (the fronts see it running and leave their logins to it), so a
+ * login within that time costs no Node start. Each login's problems are
+ * logged as they happen; false only when the map cannot take logins now,
+ * which tells the front to stop starting recorders (the queue keeps them
+ * for the next writer or the sweep). An engine failure does not: the
+ * sweep catches the engine up.
  */
 async function drain(
   first: Config,
   again: () => Config | null,
   queue: string,
+  front: number | undefined,
   modules: Modules,
   failed: Failed,
 ): Promise<boolean> {
   const [, , { applyQueuedLogins }, { quoteUntrusted }] = modules;
   const { admitIncoming } = await import('./incoming.js');
-  const until = Date.now() + DRAIN_MS;
+  const until = Date.now() + RUN_MS;
+  // Watched from before the first look, so that no login left after a look goes unnoticed.
+  const arrivals = first.recorderIdleSeconds > 0 ? await watchQueue(queue) : null;
   let mapOk = true;
-  for (let round = 0; mapOk && Date.now() < until; round++) {
-    // A config that breaks or names another map meanwhile ends the run (the front then stops too); the
-    // logins waiting stay queued for the next recorder or the sweep, and each says why it waits.
-    let cfg: Config | null;
-    try {
-      cfg = round === 0 ? first : again();
-      if (cfg === null) throw new Error(`poprelay.ini names another dbfile than ${first.map.path} now`);
-    } catch (e) {
-      return failWaiting(e, queue, failed, quoteUntrusted);
-    }
-    const now = Math.floor(Date.now() / 1000);
-    const admitted = admitIncoming(cfg, now);
-    if (admitted.length === 0) break;
-    const toMap: Recorded[] = [];
-    const toShare: Recorded[] = [];
-    for (const a of admitted) {
-      const whose = describeUser(a.login.user, a.login.tag, quoteUntrusted);
-      if (a.addr === null) {
-        log('warning', `rejected (${whose}): ${a.problem}`);
+  try {
+    for (let round = 0; mapOk && Date.now() < until; round++) {
+      // A config that breaks or names another map meanwhile ends the run (the front then stops too); the
+      // logins waiting stay queued for the next recorder or the sweep, and each says why it waits.
+      let cfg: Config | null;
+      try {
+        cfg = round === 0 ? first : again();
+        if (cfg === null) throw new Error(`poprelay.ini names another dbfile than ${first.map.path} now`);
+      } catch (e) {
+        return await failWaiting(e, queue, failed, quoteUntrusted);
+      }
+      arrivals?.mark();
+      const now = Math.floor(Date.now() / 1000);
+      const admitted = admitIncoming(cfg, now);
+      if (admitted.length === 0) {
+        const idle = Math.min(cfg.recorderIdleSeconds * 1000, until - Date.now());
+        if (arrivals === null || idle <= 0 || !(await loginWithin(arrivals, idle, front))) break;
+        await crowdPassed(arrivals);
         continue;
       }
-      const l = { addr: a.addr, time: a.login.time, who: whose };
-      if (a.outcome === 'ignored') {
-        if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
-      } else if (a.outcome === 'expired') {
-        await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
-      } else {
-        if (a.outcome === 'queued') toMap.push(l);
-        else logMapOutcome(cfg, l, a.outcome);
-        toShare.push(l);
+      const toMap: Recorded[] = [];
+      const toShare: Recorded[] = [];
+      for (const a of admitted) {
+        const whose = describeUser(a.login.user, a.login.tag, quoteUntrusted);
+        if (a.addr === null) {
+          log('warning', `rejected (${whose}): ${a.problem}`);
+          continue;
+        }
+        const l = { addr: a.addr, time: a.login.time, who: whose };
+        if (a.outcome === 'ignored') {
+          if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
+        } else if (a.outcome === 'expired') {
+          await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
+        } else {
+          if (a.outcome === 'queued') toMap.push(l);
+          else logMapOutcome(cfg, l, a.outcome);
+          toShare.push(l);
+        }
       }
-    }
-    if (toMap.length > 0) {
-      try {
-        const outcome = applyQueuedLogins(cfg.map);
-        for (const l of toMap) logMapOutcome(cfg, l, outcome);
-      } catch (e) {
-        for (const l of toMap) await failed(e, l.addr.text, l.who);
-        mapOk = false;
+      if (toMap.length > 0) {
+        try {
+          const outcome = applyQueuedLogins(cfg.map);
+          for (const l of toMap) logMapOutcome(cfg, l, outcome);
+        } catch (e) {
+          for (const l of toMap) await failed(e, l.addr.text, l.who);
+          mapOk = false;
+        }
       }
+      await toEngine(cfg, toShare, now, failed);
     }
-    await toEngine(cfg, toShare, now, failed);
+  } finally {
+    arrivals?.close();
   }
   return mapOk;
+}
+
+/** Watches the queue for the front's logins; null when it cannot (the recorder then exits once nothing waits). */
+async function watchQueue(queue: string): Promise<Arrivals | null> {
+  try {
+    return (await import('./arrivals.js')).watchArrivals(queue);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a login arrives within `ms`; false as soon as the front that started this recorder is gone. */
+async function loginWithin(arrivals: Arrivals, ms: number, front: number | undefined): Promise<boolean> {
+  const by = Date.now() + ms;
+  for (let left = ms; left > 0; left = by - Date.now()) {
+    if (await arrivals.next(Math.min(left, 1000))) return true;
+    if (front !== undefined && !alive(front)) return false;
+  }
+  return false;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/** Lets a crowd of logins pass before taking the CPU from it. */
+async function crowdPassed(arrivals: Arrivals): Promise<void> {
+  const by = Date.now() + CROWD_MS;
+  do arrivals.mark();
+  while (Date.now() < by && (await arrivals.next(QUIET_MS)));
 }
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {

@@ -43,7 +43,9 @@ async function site(ini = '', wrap = '', init = true): Promise<Site> {
   const iniPath = join(dir, 'poprelay.ini');
   writeFileSync(iniPath, `dbfile = ${map}\n`);
   if (init) await execa(join(ROOT, 'bin/poprelay'), ['init', '--config', iniPath]);
-  writeFileSync(iniPath, ini.replaceAll('MAP', map) || `dbfile = ${map}\nignore = 10.9.0.0/16\n`);
+  // Unless a test says otherwise, a recorder exits once nothing waits, so that its front's end can be awaited.
+  const text = ini.replaceAll('MAP', map) || `dbfile = ${map}\nignore = 10.9.0.0/16\n`;
+  writeFileSync(iniPath, text.includes('recorder_idle_seconds') ? text : `${text}recorder_idle_seconds = 0\n`);
   const log = join(dir, 'starts');
   const wrapper = join(dir, 'node');
   writeFileSync(wrapper, `#!/bin/sh\necho "$*" >>${log}\n${process.execPath} "$@"\nrc=$?\n${wrap}\nexit $rc\n`);
@@ -72,8 +74,15 @@ async function site(ini = '', wrap = '', init = true): Promise<Site> {
 }
 
 /** One login as Dovecot runs the front: options, then the command that continues it. */
-function login(s: Site, ip: string, user = 'alice', more: string[] = [], env: Record<string, string> = {}) {
-  return execa(s.front, ['--config', s.ini, '--tag', 'pop3', ...more, '/bin/true'], {
+function login(
+  s: Site,
+  ip: string,
+  user = 'alice',
+  more: string[] = [],
+  env: Record<string, string> = {},
+  command = ['/bin/true'],
+) {
+  return execa(s.front, ['--config', s.ini, '--tag', 'pop3', ...more, ...command], {
     env: { IP: ip, USER: user, PATH: s.path, ...env },
     extendEnv: false,
     reject: false,
@@ -85,6 +94,16 @@ const addresses = (s: Site): string[] =>
     .map((e) => e.address)
     .sort();
 const drains = (s: Site): string[] => s.starts().filter((a) => a.includes('--drain'));
+
+/** Whether dbfile.recorder names a live timeout(1), that is a recorder running. */
+function recorderRunning(s: Site): boolean {
+  try {
+    const pid = readFileSync(`${s.map}.recorder`, 'utf8').trim();
+    return pid !== '' && readFileSync(`/proc/${pid}/comm`, 'utf8') === 'timeout\n';
+  } catch {
+    return false;
+  }
+}
 
 describe('the front leaves the login in the queue for one recorder', () => {
   it('records the login with its user and tag, through --drain, and leaves nothing queued', async () => {
@@ -242,6 +261,66 @@ describe('the front leaves the login in the queue for one recorder', () => {
     expect(r.stdout).toContain('kept 1');
     expect(addresses(s)).toEqual(['2001:db8::51']);
     expect(readdirSync(queueDir(s.map))).toEqual([]);
+  });
+});
+
+describe('a recorder waits recorder_idle_seconds for more logins', () => {
+  it('a login meanwhile is left to it: its front becomes the login, starts nothing, and the login is recorded', async () => {
+    const s = await site('dbfile = MAP\nignore =\nrecorder_idle_seconds = 30\n');
+    const first = login(s, '192.0.2.120', 'first');
+    await eventually(() => addresses(s).includes('192.0.2.120'), 60_000, 'the first login recorded');
+    await eventually(() => recorderRunning(s), 60_000, 'the recorder waiting for more');
+    const flocks = s.flocks();
+    // The command notes its pid and exits 3: the front's own pid and status when it became the command.
+    const note = join(s.dir, 'pid');
+    const started = login(s, '192.0.2.121', 'second', [], {}, ['/bin/sh', '-c', `echo $$ >${note}; exit 3`]);
+    const second = await started;
+    expect(second.exitCode).toBe(3);
+    expect(second.stderr).toBe('');
+    expect(readFileSync(note, 'utf8').trim()).toBe(String(started.pid));
+    expect(s.flocks()).toBe(flocks);
+    await eventually(() => addresses(s).includes('192.0.2.121'), 60_000, 'the second login recorded');
+    // A crowd meanwhile: every front leaves its login to the same recorder.
+    const ips = Array.from({ length: 20 }, (_, i) => `192.0.2.${130 + i}`);
+    const crowd = await Promise.all(ips.map((ip, i) => login(s, ip, `user${i}`)));
+    expect(crowd.map((r) => [r.exitCode, r.stderr])).toEqual(ips.map(() => [0, '']));
+    await eventually(() => ips.every((ip) => addresses(s).includes(ip)), 60_000, 'the crowd recorded');
+    expect(s.flocks()).toBe(flocks);
+    expect(drains(s)).toHaveLength(1);
+    // Told to wait no more, it exits after the next login; its front has logged every login it took.
+    writeFileSync(s.ini, `dbfile = ${s.map}\nignore =\nrecorder_idle_seconds = 0\n`);
+    await login(s, '192.0.2.122', 'last');
+    const r = await first;
+    expect(r.exitCode).toBe(0);
+    for (const who of ['second', 'last', 'user0', 'user19']) expect(r.stderr).toContain(`(user=${who}, service=pop3)`);
+    expect(drains(s)).toHaveLength(1);
+    expect(addresses(s)).toHaveLength(23);
+    expect(readdirSync(queueDir(s.map))).toEqual([]);
+    expect(readFileSync(`${s.map}.recorder`, 'utf8')).toBe('');
+    await expectVerified(s.map);
+  });
+
+  it('it stops waiting once its front is gone (Dovecot ends the post-login processes when it stops)', async () => {
+    const s = await site('dbfile = MAP\nignore =\nrecorder_idle_seconds = 30\n');
+    const first = login(s, '192.0.2.127', 'first');
+    await eventually(() => recorderRunning(s) && addresses(s).includes('192.0.2.127'), 60_000, 'a recorder waiting');
+    const gone = new Promise((r) => first.once('exit', r));
+    first.kill('SIGTERM');
+    await gone;
+    // It looks for its front every second: well within the 30 s it would otherwise wait.
+    await eventually(() => !recorderRunning(s), 20_000, 'the recorder gone');
+    await first; // the recorder held the front's stderr
+  });
+
+  it('it exits once it has waited that long with nothing to do; the next login starts another', async () => {
+    const s = await site('dbfile = MAP\nignore =\nrecorder_idle_seconds = 1\n');
+    const first = await login(s, '192.0.2.125', 'first');
+    expect(first.stderr).toContain('recorded 192.0.2.125 (user=first, service=pop3)');
+    expect(recorderRunning(s)).toBe(false);
+    const second = await login(s, '192.0.2.126', 'second');
+    expect(second.stderr).toContain('recorded 192.0.2.126 (user=second, service=pop3)');
+    expect(drains(s)).toHaveLength(2);
+    expect(addresses(s)).toEqual(['192.0.2.125', '192.0.2.126']);
   });
 });
 
