@@ -280,8 +280,8 @@ async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s:
 /** The longest one recorder runs (timeout(1) stops it at 60 s); its front starts another for what is left. */
 const RUN_MS = 45_000;
 /** A crowd: a waiting recorder lets it pass (no login for QUIET_MS, at most CROWD_MS) before it takes the CPU. */
-const QUIET_MS = 10;
-const CROWD_MS = 100;
+const QUIET_MS = 25;
+const CROWD_MS = 250;
 
 /**
  * Admits the logins the fronts left and applies them, round after round
