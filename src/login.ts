@@ -277,8 +277,11 @@ async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s:
   return false;
 }
 
-/** The longest one recorder runs (timeout(1) stops it at 60 s); its front starts another for what is left. */
-const RUN_MS = 45_000;
+/**
+ * The longest one recorder goes on taking rounds: one more that waits lock_timeout_ms (at most 30 s) still ends
+ * before timeout(1) stops it at 60 s. Its front starts another for what is left.
+ */
+const RUN_MS = 25_000;
 /** A crowd: a waiting recorder lets it pass (no login for QUIET_MS, at most CROWD_MS) before it takes the CPU. */
 const QUIET_MS = 25;
 const CROWD_MS = 250;
