@@ -305,8 +305,18 @@ async function drain(
   modules: Modules,
   failed: Failed,
 ): Promise<boolean> {
-  const [, , { applyQueuedLogins }, { quoteUntrusted }] = modules;
+  const [, , { applyQueuedLogins }, { quoteUntrusted, errnoCode }] = modules;
   const { admitIncoming } = await import('./incoming.js');
+  /** The front that started this recorder is gone: Dovecot ended it. */
+  const frontGone = (): boolean => {
+    if (front === undefined) return false;
+    try {
+      process.kill(front, 0);
+      return false;
+    } catch (e) {
+      return errnoCode(e) === 'ESRCH';
+    }
+  };
   const until = Date.now() + RUN_MS;
   // Watched from before the first look, so that no login left after a look goes unnoticed.
   const arrivals = first.recorderIdleSeconds > 0 ? await watchQueue(queue) : null;
@@ -327,7 +337,7 @@ async function drain(
       const admitted = admitIncoming(cfg, now);
       if (admitted.length === 0) {
         const idle = Math.min(cfg.recorderIdleSeconds * 1000, until - Date.now());
-        if (arrivals === null || idle <= 0 || !(await loginWithin(arrivals, idle, front))) break;
+        if (arrivals === null || idle <= 0 || !(await loginWithin(arrivals, idle, frontGone))) break;
         await crowdPassed(arrivals);
         continue;
       }
@@ -377,22 +387,13 @@ async function watchQueue(queue: string): Promise<Arrivals | null> {
 }
 
 /** Whether a login arrives within `ms`; false as soon as the front that started this recorder is gone. */
-async function loginWithin(arrivals: Arrivals, ms: number, front: number | undefined): Promise<boolean> {
+async function loginWithin(arrivals: Arrivals, ms: number, frontGone: () => boolean): Promise<boolean> {
   const by = Date.now() + ms;
   for (let left = ms; left > 0; left = by - Date.now()) {
     if (await arrivals.next(Math.min(left, 1000))) return true;
-    if (front !== undefined && !alive(front)) return false;
+    if (frontGone()) return false;
   }
   return false;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
 }
 
 /** Lets a crowd of logins pass before taking the CPU from it. */
