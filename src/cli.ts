@@ -78,9 +78,12 @@ export function runProgram(prog: string, main: () => number | Promise<number>, e
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
+  // A program that failed is done: a handle left open (a connection still
+  // being made) must not keep it running, least of all a daemon whose
+  // supervisor restarts it only once it exits.
   const fail = (status: number, message: string): void => {
     process.stderr.write(`${prog}: ${message}\n`);
-    process.exitCode = status;
+    process.exit(status);
   };
   Promise.resolve()
     .then(main)

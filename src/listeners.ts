@@ -5,10 +5,12 @@
 
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
+import { dirname } from 'node:path';
 
 import type { ClientAddress } from './address.js';
 import type { DaemonLog } from './daemon-log.js';
 import type { ListenEndpoint } from './endpoints.js';
+import { errnoCode } from './errors.js';
 import { framer, ProtocolError, type ProtocolName } from './protocols.js';
 
 export const MAX_CONNECTIONS = 256;
@@ -86,6 +88,29 @@ async function removeStaleSocket(path: string): Promise<void> {
   if (!alive) unlinkSync(path);
 }
 
+/** What an administrator needs to know when `at` cannot be listened on. */
+function whyNotListening(at: ListenEndpoint, e: unknown): string {
+  const code = errnoCode(e);
+  if ('path' in at) {
+    const dir = dirname(at.path);
+    // libuv reports a missing directory as EACCES: look for ourselves.
+    if (lstatSync(dir, { throwIfNoEntry: false }) === undefined)
+      return (
+        `the directory ${dir} does not exist. poprelayd.service makes /run/poprelay (RuntimeDirectory=); ` +
+        `started otherwise, make it first: install -d -o poprelay -m 0755 ${dir}`
+      );
+    if (code === 'EACCES' || code === 'EPERM')
+      return `uid ${process.geteuid?.() ?? '?'} may not create a socket in ${dir}: make the directory poprelayd's user's (install -d -o poprelay -m 0755 ${dir})`;
+  } else if (code === 'EADDRINUSE') {
+    return `the address is in use by another program (ss -ltnp 'sport = :${at.port}' shows which); stop it or choose another port`;
+  } else if (code === 'EACCES') {
+    return `port ${at.port} is privileged (below 1024): choose a port above 1023`;
+  } else if (code === 'EADDRNOTAVAIL') {
+    return `${at.host} is not an address of this host`;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** A listening socket; close() also ends the connections it has open. */
 export interface Listener {
   close(): Promise<void>;
@@ -113,12 +138,16 @@ export async function listen(
       `${protocol} on ${at.display}: refused a connection: ${MAX_CONNECTIONS} open`,
     ),
   );
-  if ('path' in at) await removeStaleSocket(at.path);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    if ('path' in at) server.listen(at.path, resolve);
-    else server.listen(at.port, at.host, resolve);
-  });
+  try {
+    if ('path' in at) await removeStaleSocket(at.path);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      if ('path' in at) server.listen(at.path, resolve);
+      else server.listen(at.port, at.host, resolve);
+    });
+  } catch (e) {
+    throw new Error(`${protocol} on ${at.display}: ${whyNotListening(at, e)}`);
+  }
   // The MTAs run as other users (smmta, postfix, Debian-exim): they must be able to connect.
   if ('path' in at) chmodSync(at.path, 0o666);
   log.say('info', `answering ${protocol} on ${at.display}`);

@@ -24,7 +24,8 @@ short engine outage; unknown ones are never told "try later". With
 mirror = yes it keeps dbfile equal to the shared set. Runs in the
 foreground until SIGTERM or SIGINT; logs to stderr.
 
-  --config FILE  settings file (default $POPRELAY_CONFIG or /etc/mail/poprelay.ini)
+  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/poprelay/poprelay.ini,
+                 else the older /etc/mail/poprelay.ini)
   -h, --help     this text
 
 Exit status: 0 after SIGTERM or SIGINT; 1 when it cannot start (config,
@@ -70,7 +71,9 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
     }
   } catch (e) {
     await Promise.all(servers.map((s) => s.close()));
-    await client.close().catch(() => undefined);
+    // destroy, not close: close waits for a connection that may never come,
+    // and poprelayd must exit for systemd (Restart=on-failure) to act.
+    client.destroy();
     throw new PoprelayError('ERR_CONFIG', `cannot listen: ${(e as Error).message}`);
   }
   const mirror = cfg.mirror ? new Mirror(cfg, engine, client, log, (text) => answers.forget(text)) : null;
