@@ -11,21 +11,33 @@
 #                starting on port 6379), and the system user "poprelay" (the
 #                shipped Dovecot config runs the hook as it)
 #   --test       also the rest of the real peers the test suite drives:
-#                flock/setpriv, iproute2, strace; Postfix's postmap and Exim,
-#                unpacked (apt-get download, dpkg -x) into $PEERS rather than
-#                installed, because Postfix conflicts with sendmail-bin; the
-#                user "Debian-exim" (Exim refuses to run without it); Node.js
-#                22 and 24 from the npm registry's node-linux-<arch> packages,
-#                unpacked into $PEERS/node/<major>, in which the tests load the
-#                addon built for this Node (one Node-API build must serve them
-#                all); and a Debian 13 tree with Dovecot 2.4 in $PEERS/trixie
-#                (debootstrap), in which the tests run Dovecot 2.4 chrooted,
-#                since Debian 12 ships only 2.3.
+#                flock/setpriv/unshare/nsenter/pivot_root, iproute2, strace;
+#                the packaging tools for npm run deb (dpkg-dev, debhelper,
+#                lintian, fakeroot, the shell linter, and systemd for
+#                systemd-analyze);
+#                Postfix's postmap and Exim, unpacked (apt-get download,
+#                dpkg -x) into $PEERS rather than installed, because Postfix
+#                conflicts with sendmail-bin; the user "Debian-exim" (Exim
+#                refuses to run without it); Node.js 22 and 24 from the npm
+#                registry's node-linux-<arch> packages, unpacked into
+#                $PEERS/node/<major>, in which the tests load the addon built
+#                for this Node (one Node-API build must serve them all); and
+#                a Debian 13 tree in $PEERS/trixie (debootstrap), in which the
+#                tests run Dovecot 2.4 chrooted, since Debian 12 ships only
+#                2.3, and which test/system.test.ts boots with systemd as
+#                PID 1 (test/support/systemd.ts): the tree also holds systemd,
+#                dbus, nodejs, libdb, db5.3-util and redis-server, and its apt
+#                cache holds sendmail, Postfix and Exim (they conflict with
+#                one another: the test installs each in turn with apt, in a
+#                booted system that has no network). An existing tree is
+#                upgraded in place; $PEERS/trixie/.boot-packages names what
+#                it was last given.
 set -euo pipefail
 
 build_pkgs=(libdb-dev g++ make python3)
 demo_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd redis-tools)
-test_pkgs=(util-linux iproute2 strace debootstrap man-db libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0)
+test_pkgs=(util-linux iproute2 strace debootstrap man-db libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0
+  dpkg-dev debhelper lintian fakeroot shellcheck systemd)
 PEERS=/var/cache/poprelay-test-peers
 
 mode=${1:-}
@@ -102,6 +114,58 @@ ensure_trixie() {
     chroot "$t" groupadd --system -g "$(id -g poprelay)" poprelay
     chroot "$t" useradd --system -u "$(id -u poprelay)" -g poprelay --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin poprelay
   fi
+  ensure_trixie_boot "$t"
+}
+
+# What test/system.test.ts needs in the Debian 13 tree: systemd to boot it,
+# and every package it installs, so that its apt runs offline. Installed:
+# what conflicts with nothing the Dovecot 2.4 tests run there. Only
+# downloaded into the tree's apt cache (/var/cache/apt/archives), with
+# their dependencies: the MTAs, which exclude one another.
+trixie_installed=(systemd systemd-sysv dbus nodejs libdb5.3t64 db5.3-util redis-server)
+trixie_cached=(sendmail postfix exim4-daemon-light)
+
+# In the tree, in a mount namespace of its own with /proc; no service starts.
+in_tree() {
+  unshare -m sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"' "$1" "${@:2}"
+}
+
+# Whether the tree already has all of it: the packages installed, and apt
+# would fetch nothing for the cached ones (--print-uris lists what it would).
+trixie_boot_ready() {
+  local t=$1 p uris
+  [[ -x $t/usr/lib/systemd/systemd && $(cat "$t/.boot-packages" 2>/dev/null) == "${trixie_installed[*]} / ${trixie_cached[*]}" ]] || return 1
+  for p in "${trixie_installed[@]}"; do
+    chroot "$t" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
+  done
+  for p in "${trixie_cached[@]}"; do
+    uris=$(chroot "$t" apt-get install -q -y --no-install-recommends --download-only --print-uris "$p" 2>/dev/null) || return 1
+    if grep -q "^'" <<<"$uris"; then return 1; fi
+  done
+}
+
+ensure_trixie_boot() {
+  local t=$1 p
+  if trixie_boot_ready "$t"; then return; fi
+  need_root "test/system.test.ts needs systemd and its packages in $t"
+  echo "install-deps: adding ${trixie_installed[*]} to $t, and ${trixie_cached[*]} to its apt cache"
+  rm -f "$t/.boot-packages"
+  # No service starts in the chroot (redis-server would listen on the host).
+  printf '#!/bin/sh\nexit 101\n' >"$t/usr/sbin/policy-rc.d"
+  chmod 755 "$t/usr/sbin/policy-rc.d"
+  local ok=1
+  in_tree "$t" apt-get update -q >>"$PEERS/trixie.log" 2>&1 || ok=0
+  [[ $ok -eq 0 ]] || in_tree "$t" apt-get install -y -q --no-install-recommends "${trixie_installed[@]}" >>"$PEERS/trixie.log" 2>&1 || ok=0
+  for p in "${trixie_cached[@]}"; do
+    [[ $ok -eq 0 ]] || in_tree "$t" apt-get install -y -q --no-install-recommends --download-only "$p" >>"$PEERS/trixie.log" 2>&1 || ok=0
+  done
+  rm -f "$t/usr/sbin/policy-rc.d"
+  if [[ $ok -eq 0 ]]; then
+    tail -5 "$PEERS/trixie.log" >&2
+    echo "install-deps: WARNING: could not add systemd and its packages to $t (log: $PEERS/trixie.log); test/system.test.ts will fail" >&2
+    return
+  fi
+  echo "${trixie_installed[*]} / ${trixie_cached[*]}" >"$t/.boot-packages"
 }
 
 extras() {
