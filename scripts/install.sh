@@ -22,7 +22,9 @@ differs. Run as root.
   --root DIR              prepend DIR to every path below (to install into a staging tree)
   --user NAME             the user the hook and the sweep run as, owner of the map (default poprelay)
   --map-dir DIR           the map's directory (default /var/lib/poprelay)
-  --config FILE           poprelay.ini (default /etc/mail/poprelay.ini)
+  --config FILE           poprelay.ini (default /etc/poprelay/poprelay.ini, or the
+                          /etc/mail/poprelay.ini of an older install while that is
+                          the only one)
   --dovecot-confdir DIR   Dovecot's conf.d (default /etc/dovecot/conf.d)
   --dovecot-version V     2.3 or 2.4 (default: from "dovecot --version")
   --cron-dir DIR          (default /etc/cron.d)
@@ -42,7 +44,7 @@ prefix=${POPRELAY_PREFIX:-/usr/local}
 root=${POPRELAY_ROOT:-}
 user=${POPRELAY_USER:-poprelay}
 map_dir=${POPRELAY_MAP_DIR:-/var/lib/poprelay}
-ini=${POPRELAY_INI:-/etc/mail/poprelay.ini}
+ini=${POPRELAY_INI:-}
 dovecot_confdir=${POPRELAY_DOVECOT_CONFDIR:-/etc/dovecot/conf.d}
 dovecot_version=${POPRELAY_DOVECOT_VERSION:-}
 cron_dir=${POPRELAY_CRON_DIR:-/etc/cron.d}
@@ -77,9 +79,21 @@ while [[ $# -gt 0 ]]; do
 done
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-# Programs read /etc/mail/poprelay.ini unless told otherwise.
+# Programs read /etc/poprelay/poprelay.ini unless told otherwise. An older
+# install's /etc/mail/poprelay.ini stays in use while it is the only one:
+# the lines written below name it (say() below tells how to move it).
+default_ini=/etc/poprelay/poprelay.ini
+legacy_ini=/etc/mail/poprelay.ini
+legacy=0
+if [[ -z "$ini" ]]; then
+  ini=$default_ini
+  if [[ -e "$root$legacy_ini" && ! -e "$root$default_ini" ]]; then
+    ini=$legacy_ini
+    legacy=1
+  fi
+fi
 config_arg=
-[[ "$ini" == /etc/mail/poprelay.ini ]] || config_arg=" --config $ini"
+[[ "$ini" == "$default_ini" ]] || config_arg=" --config $ini"
 lib=$prefix/lib/poprelay
 sbin=$prefix/sbin
 man=$prefix/share/man
@@ -95,6 +109,12 @@ run() {
   fi
 }
 say() { echo "install.sh: $*"; }
+# How to reload Dovecot here: systemctl only where systemd runs.
+if [[ -d /run/systemd/system ]]; then
+  reload_dovecot='systemctl reload dovecot'
+else
+  reload_dovecot='doveadm reload'
+fi
 
 [[ -n "$node" ]] || node=$(command -v node || true)
 [[ -n "$node" && "$node" == /* ]] || die "no Node.js found; give its absolute path with --node"
@@ -114,7 +134,7 @@ if [[ $uninstall -eq 1 ]]; then
     "$root$systemd_dir/poprelay-sweep.service" "$root$systemd_dir/poprelay-sweep.timer" "$root$systemd_dir/poprelayd.service"
   say "removed the programs, the manual pages, the Dovecot snippet and the sweep schedule"
   say "kept the map $root$map and $root$ini; remove them yourself if you want"
-  say "now reload Dovecot (systemctl reload dovecot) so that logins no longer run the hook"
+  say "now reload Dovecot ($reload_dovecot) so that logins no longer run the hook"
   exit 0
 fi
 
@@ -146,11 +166,13 @@ done
 run cp "$src/package.json" "$root$lib/package.json"
 # The hook's Node flags (bin/poprelay-login): Node 24 refuses --no-expose-wasm.
 hook_flags='--jitless --no-expose-wasm'
+# shellcheck disable=SC2086 # $hook_flags is a list of words, here and below
 "$node" $hook_flags -e 0 2>/dev/null || hook_flags='--jitless'
 # Whether that Node starts within Dovecot's default vsz_limit (256M): Node 20
 # and 22 do without the JIT; Node 24 reserves more, and its post-login
 # services get vsz_limit = 0 (2.4: unlimited).
 needs_vsz=0
+# shellcheck disable=SC2086
 MALLOC_ARENA_MAX=1 prlimit --as=268435456 --data=268435456 "$node" $hook_flags -e 0 >/dev/null 2>&1 || needs_vsz=1
 for p in "${programs[@]}"; do
   if [[ $dry_run -eq 1 ]]; then
@@ -172,15 +194,27 @@ say "installing the manual pages into $root$man"
 run mkdir -p "$root$man/man5" "$root$man/man8"
 for m in "${manpages[@]}"; do run install -m 644 "$src/man/$m" "$root$man/$m"; done
 
-# 4. poprelay.ini, if absent.
+# 4. poprelay.ini, if absent: root's, readable by the hook's group (it may
+#    hold the engine's password), in a directory only root can change.
+group=$(id -gn "$user" 2>/dev/null || echo "$user")
 if [[ -e "$root$ini" ]]; then
   say "keeping the existing $root$ini"
+  if [[ $legacy -eq 1 ]]; then
+    say "$root$ini is where older installs put it; the lines written below name it with --config. To move it to $default_ini:"
+    say "  install -d -m 0755 $root/etc/poprelay && mv $root$legacy_ini $root$default_ini && chown root:$group $root$default_ini && chmod 0640 $root$default_ini"
+    say "  then run this installer again (it drops --config $legacy_ini from those lines), and $reload_dovecot"
+  fi
 else
-  say "writing $root$ini"
-  run mkdir -p "$(dirname "$root$ini")"
+  say "writing $root$ini (root:$group, mode 0640)"
+  if [[ "$ini" == "$default_ini" ]]; then
+    run install -d -o root -g root -m 0755 "$root/etc/poprelay"
+  else
+    run mkdir -p "$(dirname "$root$ini")"
+  fi
   if [[ $dry_run -eq 0 ]]; then
-    sed "s|^dbfile = .*|dbfile = $map|" "$src/etc/poprelay.ini" > "$root$ini"
-    chmod 644 "$root$ini"
+    (umask 077 && sed "s|^dbfile = .*|dbfile = $map|" "$src/etc/poprelay.ini" > "$root$ini")
+    chown "root:$group" "$root$ini"
+    chmod 0640 "$root$ini"
   fi
 fi
 
@@ -198,7 +232,8 @@ else
     # Staged: the map path in the file is the live one; point init at the staged map.
     ini_for_init=$(mktemp)
     sed "s|^dbfile = .*|dbfile = $root$map|" "$root$ini" > "$ini_for_init"
-    chmod 644 "$ini_for_init"
+    chown "root:$group" "$ini_for_init"
+    chmod 0640 "$ini_for_init"
   fi
   setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups "$root$lib/bin/poprelay" init --config "$ini_for_init"
   [[ -z "$root" ]] || rm -f "$ini_for_init"
@@ -230,7 +265,7 @@ case "$dovecot_version" in
     fi
     if [[ -z "$root" && $dry_run -eq 0 ]] && command -v doveconf >/dev/null 2>&1; then
       doveconf -n >/dev/null || die "doveconf -n rejects the configuration with 95-poprelay.conf; see above"
-      say "doveconf -n accepts it; now reload Dovecot: systemctl reload dovecot"
+      say "doveconf -n accepts it; now reload Dovecot: $reload_dovecot"
     fi
     ;;
   none) say "Dovecot not found: no Dovecot snippet installed (see dovecot-conf/)" ;;

@@ -56,12 +56,18 @@ describe.runIf(dovecotVersions().includes('2.4'))('scripts/install.sh on Debian 
     expect(readFileSync(upper('etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).not.toMatch(/^\s*vsz_limit/m);
   });
 
-  it('poprelay doctor finds nothing wrong (no MTA is installed there, and Dovecot does not run yet: warnings)', () => {
-    expect(doctorStatuses(readFileSync(join(work, 'doctor.out'), 'utf8'))).toEqual({
+  it('poprelay doctor finds nothing wrong but what the chroot lacks: an MTA, a cron daemon, a running Dovecot', () => {
+    const doctor = readFileSync(join(work, 'doctor.out'), 'utf8');
+    expect(doctorStatuses(doctor)).toEqual({
       ...DOCTOR_ALL_OK,
       mta: 'WARN',
       'live sessions': 'WARN',
+      sweep: 'FAIL',
     });
+    // No cron daemon and no systemd run in the chroot: only that fails the sweep's check.
+    expect(doctor).toMatch(
+      /^FAIL {2}sweep: \/etc\/cron\.d\/poprelay schedules poprelay-sweep, but no cron daemon runs/m,
+    );
   });
 
   it('the stock Dovecot records a POP3 login, and the session works', async () => {

@@ -42,7 +42,7 @@ function tree(dir = safeDir()): Tree {
     dir,
     sbin: join(dir, 'usr/sbin'),
     map: join(dir, 'var/lib/poprelay/popip.db'),
-    ini: join(dir, 'etc/mail/poprelay.ini'),
+    ini: join(dir, 'etc/poprelay/poprelay.ini'),
     conf: join(dir, 'etc/dovecot/conf.d/95-poprelay.conf'),
     cron: join(dir, 'etc/cron.d/poprelay'),
     dovecotConf: join(dir, 'dovecot.conf'),
@@ -64,6 +64,8 @@ function tree(dir = safeDir()): Tree {
   ];
   return { ...t, args };
 }
+
+const RELOAD_DOVECOT = existsSync('/run/systemd/system') ? 'systemctl reload dovecot' : 'doveadm reload';
 
 const install = (args: string[]) => execa('bash', [join(ROOT, 'scripts/install.sh'), ...args], { reject: false });
 
@@ -124,11 +126,18 @@ describe('scripts/install.sh', () => {
     expect(statSync(join(t.dir, 'var/lib/poprelay')).uid).toBe(Number(uid));
     expect(statSync(join(t.dir, 'var/lib/poprelay')).mode & 0o777).toBe(0o755);
     await expectVerified(t.map);
+    // The config: root's, readable by the hook's group (it may hold the engine's password).
+    const { stdout: gid } = await execa('id', ['-g', 'poprelay']);
+    expect(statSync(t.ini).uid).toBe(0);
+    expect(statSync(t.ini).gid).toBe(Number(gid));
+    expect(statSync(t.ini).mode & 0o777).toBe(0o640);
+    // Dovecot is reloaded by systemctl only where systemd runs.
+    expect(r.stdout).toContain(`doveconf -n accepts it; now reload Dovecot: ${RELOAD_DOVECOT}`);
     // Config, snippet and schedule name the installed paths.
     expect(readFileSync(t.ini, 'utf8')).toMatch(
       new RegExp(`^dbfile = ${t.map.replace('/var/lib/poprelay-tests', '.*')}$`, 'm'),
     );
-    // A config outside /etc/mail/poprelay.ini is passed to the hook and the sweep.
+    // A config outside /etc/poprelay/poprelay.ini is passed to the hook and the sweep.
     expect(readFileSync(t.conf, 'utf8')).toContain(
       `executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3`,
     );
@@ -220,6 +229,40 @@ describe('scripts/install.sh', () => {
     expect(existsSync(t.map)).toBe(true);
     expect(existsSync(t.ini)).toBe(true);
     expect(r.stdout).toContain(`kept the map ${t.map}`);
+    expect(r.stdout).toContain(`now reload Dovecot (${RELOAD_DOVECOT}) so that logins no longer run the hook`);
+  });
+
+  it("writes /etc/poprelay/poprelay.ini by default, and keeps using an older install's /etc/mail/poprelay.ini, saying how to move it", async () => {
+    const fresh = safeDir();
+    const r = await install(['--root', fresh]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const ini = join(fresh, 'etc/poprelay/poprelay.ini');
+    expect(statSync(ini).mode & 0o777).toBe(0o640);
+    expect(statSync(join(fresh, 'etc/poprelay')).mode & 0o777).toBe(0o755);
+    expect(statSync(join(fresh, 'etc/poprelay')).uid).toBe(0);
+    // The programs read that file by default: the lines written name no --config.
+    expect(readFileSync(join(fresh, 'etc/cron.d/poprelay'), 'utf8')).toMatch(/poprelay-sweep --quiet$/m);
+
+    const old = safeDir();
+    mkdirSync(join(old, 'etc/mail'), { recursive: true });
+    cpSync(join(ROOT, 'etc/poprelay.ini'), join(old, 'etc/mail/poprelay.ini'));
+    const before = readFileSync(join(old, 'etc/mail/poprelay.ini'));
+    const o = await install(['--root', old]);
+    expect(o.exitCode, o.stderr).toBe(0);
+    expect(existsSync(join(old, 'etc/poprelay/poprelay.ini'))).toBe(false);
+    expect(readFileSync(join(old, 'etc/mail/poprelay.ini')).equals(before)).toBe(true);
+    expect(o.stdout).toContain(
+      `install -d -m 0755 ${old}/etc/poprelay && mv ${old}/etc/mail/poprelay.ini ${old}/etc/poprelay/poprelay.ini && chown root:poprelay ${old}/etc/poprelay/poprelay.ini && chmod 0640 ${old}/etc/poprelay/poprelay.ini`,
+    );
+    expect(readFileSync(join(old, 'etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).toContain(
+      'executable = script-login /usr/local/sbin/poprelay-login --config /etc/mail/poprelay.ini --tag pop3',
+    );
+    expect(readFileSync(join(old, 'etc/cron.d/poprelay'), 'utf8')).toMatch(
+      /\/usr\/local\/sbin\/poprelay-sweep --quiet --config \/etc\/mail\/poprelay\.ini$/m,
+    );
+    expect(readFileSync(join(old, 'etc/systemd/system/poprelayd.service'), 'utf8')).toContain(
+      'ExecStart=/usr/local/sbin/poprelayd --config /etc/mail/poprelay.ini',
+    );
   });
 
   it('refuses unknown options and an unsupported Dovecot', async () => {
@@ -249,6 +292,12 @@ describe('poprelay doctor', () => {
     writeFileSync(t.ini, readFileSync(t.ini, 'utf8').replace(/^live_sessions = .*$/m, 'live_sessions = no'));
   }
 
+  function cronPid(t: Tree): string {
+    const file = join(t.dir, 'crond.pid');
+    writeFileSync(file, `${process.pid}\n`);
+    return file;
+  }
+
   /** `dovecot` says which doveconf to run (first on PATH) and on what. */
   async function doctor(t: Tree, dovecot: { conf: string; path?: string } = { conf: t.dovecotConf }) {
     const r = await execa(
@@ -265,8 +314,9 @@ describe('poprelay doctor', () => {
         join(t.dir, 'no-postfix'),
         '--cron-file',
         t.cron,
-        '--systemd-timer',
-        join(t.dir, 'no-timer'),
+        // No systemd runs here; cron's pid file names a live process (this one), as where a cron daemon runs.
+        '--cron-pid',
+        cronPid(t),
       ],
       { reject: false, env: dovecot.path === undefined ? {} : { PATH: `${dovecot.path}:${process.env.PATH ?? ''}` } },
     );
