@@ -37,7 +37,7 @@ set -euo pipefail
 build_pkgs=(libdb-dev g++ make python3)
 demo_pkgs=(db5.3-util sendmail-bin sendmail-cf m4 dovecot-core dovecot-pop3d dovecot-imapd redis-tools)
 test_pkgs=(util-linux iproute2 strace debootstrap man-db libidn12 libgnutls-dane0 libnsl2 libpcre2-8-0
-  dpkg-dev debhelper lintian fakeroot shellcheck systemd)
+  dpkg-dev debhelper lintian fakeroot shellcheck systemd dpkg-repack)
 PEERS=/var/cache/poprelay-test-peers
 
 mode=${1:-}
@@ -117,55 +117,113 @@ ensure_trixie() {
   ensure_trixie_boot "$t"
 }
 
-# What test/system.test.ts needs in the Debian 13 tree: systemd to boot it,
-# and every package it installs, so that its apt runs offline. Installed:
-# what conflicts with nothing the Dovecot 2.4 tests run there. Only
-# downloaded into the tree's apt cache (/var/cache/apt/archives), with
-# their dependencies: the MTAs, which exclude one another.
+# What test/system.test.ts needs in a tree it boots: systemd, and every
+# package it installs, so that its apt runs offline. Installed: what
+# conflicts with nothing else run there (in the Debian 13 tree, the
+# chrooted Dovecot 2.4 tests). Only downloaded into the tree's apt cache
+# (/var/cache/apt/archives), with their dependencies: the MTAs, which
+# exclude one another.
+# shellcheck disable=SC2034 # read through namerefs in boot_ready and ensure_boot
 trixie_installed=(systemd systemd-sysv dbus nodejs libdb5.3t64 db5.3-util redis-server)
+# shellcheck disable=SC2034
 trixie_cached=(sendmail postfix exim4-daemon-light)
+bookworm_installed=(systemd systemd-sysv dbus dovecot-core dovecot-pop3d dovecot-imapd libdb5.3 db5.3-util redis-server
+  python3 ca-certificates)
+# shellcheck disable=SC2034
+bookworm_cached=(sendmail)
 
 # In the tree, in a mount namespace of its own with /proc; no service starts.
 in_tree() {
   unshare -m sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"' "$1" "${@:2}"
 }
 
-# Whether the tree already has all of it: the packages installed, and apt
-# would fetch nothing for the cached ones (--print-uris lists what it would).
-trixie_boot_ready() {
+# boot_ready TREE INSTALLED CACHED (the names of two arrays): whether the
+# tree has it all, the packages installed and nothing for apt to fetch for
+# the cached ones (--print-uris lists what it would).
+boot_ready() {
   local t=$1 p uris
-  [[ -x $t/usr/lib/systemd/systemd && $(cat "$t/.boot-packages" 2>/dev/null) == "${trixie_installed[*]} / ${trixie_cached[*]}" ]] || return 1
-  for p in "${trixie_installed[@]}"; do
+  local -n inst=$2 cached=$3
+  [[ -x $t/usr/lib/systemd/systemd && $(cat "$t/.boot-packages" 2>/dev/null) == "${inst[*]} / ${cached[*]}" ]] || return 1
+  for p in "${inst[@]}"; do
     chroot "$t" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
   done
-  for p in "${trixie_cached[@]}"; do
+  for p in "${cached[@]}"; do
     uris=$(chroot "$t" apt-get install -q -y --no-install-recommends --download-only --print-uris "$p" 2>/dev/null) || return 1
     if grep -q "^'" <<<"$uris"; then return 1; fi
   done
 }
 
-ensure_trixie_boot() {
-  local t=$1 p
-  if trixie_boot_ready "$t"; then return; fi
+# ensure_boot TREE LOG INSTALLED CACHED: installs and downloads what is
+# missing (the tree's .boot-packages names what it was given); 1 on failure.
+ensure_boot() {
+  local t=$1 log=$2 p ok=1
+  local -n inst=$3 cached=$4
+  if boot_ready "$t" "$3" "$4"; then return 0; fi
   need_root "test/system.test.ts needs systemd and its packages in $t"
-  echo "install-deps: adding ${trixie_installed[*]} to $t, and ${trixie_cached[*]} to its apt cache"
+  echo "install-deps: adding ${inst[*]} to $t, and ${cached[*]} to its apt cache"
   rm -f "$t/.boot-packages"
   # No service starts in the chroot (redis-server would listen on the host).
   printf '#!/bin/sh\nexit 101\n' >"$t/usr/sbin/policy-rc.d"
   chmod 755 "$t/usr/sbin/policy-rc.d"
-  local ok=1
-  in_tree "$t" apt-get update -q >>"$PEERS/trixie.log" 2>&1 || ok=0
-  [[ $ok -eq 0 ]] || in_tree "$t" apt-get install -y -q --no-install-recommends "${trixie_installed[@]}" >>"$PEERS/trixie.log" 2>&1 || ok=0
-  for p in "${trixie_cached[@]}"; do
-    [[ $ok -eq 0 ]] || in_tree "$t" apt-get install -y -q --no-install-recommends --download-only "$p" >>"$PEERS/trixie.log" 2>&1 || ok=0
+  in_tree "$t" apt-get update -q >>"$log" 2>&1 || ok=0
+  [[ $ok -eq 0 ]] || in_tree "$t" apt-get install -y -q --no-install-recommends "${inst[@]}" >>"$log" 2>&1 || ok=0
+  for p in "${cached[@]}"; do
+    [[ $ok -eq 0 ]] || in_tree "$t" apt-get install -y -q --no-install-recommends --download-only "$p" >>"$log" 2>&1 || ok=0
   done
   rm -f "$t/usr/sbin/policy-rc.d"
   if [[ $ok -eq 0 ]]; then
-    tail -5 "$PEERS/trixie.log" >&2
-    echo "install-deps: WARNING: could not add systemd and its packages to $t (log: $PEERS/trixie.log); test/system.test.ts will fail" >&2
-    return
+    tail -5 "$log" >&2
+    echo "install-deps: WARNING: could not add systemd and its packages to $t (log: $log); test/system.test.ts will fail" >&2
+    return 1
   fi
-  echo "${trixie_installed[*]} / ${trixie_cached[*]}" >"$t/.boot-packages"
+  echo "${inst[*]} / ${cached[*]}" >"$t/.boot-packages"
+}
+
+ensure_trixie_boot() {
+  ensure_boot "$1" "$PEERS/trixie.log" trixie_installed trixie_cached || true
+}
+
+# A Debian 12 tree for test/system.test.ts, with the Node.js >= 20 that
+# this machine runs: Debian 12's own nodejs is 18, so an administrator
+# installs another (NodeSource's); this machine's package of it, repacked
+# with dpkg-repack, is installed in the tree. A machine whose Node.js is no
+# such package, or that cannot make the tree, gets $t.unavailable with the
+# reason, and the test of Debian 12 is skipped, saying why.
+ensure_bookworm() {
+  local t=$PEERS/bookworm log=$PEERS/bookworm.log v d
+  unavailable() {
+    echo "$1" >"$t.unavailable"
+    echo "install-deps: WARNING: $1; the Debian 12 system test will be skipped" >&2
+  }
+  if [[ ! -x $t/usr/sbin/dovecot ]]; then
+    need_root "test/system.test.ts needs a Debian 12 tree in $t"
+    echo "install-deps: debootstrap of Debian 12 into $t"
+    rm -rf "$t"
+    if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${bookworm_installed[*]}")" bookworm "$t" http://deb.debian.org/debian >"$log" 2>&1; then
+      tail -5 "$log" >&2
+      rm -rf "$t"
+      unavailable "debootstrap of Debian 12 failed: $(grep -m1 -E '^E:' "$log" || tail -1 "$log") (log: $log)"
+      return
+    fi
+  fi
+  if ! chroot "$t" /usr/bin/node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null; then
+    v=$(dpkg-query -W -f='${Version}' nodejs 2>/dev/null) || v=
+    if [[ -z $v ]] || ! dpkg --compare-versions "$v" ge 20; then
+      unavailable "this machine's Node.js is not a Debian package of version 20 or later (nodejs: ${v:-not installed}), and Debian 12's own is 18"
+      return
+    fi
+    need_root "test/system.test.ts needs Node.js $v in $t"
+    echo "install-deps: installing this machine's nodejs $v (dpkg-repack) into $t"
+    d=$(mktemp -d)
+    if ! (cd "$d" && dpkg-repack --deb-option=-Zgzip nodejs) >>"$log" 2>&1 ||
+      ! cp "$d"/nodejs_*.deb "$t/tmp/nodejs.deb" || ! in_tree "$t" dpkg -i /tmp/nodejs.deb >>"$log" 2>&1; then
+      rm -rf "$d" "$t/tmp/nodejs.deb"
+      unavailable "could not install this machine's nodejs $v in $t (log: $log)"
+      return
+    fi
+    rm -rf "$d" "$t/tmp/nodejs.deb"
+  fi
+  if ensure_boot "$t" "$log" bookworm_installed bookworm_cached; then rm -f "$t.unavailable"; fi
 }
 
 extras() {
@@ -177,6 +235,7 @@ extras() {
       ensure_peers
       ensure_nodes
       ensure_trixie
+      ensure_bookworm
       ;;
   esac
 }
