@@ -88,13 +88,23 @@ const RELEASES: Release[] = [
   },
 ];
 
-/** The one package npm run deb made. */
-function theDeb(): string {
+/**
+ * A copy of the one package npm run deb made, taken at once (a later build
+ * replaces it). Where there is none yet, test/deb.test.ts may be building
+ * it in the other worker (it does when build/deb has none): this waits for
+ * it, within bounds.
+ */
+async function copyOfDeb(into: string): Promise<string> {
   const dir = join(ROOT, 'build/deb');
-  const debs = existsSync(dir) ? readdirSync(dir).filter((f) => /^poprelay_.*\.deb$/.test(f)) : [];
-  if (debs.length !== 1)
-    throw new Error(`expected one build/deb/poprelay_*.deb, found ${debs.length}: run npm run deb first`);
-  return join(dir, debs[0] ?? '');
+  const debs = (): string[] => (existsSync(dir) ? readdirSync(dir).filter((f) => /^poprelay_.*\.deb$/.test(f)) : []);
+  const found = await eventually(() => debs().length > 0 && debs(), 600_000, 'build/deb/poprelay_*.deb', 2000).catch(
+    () => [],
+  );
+  if (found.length !== 1)
+    throw new Error(`expected one build/deb/poprelay_*.deb, found ${found.length}: run npm run deb first`);
+  const name = found[0] ?? '';
+  copyFileSync(join(dir, name), join(into, name));
+  return join(into, name);
 }
 
 /** The statements of a shipped MTA file, without its comments. */
@@ -156,9 +166,7 @@ describe.each(BOOTABLE)('the package on $name booted with systemd', (r: Release)
 
   beforeAll(async () => {
     t0 = Date.now();
-    // A copy, taken at once: npm run deb may build the next one meanwhile.
-    const deb = join(tempDir('poprelay-system-'), theDeb().split('/').at(-1) ?? '');
-    copyFileSync(theDeb(), deb);
+    const deb = await copyOfDeb(tempDir('poprelay-system-'));
     if (!existsSync(join(r.tree, '.boot-packages')))
       throw new Error(`${r.tree} is not ready to boot: run scripts/install-deps.sh --test as root`);
     sys = await boot({ tree: r.tree, clients: Object.values(C) });
@@ -177,7 +185,7 @@ describe.each(BOOTABLE)('the package on $name booted with systemd', (r: Release)
     await sys.must('systemctl restart dovecot');
     await installMta('sendmail');
     sys.copyIn(deb, `/root/${deb.split('/').at(-1) ?? ''}`);
-  }, 600_000);
+  }, 1_200_000);
   afterAll(async () => {
     await sys?.shutdown();
     console.log(`the ${r.name} system tests took ${Math.round((Date.now() - t0) / 1000)} s`);
