@@ -41,7 +41,8 @@ Commands:
   doctor                 check the installation: config, map, Dovecot, sweep, MTA, the hook itself
 
 Options of every command:
-  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/mail/poprelay.ini)
+  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/poprelay/poprelay.ini,
+                 else the older /etc/mail/poprelay.ini)
   --now SECONDS  act as if the time were SECONDS since the epoch (for testing)
   -h, --help     help for the command
 
@@ -343,14 +344,17 @@ they log in again. Asks for confirmation on the terminal unless --yes.`,
     usage: `Usage: poprelay doctor [--config FILE] [PATH OPTIONS]
 
 Checks a live installation and prints one line per check, OK, WARN or FAIL,
-with the fix for each problem: the config parses; Dovecot's effective
-configuration (doveconf -n) runs poprelay-login after pop3 and imap logins;
-the map exists, is a usable map of dbtype, is writable by the hook's user
-and readable by the MTAs; no directory above it is group- or world-writable
-(sendmail refuses such maps); the sweep is scheduled; sendmail.cf or
-Postfix's main.cf uses the map; and the hook, run as its user within its
-service's vsz_limit with IP=192.0.2.254 (a documentation address), really
-records it (the entry is removed again). Run it as root.
+with the fix for each problem: the config parses, is the file the hook reads
+(without --config, doctor checks that file) and keeps an engine password
+from other accounts; Dovecot's effective configuration (doveconf -n) runs
+poprelay-login after pop3 and imap logins; the map exists, is a usable map
+of dbtype, is writable by the hook's user and readable by the MTAs; no
+directory above it is group- or world-writable (sendmail refuses such
+maps); the sweep is scheduled (the timer active where systemd runs, else
+the cron entry and a running cron daemon); sendmail.cf or Postfix's main.cf
+uses the map; and the hook, run as its user within its service's vsz_limit
+with IP=192.0.2.254 (a documentation address), really records it (the entry
+is removed again, from the shared set too). Run it as root.
 Exit 0 when nothing FAILed, 1 otherwise.
 
   --hook-user NAME         the hook's user (default: from doveconf, else poprelay)
@@ -358,7 +362,7 @@ Exit 0 when nothing FAILed, 1 otherwise.
   --sendmail-cf FILE       (default ${DEFAULT_DOCTOR_PATHS.sendmailCf})
   --postfix-main-cf FILE   (default ${DEFAULT_DOCTOR_PATHS.postfixMainCf})
   --cron-file FILE         (default ${DEFAULT_DOCTOR_PATHS.cronFile})
-  --systemd-timer FILE     (default ${DEFAULT_DOCTOR_PATHS.systemdTimer})`,
+  --cron-pid FILE          the cron daemon's pid file (default ${DEFAULT_DOCTOR_PATHS.cronPid})`,
     args: [],
     options: {
       'hook-user': { type: 'string' },
@@ -366,17 +370,17 @@ Exit 0 when nothing FAILed, 1 otherwise.
       'sendmail-cf': { type: 'string' },
       'postfix-main-cf': { type: 'string' },
       'cron-file': { type: 'string' },
-      'systemd-timer': { type: 'string' },
+      'cron-pid': { type: 'string' },
     },
     run: async (ctx) => {
       const v = ctx.values;
-      const checks = await runDoctor(ctx.config, {
+      const checks = await runDoctor(stringOption(v.config) ?? (process.env.POPRELAY_CONFIG || undefined), {
         doveconfConfig: stringOption(v['doveconf-config']),
         hookUser: stringOption(v['hook-user']),
         sendmailCf: stringOption(v['sendmail-cf']) ?? DEFAULT_DOCTOR_PATHS.sendmailCf,
         postfixMainCf: stringOption(v['postfix-main-cf']) ?? DEFAULT_DOCTOR_PATHS.postfixMainCf,
         cronFile: stringOption(v['cron-file']) ?? DEFAULT_DOCTOR_PATHS.cronFile,
-        systemdTimer: stringOption(v['systemd-timer']) ?? DEFAULT_DOCTOR_PATHS.systemdTimer,
+        cronPid: stringOption(v['cron-pid']) ?? DEFAULT_DOCTOR_PATHS.cronPid,
       });
       for (const line of formatChecks(checks)) out(line);
       return checks.some((c) => c.status === 'FAIL') ? 1 : 0;

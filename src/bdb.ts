@@ -25,6 +25,7 @@ interface Addon {
   Database: new (path: string, type: DbType | 'unknown', readonly: boolean, create: boolean, mode: number) => Database;
   flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs: number): boolean;
   exchange(target: string, port: number, request: Buffer, timeoutMs: number): Buffer;
+  dropPrivileges(uid: number, gid: number): void;
   libdbVersion: string;
 }
 
@@ -92,6 +93,18 @@ export function flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs = 0): boolea
 export function socketExchange(target: string, port: number, request: Buffer, timeoutMs: number): Buffer {
   try {
     return addon.exchange(target, port, request, timeoutMs);
+  } catch (e) {
+    throw withCode(e);
+  }
+}
+
+/**
+ * Becomes uid and gid for good (real, effective and saved; no supplementary
+ * groups), in every thread. Errors carry `code` (EPERM, ...).
+ */
+export function dropPrivileges(uid: number, gid: number): void {
+  try {
+    addon.dropPrivileges(uid, gid);
   } catch (e) {
     throw withCode(e);
   }

@@ -11,7 +11,15 @@ import type { DbType } from './bdb.js';
 import { parseEngine, parseListen, type EngineEndpoint, type ListenEndpoint } from './endpoints.js';
 import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
 
-export const DEFAULT_CONFIG_PATH = '/etc/mail/poprelay.ini';
+export const DEFAULT_CONFIG_PATH = '/etc/poprelay/poprelay.ini';
+/**
+ * Where installs before 0.2 put it. Read when DEFAULT_CONFIG_PATH is absent,
+ * so that such an install keeps working; doctor says how to move it (on
+ * Debian, /etc/mail is smmta's, and root refuses a file there).
+ */
+export const LEGACY_CONFIG_PATH = '/etc/mail/poprelay.ini';
+/** How to move the legacy file where root alone controls it. */
+export const MOVE_LEGACY_CONFIG = `install -d -m 0755 /etc/poprelay && mv ${LEGACY_CONFIG_PATH} ${DEFAULT_CONFIG_PATH} && chown root:poprelay ${DEFAULT_CONFIG_PATH} && chmod 0640 ${DEFAULT_CONFIG_PATH} (then drop --config ${LEGACY_CONFIG_PATH} from Dovecot's executable lines, if given)`;
 
 /** The map and how to write it: dbfile, dbtype, lock_timeout_ms, map_mode and timeout_minutes, in the units the code uses. */
 export interface MapSettings {
@@ -326,11 +334,17 @@ export function parseConfig(text: string, source: string | null): Config {
 
 /**
  * The config in force: `explicit` (--config), else $POPRELAY_CONFIG, else
- * /etc/mail/poprelay.ini. Only the default file may be absent.
+ * /etc/poprelay/poprelay.ini, else the legacy /etc/mail/poprelay.ini. Only
+ * the default files may be absent (then the defaults apply).
  */
 export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.env): Config {
   const named = explicit ?? (env.POPRELAY_CONFIG || undefined);
-  const path = named ?? DEFAULT_CONFIG_PATH;
+  if (named !== undefined) return readConfig(named, true) ?? parseConfig('', null);
+  return readConfig(DEFAULT_CONFIG_PATH, false) ?? readConfig(LEGACY_CONFIG_PATH, false) ?? parseConfig('', null);
+}
+
+/** The config at `path`; null when it does not exist and was not `named`. */
+function readConfig(path: string, named: boolean): Config | null {
   let text: string;
   try {
     const fd = openSync(path, 'r');
@@ -343,7 +357,7 @@ export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.e
   } catch (e) {
     if (e instanceof PoprelayError) throw e;
     const code = errnoCode(e);
-    if (code === 'ENOENT' && named === undefined) return parseConfig('', null);
+    if (code === 'ENOENT' && !named) return null;
     const how =
       code === 'ENOENT'
         ? 'does not exist'
@@ -352,7 +366,7 @@ export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.e
           : `cannot be read (${code ?? String(e)})`;
     throw configError(
       path,
-      `${how}${named !== undefined && code === 'ENOENT' ? '; it was named by --config or POPRELAY_CONFIG' : ''}`,
+      `${how}${named && code === 'ENOENT' ? '; it was named by --config or POPRELAY_CONFIG' : ''}`,
     );
   }
   return parseConfig(text, path);
@@ -366,7 +380,10 @@ export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.e
 function checkRootMayObey(path: string, st: Stats): void {
   const dir = dirname(path);
   const dirSt = statSync(dir);
-  const fix = `chown root:root ${path} && chmod 0644 ${path} (and the directory ${dir}: owned by root, chmod go-w)`;
+  const fix =
+    path === LEGACY_CONFIG_PATH
+      ? `move it where root alone controls it: ${MOVE_LEGACY_CONFIG}`
+      : `chown root:poprelay ${path} && chmod 0640 ${path} (the group: the hook's user's; and the directory ${dir}: owned by root, chmod go-w)`;
   const problem =
     st.uid !== 0
       ? `it belongs to uid ${st.uid}, not root`

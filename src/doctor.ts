@@ -5,15 +5,15 @@
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { Config } from './config.js';
+import { DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, loadConfig, MOVE_LEGACY_CONFIG, type Config } from './config.js';
 import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { listenersOf } from './protocols.js';
 import { respCall } from './resp.js';
-import { isPoprelayError, quoteUntrusted } from './errors.js';
+import { errnoCode, isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
 import { readEntries, readRecords } from './map.js';
 import { liveAddresses } from './live.js';
@@ -27,14 +27,15 @@ export interface DoctorPaths {
   sendmailCf: string;
   postfixMainCf: string;
   cronFile: string;
-  systemdTimer: string;
+  /** The pid file of the cron daemon, which runs the cron entry where systemd does not run. */
+  cronPid: string;
 }
 
 export const DEFAULT_DOCTOR_PATHS: DoctorPaths = {
   sendmailCf: '/etc/mail/sendmail.cf',
   postfixMainCf: '/etc/postfix/main.cf',
   cronFile: '/etc/cron.d/poprelay',
-  systemdTimer: '/etc/systemd/system/poprelay-sweep.timer',
+  cronPid: '/run/crond.pid',
 };
 
 /** The configuration poprelay ships (etc/ beside dist/), in the checkout or the installed copy. */
@@ -312,61 +313,72 @@ function dirPathCheck(mapPath: string): Check {
   }
 }
 
+/** Whether the process in a pid file runs; null: no such file, or no such process. */
+function runningPid(pidFile: string): number | null {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+  } catch {
+    return null;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (e) {
+    return errnoCode(e) === 'EPERM' ? pid : null;
+  }
+}
+
 /**
- * Which schedule runs the sweep. The cron entry defers to systemd where it
- * runs (etc/cron.d/poprelay), so there the timer must be enabled.
+ * Which schedule runs the sweep. Where systemd runs, the timer does (the
+ * cron entry defers to it), so the timer must be active; elsewhere the cron
+ * entry does, so a cron daemon must run: a file in /etc/cron.d alone sweeps
+ * nothing.
  */
 function sweepCheck(paths: DoctorPaths, systemdRuns = existsSync('/run/systemd/system')): Check {
+  if (systemdRuns) {
+    const state = spawnSync('systemctl', ['is-active', 'poprelay-sweep.timer'], { encoding: 'utf8' });
+    const active = (state.stdout ?? '').trim();
+    if (active === 'active') return ok('sweep', 'systemd runs, and poprelay-sweep.timer is active');
+    return bad(
+      'FAIL',
+      'sweep',
+      `systemd runs, and poprelay-sweep.timer is ${active || 'unknown to it'} (the cron entry defers to systemd): nothing sweeps, entries never expire`,
+      'systemctl enable --now poprelay-sweep.timer',
+    );
+  }
   // The cron.d line that runs the sweep: five time fields (or one @keyword), the user, the command.
   const cronLine = existsSync(paths.cronFile)
     ? /^[^#\n]*poprelay-sweep.*$/m.exec(readFileSync(paths.cronFile, 'utf8'))?.[0]
     : undefined;
-  const cron = cronLine !== undefined;
-  const timer = existsSync(paths.systemdTimer);
-  if (systemdRuns && timer) {
-    const enabled = spawnSync('systemctl', ['is-enabled', 'poprelay-sweep.timer'], { encoding: 'utf8' });
-    if (enabled.error === undefined && enabled.stdout.trim() !== 'enabled') {
-      return bad(
-        'FAIL',
-        'sweep',
-        `${paths.systemdTimer} exists but is ${enabled.stdout.trim() || 'not enabled'}, and the cron entry defers to systemd: nothing sweeps`,
-        'systemctl enable --now poprelay-sweep.timer',
-      );
-    }
-    return ok(
-      'sweep',
-      `systemd runs, and ${paths.systemdTimer} schedules poprelay-sweep${cron ? ` (${paths.cronFile} defers to it)` : ''}`,
-    );
-  }
-  if (cronLine !== undefined) {
-    const fields = cronLine.trim().split(/\s+/);
-    const user = fields[(fields[0] ?? '').startsWith('@') ? 1 : 5];
-    if (user !== 'root') {
-      return bad(
-        'WARN',
-        'sweep',
-        `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`,
-        `run it as root, as ${SHIPPED}cron.d/poprelay does: it takes the map owner's rights for the map`,
-      );
-    }
-    return ok(
-      'sweep',
-      `${paths.cronFile} runs poprelay-sweep as root${systemdRuns ? '' : ' (systemd does not run here, so its timer does not)'}`,
-    );
-  }
-  if (timer && !systemdRuns)
+  if (cronLine === undefined) {
     return bad(
       'FAIL',
       'sweep',
-      `only ${paths.systemdTimer} schedules poprelay-sweep, and systemd does not run here: entries never expire`,
-      `install ${SHIPPED}cron.d/poprelay as ${paths.cronFile}`,
+      `systemd does not run here, and ${paths.cronFile} does not schedule poprelay-sweep: entries never expire`,
+      `install ${SHIPPED}cron.d/poprelay as ${paths.cronFile}, and run a cron daemon`,
     );
-  return bad(
-    'FAIL',
-    'sweep',
-    `neither ${paths.cronFile} nor ${paths.systemdTimer} schedules poprelay-sweep: entries never expire`,
-    `run poprelay's scripts/install.sh, or install ${SHIPPED}cron.d/poprelay as /etc/cron.d/poprelay`,
-  );
+  }
+  const fields = cronLine.trim().split(/\s+/);
+  const user = fields[(fields[0] ?? '').startsWith('@') ? 1 : 5];
+  if (runningPid(paths.cronPid) === null) {
+    return bad(
+      'FAIL',
+      'sweep',
+      `${paths.cronFile} schedules poprelay-sweep, but no cron daemon runs (none in ${paths.cronPid}), nor systemd: entries never expire`,
+      'install and start cron (apt install cron), or run under systemd with poprelay-sweep.timer',
+    );
+  }
+  if (user !== 'root') {
+    return bad(
+      'WARN',
+      'sweep',
+      `${paths.cronFile} runs poprelay-sweep as ${user ?? '?'}, which cannot ask Dovecot's anvil socket which sessions are live`,
+      `run it as root, as ${SHIPPED}cron.d/poprelay does: it takes the map owner's rights for the map`,
+    );
+  }
+  return ok('sweep', `${paths.cronFile} runs poprelay-sweep as root, and a cron daemon runs`);
 }
 
 /** Whether sendmail.cf and Postfix's main.cf ask the map, or poprelayd where it answers them. */
@@ -421,14 +433,25 @@ function liveHookCheck(cfg: Config, { hook, user, vsz }: HookService): Check {
     return bad('WARN', 'hook', `cannot run the hook as ${user} without root`, 'run poprelay doctor as root');
   const recorded = readEntries(s).some((e) => e.address === TEST_ADDRESS);
   // Removed as the hook's user too: root writes nothing in its directory.
-  if (!had && recorded)
-    asUser(user, [
-      process.execPath,
-      ADMIN_PROGRAM,
-      'del',
-      TEST_ADDRESS,
-      ...(cfg.source === null ? [] : ['--config', cfg.source]),
-    ]);
+  // With engine set, del removes it from the shared set and from this map.
+  const removal =
+    !had && recorded
+      ? asUser(user, [
+          process.execPath,
+          ADMIN_PROGRAM,
+          'del',
+          TEST_ADDRESS,
+          ...(cfg.source === null ? [] : ['--config', cfg.source]),
+        ])
+      : null;
+  if (removal !== null && readEntries(s).some((e) => e.address === TEST_ADDRESS)) {
+    return bad(
+      'WARN',
+      'hook',
+      `the hook recorded ${TEST_ADDRESS} in ${s.path}, but it could not be removed again: ${removal.stderr.trim() || `exit ${removal.status}`}`,
+      `remove it: poprelay del ${TEST_ADDRESS}${cfg.source === null ? '' : ` --config ${cfg.source}`}`,
+    );
+  }
   if (r.status !== 0 || !recorded) {
     const said = r.stderr.trim() || `exit ${r.status}`;
     return bad(
@@ -482,12 +505,61 @@ export function liveCheck(cfg: Config): Check {
   );
 }
 
-export async function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Promise<Check[]> {
-  const checks: Check[] = [];
+/** The file the hook reads: --config on its executable line, else the default one that exists (null: none). */
+function hookConfigPath(hook: readonly string[]): string | null {
+  const i = hook.indexOf('--config');
+  if (i >= 0 && hook[i + 1] !== undefined) return resolve(hook[i + 1] ?? '');
+  return [DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH].find((p) => existsSync(p)) ?? null;
+}
+
+/**
+ * The config check: it parses; it is the file the hook reads; it is where
+ * root alone controls it; an engine password in it is not for every account.
+ */
+function configCheck(cfg: Config, named: boolean, hookReads: string | null | undefined, user: string): Check {
+  const source = cfg.source ?? 'no poprelay.ini (the defaults)';
+  if (hookReads !== undefined && (cfg.source === null ? null : resolve(cfg.source)) !== hookReads) {
+    return bad(
+      'WARN',
+      'config',
+      `${source} parses, but the hook reads ${hookReads ?? 'no poprelay.ini (the defaults)'}: these checks are of another file than the one logins use`,
+      hookReads === null
+        ? `give --config ${source} on the executable lines of Dovecot's post-login services`
+        : `run poprelay doctor --config ${hookReads}, or give the hook --config ${source}`,
+    );
+  }
+  const mode = cfg.source === null ? 0 : statSync(cfg.source).mode & 0o777;
+  if (cfg.engine?.password !== undefined && (mode & 0o004) !== 0) {
+    return bad(
+      'FAIL',
+      'config',
+      `${source} holds the engine's password, and every account on this host can read it (mode ${mode.toString(8)})`,
+      `chown root:${user} ${source} && chmod 0640 ${source}`,
+    );
+  }
+  if (cfg.source === LEGACY_CONFIG_PATH) {
+    return bad(
+      'WARN',
+      'config',
+      `${source} parses; it is where earlier versions kept it, in sendmail's directory (Debian's sendmailconfig resets its owner)`,
+      MOVE_LEGACY_CONFIG,
+    );
+  }
+  const whose = named || hookReads === undefined ? '' : ' (the file the hook reads)';
+  return ok('config', cfg.source === null ? 'no poprelay.ini; the defaults apply' : `${source} parses${whose}`);
+}
+
+/**
+ * `named`: --config or $POPRELAY_CONFIG; without it, doctor checks the
+ * file the hook reads, which Dovecot's executable line may name.
+ */
+export async function runDoctor(named: string | undefined, paths: DoctorPaths): Promise<Check[]> {
+  const dovecot = dovecotChecks(paths);
+  const user = paths.hookUser ?? dovecot.service?.user ?? 'poprelay';
+  const hookReads = dovecot.service === undefined ? undefined : hookConfigPath(dovecot.service.hook);
   let cfg: Config;
   try {
-    cfg = loadCfg();
-    checks.push(ok('config', cfg.source === null ? 'no poprelay.ini; the defaults apply' : `${cfg.source} parses`));
+    cfg = loadConfig(named ?? hookReads ?? undefined, {});
   } catch (e) {
     return [
       bad(
@@ -498,9 +570,7 @@ export async function runDoctor(loadCfg: () => Config, paths: DoctorPaths): Prom
       ),
     ];
   }
-  const dovecot = dovecotChecks(paths);
-  checks.push(...dovecot.checks);
-  const user = paths.hookUser ?? dovecot.service?.user ?? 'poprelay';
+  const checks: Check[] = [configCheck(cfg, named !== undefined, hookReads, user), ...dovecot.checks];
   const mapOk = mapChecks(cfg, user);
   checks.push(...mapOk);
   if (existsSync(dirname(cfg.map.path))) checks.push(dirPathCheck(cfg.map.path));

@@ -7,7 +7,7 @@
 // hooks leave the engine alone for ENGINE_PAUSE_SECONDS. A refused
 // connection costs a hook next to nothing, so it pauses nothing.
 
-import { closeSync, constants as C, futimesSync, lstatSync } from 'node:fs';
+import { closeSync, constants as C, ftruncateSync, futimesSync, lstatSync, readFileSync, writeSync } from 'node:fs';
 
 import type { ClientAddress } from './address.js';
 import type { Config } from './config.js';
@@ -21,6 +21,8 @@ export const ENGINE_PAUSE_SECONDS = 30;
 
 export const engineDownFile = (dbfile: string): string => `${dbfile}.engine-down`;
 export const engineMissedFile = (dbfile: string): string => `${dbfile}.engine-missed`;
+/** The engine's run_id when this host last sent it every entry. */
+export const engineRunFile = (dbfile: string): string => `${dbfile}.engine-run`;
 
 /** When the engine last failed a hook, if within the pause; else null. */
 export function enginePausedSince(dbfile: string, now: number): number | null {
@@ -106,5 +108,40 @@ export function syncToEngine(
     );
     const refused = replies.find((r): r is RespError => r instanceof RespError);
     if (refused !== undefined) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${refused.message}`);
+  }
+}
+
+/**
+ * The engine's run_id (INFO server): a new one after every restart and on
+ * the replica a failover promotes, when the set may have lost what this
+ * host recorded. null when the engine does not say.
+ */
+export function engineRunId(cfg: Config, engine: EngineEndpoint): string | null {
+  const [info] = respCall(engine, [['INFO', 'server']], Math.max(cfg.engineTimeoutMs, 10_000));
+  if (typeof info !== 'string') return null;
+  return /^run_id:([0-9a-f]+)\r?$/m.exec(info)?.[1] ?? null;
+}
+
+/** The run_id this host last seeded; null when none is recorded. */
+export function seededRunId(dbfile: string): string | null {
+  try {
+    const { fd } = openRegular(engineRunFile(dbfile));
+    try {
+      return readFileSync(fd, 'utf8').trim() || null;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+}
+
+export function recordSeeded(dbfile: string, runId: string): void {
+  const { fd } = openRegular(engineRunFile(dbfile), C.O_WRONLY | C.O_CREAT);
+  try {
+    ftruncateSync(fd, 0);
+    writeSync(fd, `${runId}\n`);
+  } finally {
+    closeSync(fd);
   }
 }

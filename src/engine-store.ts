@@ -5,7 +5,8 @@ import type { ClientAddress } from './address.js';
 import type { Config } from './config.js';
 import { connectOnce, readSharedSet } from './engine-client.js';
 import type { EngineEndpoint } from './endpoints.js';
-import type { RelayEntry } from './map.js';
+import { isPoprelayError } from './errors.js';
+import { removeAddress, type RelayEntry } from './map.js';
 import { engineKey, RECORD_SCRIPT } from './relayset.js';
 import type { RelayStore } from './store.js';
 import { entryTime } from './values.js';
@@ -14,6 +15,16 @@ const entryOf = (addr: ClientAddress, time: number | null): RelayEntry =>
   time === 0
     ? { address: addr.text, keys: [engineKey(addr)], time, invalid: true }
     : { address: addr.text, keys: [engineKey(addr)], time };
+
+/** Removes `addr` from this host's map, where there is one (an MTA host without mirror has none). */
+function removedFromMap(cfg: Config, addr: ClientAddress): boolean {
+  try {
+    return removeAddress(cfg.map, addr);
+  } catch (e) {
+    if (isPoprelayError(e, 'ERR_MAP_MISSING')) return false;
+    throw e;
+  }
+}
 
 export async function engineStore(cfg: Config, engine: EngineEndpoint): Promise<RelayStore> {
   const client = await connectOnce(engine);
@@ -38,7 +49,11 @@ export async function engineStore(cfg: Config, engine: EngineEndpoint): Promise<
     putPermanent: async (addr) => {
       await client.set(engineKey(addr), 'OK'); // SET without EX also clears any expiry
     },
-    remove: async (addr) => (await client.del(engineKey(addr))) > 0,
+    remove: async (addr) => {
+      const shared = (await client.del(engineKey(addr))) > 0;
+      // The hook records each login in this host's map too: del ends the right here as well.
+      return removedFromMap(cfg, addr) || shared;
+    },
     flushDated: async () => {
       const entries = await all();
       const dated = entries.filter((e) => e.time !== null);

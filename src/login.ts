@@ -23,7 +23,8 @@ map, and exits with COMMAND's status.
 Run by hand without COMMAND (IP=192.0.2.7 poprelay-login) it only records,
 and exits 0 on success, 1 on failure, with the reason on stderr.
 
-  --config FILE  settings file (default $POPRELAY_CONFIG or /etc/mail/poprelay.ini)
+  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/poprelay/poprelay.ini,
+                 else the older /etc/mail/poprelay.ini)
   --tag NAME     a word for the log line, such as pop3 or imap
   --help         this text
 

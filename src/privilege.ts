@@ -7,6 +7,7 @@
 import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
+import { dropPrivileges } from './bdb.js';
 import { errnoCode, PoprelayError } from './errors.js';
 
 /**
@@ -38,7 +39,20 @@ export function actAsMapOwner(mapPath: string): void {
         `(chown poprelay:poprelay ${dir})`,
     );
   }
-  process.setgroups?.([]);
-  process.setgid?.(st.gid);
-  process.setuid?.(st.uid);
+  // With io_uring on, a ring made before the switch would go on with root's rights.
+  if (process.env.UV_USE_IO_URING === '1') {
+    throw new PoprelayError(
+      'ERR_PRIVILEGE',
+      `UV_USE_IO_URING=1 is set: as root, poprelay takes the map owner's rights, which io_uring would not follow. Unset it`,
+    );
+  }
+  try {
+    dropPrivileges(st.uid, st.gid);
+  } catch (e) {
+    throw new PoprelayError(
+      'ERR_PRIVILEGE',
+      `cannot take the rights of the map's owner (uid ${st.uid}, gid ${st.gid}) to work on ${dir}: ${(e as Error).message}. ` +
+        `Run as root with CAP_SETUID and CAP_SETGID (a systemd unit: no PrivateUsers=, and both in CapabilityBoundingSet=)`,
+    );
+  }
 }

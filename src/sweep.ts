@@ -33,7 +33,8 @@ rights for the map.
   --dry-run      change nothing; list each entry that would be removed, with its age
   --verbose      also list each removed entry and each entry dated in the future
   --quiet        no summary line (for cron, which mails any output)
-  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/mail/poprelay.ini)
+  --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/poprelay/poprelay.ini,
+                 else the older /etc/mail/poprelay.ini)
   --now SECONDS  act as if the time were SECONDS since the epoch (for testing)
   -h, --help     show this text
 
@@ -130,9 +131,12 @@ function admitLeftovers(cfg: Config, now: number): Array<{ addr: ClientAddress; 
 
 /**
  * The engine expires entries itself, but it must hear of what this host
- * knows: live sessions (each a login now), and after hooks missed the
- * engine (the engine-missed marker) every entry of the map still in its time.
- * A failure is one line; the sweep of the map is done either way.
+ * knows: live sessions (each a login now), and every entry of the map still
+ * in its time when the engine may lack some: after hooks missed it (the
+ * engine-missed marker), and when it is not the engine this host last
+ * seeded (a restart, empty without persistence, or a failover: its run_id
+ * changed), whether or not a login failed meanwhile. A failure is one
+ * line; the sweep of the map is done either way.
  */
 async function syncEngine(
   cfg: Config,
@@ -140,21 +144,24 @@ async function syncEngine(
   fresh: ReadonlyArray<{ addr: ClientAddress; time: number }>,
   now: number,
 ): Promise<void> {
-  const { engineMissedFile, syncToEngine } = await import('./engine-record.js');
+  const { engineMissedFile, engineRunId, recordSeeded, seededRunId, syncToEngine } = await import('./engine-record.js');
   const marker = engineMissedFile(cfg.map.path);
   const missedAt = lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs;
-  const missed = missedAt !== undefined;
-  const logins = [...fresh];
-  if (missed) {
-    for (const e of readEntries(cfg.map)) {
-      const addr = e.time !== null && e.time > now - cfg.map.timeoutSeconds ? addressOfKey(e.address) : null;
-      if (addr !== null && e.time !== null) logins.push({ addr, time: e.time });
-    }
-  }
   try {
+    const runId = engineRunId(cfg, engine);
+    const reseed = missedAt !== undefined || runId === null || runId !== seededRunId(cfg.map.path);
+    const logins = [...fresh];
+    if (reseed) {
+      for (const e of readEntries(cfg.map)) {
+        const addr = e.time !== null && e.time > now - cfg.map.timeoutSeconds ? addressOfKey(e.address) : null;
+        if (addr !== null && e.time !== null) logins.push({ addr, time: e.time });
+      }
+    }
     syncToEngine(cfg, engine, logins);
+    if (reseed && runId !== null) recordSeeded(cfg.map.path, runId);
     // Unless a hook missed the engine again meanwhile: its login may not be in what was sent.
-    if (missed && lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs === missedAt) unlinkSync(marker);
+    if (missedAt !== undefined && lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs === missedAt)
+      unlinkSync(marker);
   } catch (e) {
     process.stderr.write(`poprelay-sweep: the engine did not take this host's logins: ${(e as Error).message}\n`);
   }

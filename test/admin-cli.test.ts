@@ -18,7 +18,7 @@ async function populated() {
   const c = configured();
   const add = async (args: string[], at: number) => {
     const r = await run(BIN.admin, ['add', ...args, '--config', c.ini, '--now', String(at)]);
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
   };
   await add(['192.0.2.7'], T - 185);
   await add(['2001:db8::1'], T - 1000);

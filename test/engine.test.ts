@@ -144,7 +144,46 @@ describe('the sweep with engine set', () => {
   });
 });
 
+describe('the sweep re-seeds an engine that restarted empty', () => {
+  let own: Engine;
+  beforeAll(async () => {
+    own = await startEngine();
+  });
+  afterAll(async () => {
+    await own?.stop();
+  });
+
+  it('sends every entry still in its time within one sweep, though no login failed meanwhile; not an entry deleted from a running engine', async () => {
+    const { ini, map } = configured(`engine = redis://127.0.0.1:${own.port}/6\nlive_sessions = no\n`);
+    const at = { host: '127.0.0.1', port: own.port, db: 6, display: 'own' };
+    const value = (ip: string): unknown => respCall(at, [['GET', `poprelay:${ip}`]], 5000)[0];
+    for (const ip of ['198.51.100.30', '198.51.100.31'])
+      expect((await run(BIN.login, ['--config', ini], { env: { IP: ip } })).code).toBe(0);
+    expect(existsSync(`${map}.engine-missed`)).toBe(false);
+    expect(await run(BIN.sweep, ['--config', ini, '--quiet'])).toMatchObject({ code: 0, stderr: '' });
+    // An administrator's del on a running engine stays done: the sweep does not send the entry back.
+    respCall(at, [['DEL', 'poprelay:198.51.100.31']], 5000);
+    expect(await run(BIN.sweep, ['--config', ini, '--quiet'])).toMatchObject({ code: 0, stderr: '' });
+    expect(value('198.51.100.31')).toBeNull();
+    await own.kill();
+    await own.start();
+    expect(value('198.51.100.30')).toBeNull();
+    expect(await run(BIN.sweep, ['--config', ini, '--quiet'])).toMatchObject({ code: 0, stderr: '' });
+    expect(value('198.51.100.30')).toMatch(/^\d+$/);
+    expect(value('198.51.100.31')).toMatch(/^\d+$/); // still in this host's map, so the new engine gets it too
+  });
+});
+
 describe('poprelay with engine set', () => {
+  it("del removes the address from this host's map too, where the hook recorded it", async () => {
+    const { ini, s } = withEngine();
+    expect((await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.32' } })).code).toBe(0);
+    expect(readEntries(s).map((e) => e.address)).toEqual(['198.51.100.32']);
+    expect((await run(BIN.admin, ['del', '198.51.100.32', '--config', ini])).stdout).toBe('removed 198.51.100.32\n');
+    expect(readEntries(s)).toEqual([]);
+    expect((await engineGet('poprelay:198.51.100.32'))[0]).toBeNull();
+  });
+
   it('adds, lists, checks, counts, removes and flushes in the shared set', async () => {
     const { ini } = configured(`engine = redis://127.0.0.1:${engine.port}/4\n`);
     const cmd = (...args: string[]) => run(BIN.admin, [...args, '--config', ini]);

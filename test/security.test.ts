@@ -370,7 +370,7 @@ describe('the config root obeys', () => {
     const r = await run(BIN.admin, ['list', '--config', s.ini]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(
-      `config ${s.ini}: it belongs to uid ${uid}, not root; run as root, poprelay obeys only a config that only root can change. Fix: chown root:root ${s.ini} && chmod 0644 ${s.ini}`,
+      `config ${s.ini}: it belongs to uid ${uid}, not root; run as root, poprelay obeys only a config that only root can change. Fix: chown root:poprelay ${s.ini} && chmod 0640 ${s.ini}`,
     );
     chownSync(s.ini, 0, 0);
     chmodSync(s.ini, 0o666);

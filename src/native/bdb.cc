@@ -22,6 +22,7 @@
 
 // src/native/exchange.cc
 Napi::Value Exchange(const Napi::CallbackInfo& info);
+Napi::Value DropPrivileges(const Napi::CallbackInfo& info);
 
 namespace {
 
@@ -307,6 +308,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Database", Database::Define(env));
   exports.Set("exchange", Napi::Function::New(env, Exchange, "exchange"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
+  exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
   exports.Set("libdbVersion", Napi::String::New(env, db_version(nullptr, nullptr, nullptr)));
   return exports;
 }
