@@ -146,7 +146,7 @@ export async function listen(
       else server.listen(at.port, at.host, resolve);
     });
   } catch (e) {
-    throw new Error(`${protocol} on ${at.display}: ${whyNotListening(at, e)}`);
+    throw new Error(`${protocol} on ${at.display}: ${whyNotListening(at, e)}`, { cause: e });
   }
   // The MTAs run as other users (smmta, postfix, Debian-exim): they must be able to connect.
   if ('path' in at) chmodSync(at.path, 0o666);
