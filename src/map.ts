@@ -12,6 +12,7 @@ import { mapError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
 import { applyLogin, classifyValue, entryTime } from './values.js';
 import { unpackRecords, type Database } from './bdb.js';
+import { unixNow } from './timefmt.js';
 
 export { ensureMap, readRecords, updateMap } from './mapfile.js';
 
@@ -185,7 +186,7 @@ export interface SweepReport {
   /** Entries removed (or, in a dry run, that would be). */
   removed: RelayEntry[];
   kept: number;
-  /** Addresses with a live session whose time the sweep set to now (or, in a dry run, that it keeps for that). */
+  /** Dated entries kept because their address has a live session (each written the time of the sweep, at most the clock's). */
   refreshed: number;
   permanent: number;
   /** Dated entries whose time is ahead of now; kept as fresh. */
@@ -209,6 +210,13 @@ export interface SweepOptions {
 }
 
 /**
+ * The time a live session writes: `now`, but never later than the clock, so
+ * that a sweep run with --now in the future (testing) writes no entry that
+ * would outlive its session by that much.
+ */
+export const liveTime = (now: number): number => Math.min(now, unixNow());
+
+/**
  * Removes dated entries older than the timeout. The scan reads the published
  * file without a lock; removals happen in batches, each under the lock and
  * each re-checking the entry, so a login recorded meanwhile is never lost and
@@ -225,8 +233,9 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     updateMap(
       s,
       (db) => {
-        for (const a of live) if (applyLogin(db, a.keys, o.now)) report.refreshed++;
-        return report.refreshed > 0;
+        let changed = false;
+        for (const a of live) changed = applyLogin(db, a.keys, liveTime(o.now)) || changed;
+        return changed;
       },
       false,
     );
@@ -236,7 +245,8 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
   const expired: RelayEntry[] = [];
   for (const e of entries) {
     if (e.time === null) report.permanent++;
-    else if (o.dryRun && liveNow.has(e.address) && e.time < cutoff) {
+    else if (liveNow.has(e.address)) {
+      // Kept whatever its time or --now says: its session is live.
       report.kept++;
       report.refreshed++;
     } else if (e.time < cutoff) expired.push(e);

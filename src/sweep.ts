@@ -10,7 +10,7 @@ import { escapeControls, PoprelayError } from './errors.js';
 import { admitIncoming } from './incoming.js';
 import { liveAddresses } from './live.js';
 import type { EngineEndpoint } from './endpoints.js';
-import { readEntries, sweepMap, type RelayEntry } from './map.js';
+import { liveTime, readEntries, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
 import { recordSweep } from './stats.js';
 import { formatAgo } from './timefmt.js';
@@ -74,7 +74,7 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
   const left = dryRun ? [] : admitLeftovers(cfg, now);
   const report = sweepMap(cfg.map, { now, dryRun, live });
   if (!dryRun && cfg.engine !== null)
-    await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: now })), ...left], now);
+    await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: liveTime(now) })), ...left], now);
   if (!dryRun) {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {
