@@ -281,11 +281,11 @@ if [[ $dry_run -eq 0 ]]; then
     -e "s|/usr/local/sbin/poprelay-sweep|$sbin/poprelay-sweep|g" "$src/etc/cron.d/poprelay" > "$root$cron_dir/poprelay"
   chmod 644 "$root$cron_dir/poprelay"
   sed -e "s|/usr/local/sbin/poprelay-sweep --quiet|$sbin/poprelay-sweep --quiet$config_arg|" \
-    -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
+    -e "s|^ReadWritePaths=/var/lib/poprelay\$|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelay-sweep.service" > "$root$systemd_dir/poprelay-sweep.service"
   cp "$src/etc/systemd/poprelay-sweep.timer" "$root$systemd_dir/poprelay-sweep.timer"
   # poprelayd serves several hosts from a shared engine; installed, not enabled (docs/cluster.md).
   sed -e "s|^ExecStart=/usr/local/sbin/poprelayd|ExecStart=$sbin/poprelayd${config_arg}|" \
-    -e "s|^ReadWritePaths=.*|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelayd.service" > "$root$systemd_dir/poprelayd.service"
+    -e "s|^ReadWritePaths=/var/lib/poprelay\$|ReadWritePaths=$map_dir|" "$src/etc/systemd/poprelayd.service" > "$root$systemd_dir/poprelayd.service"
 fi
 # Enabled only where systemd looks for it: an install into another tree
 # (--root, or --systemd-dir elsewhere, as the demo does) leaves that to you.
