@@ -12,7 +12,7 @@ import { respCall } from '../src/resp.js';
 import { readEntries } from '../src/map.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
-import { configured } from './support/maps.js';
+import { configured, NOT_LIVE } from './support/maps.js';
 import { BIN } from './support/paths.js';
 import { run } from './support/processes.js';
 
@@ -131,7 +131,7 @@ describe('the sweep with engine set', () => {
     const { ini, map } = configured(`engine = redis://127.0.0.1:${dead}/5\n`);
     for (const ip of ['198.51.100.20', '198.51.100.21']) await run(BIN.login, ['--config', ini], { env: { IP: ip } });
     expect(existsSync(`${map}.engine-missed`)).toBe(true);
-    writeFileSync(ini, `dbfile = ${map}\nignore =\nengine = redis://127.0.0.1:${engine.port}/5\n`);
+    writeFileSync(ini, `dbfile = ${map}\nignore =\n${NOT_LIVE}engine = redis://127.0.0.1:${engine.port}/5\n`);
     const sweep = await run(BIN.sweep, ['--config', ini]);
     expect([sweep.code, sweep.stderr]).toEqual([0, '']);
     const [value] = respCall(

@@ -23,7 +23,7 @@ import { openDatabase } from '../src/bdb.js';
 import { isPoprelayError } from '../src/errors.js';
 import type { MapSettings } from '../src/config.js';
 import { readEntries, recordLogin, updateMap } from '../src/map.js';
-import { configured, expectVerified, makemap, settings } from './support/maps.js';
+import { configured, expectVerified, makemap, NOT_LIVE, settings } from './support/maps.js';
 import { BIN, MAPOP } from './support/paths.js';
 import { asUser, run } from './support/processes.js';
 import { tempDir } from './support/tmp.js';
@@ -186,7 +186,7 @@ describe('a full filesystem', () => {
 
     // The hook: recording fails, the login (here /bin/echo) goes on.
     const ini = join(tempDir(), 'p.ini');
-    writeFileSync(ini, `dbfile = ${s.path}\nignore =\n`);
+    writeFileSync(ini, `dbfile = ${s.path}\nignore =\n${NOT_LIVE}`);
     const hook = await run(BIN.login, ['--config', ini, '/bin/echo', 'login continues'], {
       env: { IP: '192.0.2.250' },
     });
@@ -278,7 +278,7 @@ describe('missing permissions', () => {
     chmodSync(dir, 0o755);
     const map = join(dir, 'popip.db');
     const ini = join(dir, 'poprelay.ini');
-    writeFileSync(ini, `dbfile = ${map}\nignore =\n`);
+    writeFileSync(ini, `dbfile = ${map}\nignore =\n${NOT_LIVE}`);
     recordLogin(settings(dir), ip('192.0.2.1'), T - 7200);
     const { stdout: uid } = await execa('id', ['-u', 'poprelay']);
     const as = (program: string, args: string[]) => {

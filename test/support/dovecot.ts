@@ -24,6 +24,7 @@ import { execa } from 'execa';
 
 import { appCopy, installHook } from './app.js';
 import { converse, type Endpoint } from './mailclient.js';
+import { unlessLive } from './maps.js';
 import { ROOT } from './paths.js';
 import { untilServing } from './wait.js';
 
@@ -266,7 +267,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   mkdirSync(`${mapPath}.queue`, { mode: 0o755 });
   chownSync(`${mapPath}.queue`, hookUser.uid, hookUser.gid);
   const iniPath = join(dir, 'poprelay.ini');
-  writeFileSync(iniPath, `dbfile = ${at.inside(mapPath)}\n${o.ini ?? 'ignore =\n'}`);
+  writeFileSync(iniPath, `dbfile = ${at.inside(mapPath)}\n${unlessLive(o.ini ?? 'ignore =\n')}`);
 
   const users = o.users ?? 3;
   const passwd: string[] = [];
