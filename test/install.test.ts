@@ -1,6 +1,7 @@
 // scripts/install.sh into a temporary tree (every path an option), and
 // poprelay doctor against that install and against each way of breaking it.
 
+import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -292,20 +293,24 @@ describe('poprelay doctor', () => {
     writeFileSync(t.ini, readFileSync(t.ini, 'utf8').replace(/^live_sessions = .*$/m, 'live_sessions = no'));
   }
 
+  /** A pid file naming a live process (this one), unless a test left one of its own. */
   function cronPid(t: Tree): string {
     const file = join(t.dir, 'crond.pid');
-    writeFileSync(file, `${process.pid}\n`);
+    if (!existsSync(file)) writeFileSync(file, `${process.pid}\n`);
     return file;
   }
 
-  /** `dovecot` says which doveconf to run (first on PATH) and on what. */
-  async function doctor(t: Tree, dovecot: { conf: string; path?: string } = { conf: t.dovecotConf }) {
+  /** `dovecot` says which doveconf to run (first on PATH) and on what; `config`, which file doctor is told of. */
+  async function doctor(
+    t: Tree,
+    dovecot: { conf: string; path?: string } = { conf: t.dovecotConf },
+    config: string[] = ['--config', t.ini],
+  ) {
     const r = await execa(
       join(t.sbin, 'poprelay'),
       [
         'doctor',
-        '--config',
-        t.ini,
+        ...config,
         '--doveconf-config',
         dovecot.conf,
         '--sendmail-cf',
@@ -391,6 +396,24 @@ describe('poprelay doctor', () => {
     ],
     ['no sweep schedule', (t) => rmSync(t.cron), 'sweep', /entries never expire/],
     [
+      'a cron entry with no cron daemon running',
+      (t) => writeFileSync(join(t.dir, 'crond.pid'), `${spawnSync('true').pid}\n`),
+      'sweep',
+      /schedules poprelay-sweep, but no cron daemon runs \(none in .*crond\.pid\), nor systemd: entries never expire\n +fix: install and start cron/,
+    ],
+    [
+      'an engine password every account can read',
+      (t) => {
+        writeFileSync(
+          t.ini,
+          `${readFileSync(t.ini, 'utf8')}engine = redis://:s3cret@127.0.0.1:1\n`.replace(/^engine = none\n/m, ''),
+        );
+        chmodSync(t.ini, 0o644);
+      },
+      'config',
+      /holds the engine's password, and every account on this host can read it \(mode 644\)\n +fix: chown root:poprelay .* && chmod 0640 /,
+    ],
+    [
       'a sendmail.cf without the map',
       (t) => writeFileSync(t.sendmailCf, 'Kaliases implicit /etc/mail/aliases\n'),
       'mta',
@@ -417,6 +440,24 @@ describe('poprelay doctor', () => {
     expect(r.statuses[check], r.stdout).toBe('FAIL');
     expect(r.stdout).toMatch(why);
     expect(r.code).toBe(1);
+  });
+
+  it("without --config, checks the file the hook reads (Dovecot's executable line names it), and says so", async () => {
+    const t = await installed();
+    const r = await doctor(t, undefined, []);
+    expect(r.stdout).toContain(`OK    config: ${t.ini} parses (the file the hook reads)`);
+    expect(r.statuses).toEqual(DOCTOR_ALL_OK);
+  });
+
+  it('warns when told of another file than the one the hook reads', async () => {
+    const t = await installed();
+    const other = join(t.dir, 'other.ini');
+    writeFileSync(other, readFileSync(t.ini, 'utf8'));
+    const r = await doctor(t, undefined, ['--config', other]);
+    expect(r.statuses.config, r.stdout).toBe('WARN');
+    expect(r.stdout).toContain(
+      `config: ${other} parses, but the hook reads ${t.ini}: these checks are of another file than the one logins use`,
+    );
   });
 
   it('warns when the cron entry runs the sweep as the hook user, who cannot ask Dovecot which sessions are live', async () => {
