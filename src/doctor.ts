@@ -40,6 +40,11 @@ export const DEFAULT_DOCTOR_PATHS: DoctorPaths = {
 
 /** The configuration poprelay ships (etc/ beside dist/), in the checkout or the installed copy. */
 const SHIPPED = fileURLToPath(new URL('../etc/', import.meta.url));
+/** Dovecot's snippets: beside dist/ (a checkout, install.sh), or where the Debian package puts them. */
+function snippetsDir(): string {
+  const beside = fileURLToPath(new URL('../dovecot-conf/', import.meta.url));
+  return existsSync(beside) ? beside : '/usr/share/poprelay/dovecot-conf/';
+}
 
 export type Status = 'OK' | 'WARN' | 'FAIL';
 
@@ -187,7 +192,7 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; service?: HookSer
           'FAIL',
           name,
           `${proto} logins do not run poprelay-login (service ${proto}: executable = ${exec.join(' ') || '(default)'})`,
-          'install dovecot-conf/2.3/95-poprelay.conf (or 2.4) into conf.d and reload Dovecot',
+          `install ${snippetsDir()}2.3/95-poprelay.conf (or 2.4) into conf.d and reload Dovecot (the Debian package: dpkg-reconfigure poprelay)`,
         ),
       );
       continue;
