@@ -189,7 +189,7 @@ for p in "${programs[@]}"; do
   run ln -sfn "$lib/bin/$p" "$root$sbin/$p"
 done
 
-# 3b. The manual pages: poprelay(8), poprelay-login(8), poprelay-sweep(8), poprelay.ini(5).
+# 3b. The manual pages: poprelay(8), poprelay-login(8), poprelay-sweep(8), poprelayd(8), poprelay.ini(5).
 say "installing the manual pages into $root$man"
 run mkdir -p "$root$man/man5" "$root$man/man8"
 for m in "${manpages[@]}"; do run install -m 644 "$src/man/$m" "$root$man/$m"; done

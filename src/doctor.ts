@@ -411,7 +411,7 @@ function mtaCheck(paths: DoctorPaths, cfg: Config): Check {
       'FAIL',
       'mta',
       `${missing.join(' and ')} does not use the map ${base}${cfg.engine === null ? '' : ' or poprelayd'}`,
-      `add the lines from ${SHIPPED}mta/ (install.sh prints them) and reload the MTA`,
+      `add the lines from ${SHIPPED}mta/ (each file says where) and reload the MTA`,
     );
   }
   if (found.length > 0) return ok('mta', `${found.join(' and ')} ${found.length > 1 ? 'use' : 'uses'} the map`);

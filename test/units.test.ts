@@ -1,6 +1,6 @@
 // The shipped systemd units as systemd itself rates and reads them, offline
-// (systemd need not run): systemd-analyze security within the bounds of the
-// issue (poprelayd.service 2.0, poprelay-sweep.service 3.0), and
+// (systemd need not run): systemd-analyze security within the bounds set for
+// them (poprelayd.service 2.0, poprelay-sweep.service 3.0), and
 // systemd-analyze verify without a complaint. No score sees what the
 // programs need, so that is checked too: the system calls Node, libdb and
 // doveadm were seen to make pass each unit's filter, the sweep can still
@@ -20,7 +20,7 @@ const UNITS = join(ROOT, 'etc/systemd');
 const SERVICES = ['poprelayd.service', 'poprelay-sweep.service'] as const;
 type Service = (typeof SERVICES)[number];
 
-/** The issue's bounds for systemd-analyze security's overall exposure. */
+/** The bounds for systemd-analyze security's overall exposure: a service exposed to the network, and root's sweep. */
 const MAX_EXPOSURE: Record<Service, number> = { 'poprelayd.service': 2.0, 'poprelay-sweep.service': 3.0 };
 
 /**
