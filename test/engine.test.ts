@@ -154,7 +154,7 @@ describe('the sweep re-seeds an engine that restarted empty', () => {
   });
 
   it('sends every entry still in its time within one sweep, though no login failed meanwhile; not an entry deleted from a running engine', async () => {
-    const { ini, map } = configured(`engine = redis://127.0.0.1:${own.port}/6\nlive_sessions = no\n`);
+    const { ini, map } = configured(`engine = redis://127.0.0.1:${own.port}/6\n`);
     const at = { host: '127.0.0.1', port: own.port, db: 6, display: 'own' };
     const value = (ip: string): unknown => respCall(at, [['GET', `poprelay:${ip}`]], 5000)[0];
     for (const ip of ['198.51.100.30', '198.51.100.31'])

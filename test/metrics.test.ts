@@ -32,7 +32,7 @@ describe('metrics_file', () => {
   it('parses as Prometheus text, and its numbers are those of poprelay stats --json', async () => {
     const { dir, ini, map } = configured();
     const metrics = join(dir, 'poprelay.prom');
-    writeFileSync(ini, `${readFileSync(ini, 'utf8')}metrics_file = ${metrics}\nlive_sessions = no\n`);
+    writeFileSync(ini, `${readFileSync(ini, 'utf8')}metrics_file = ${metrics}\n`);
     const hook = (ip: string) => run(BIN.login, ['--config', ini], { env: { IP: ip } });
 
     // Two logins the hook cannot record (the map is not a map), counted beside
