@@ -8,7 +8,14 @@ import { parse as parseIni } from 'ini';
 
 import { inNetwork, parseNetwork, type ClientAddress, type Network } from './address.js';
 import type { DbType } from './bdb.js';
-import { parseEngine, parseListen, type EngineEndpoint, type ListenEndpoint } from './endpoints.js';
+import {
+  maskEngine,
+  parseEngine,
+  parseListen,
+  readEngine,
+  type EngineEndpoint,
+  type ListenEndpoint,
+} from './endpoints.js';
 import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/poprelay/poprelay.ini';
@@ -70,6 +77,8 @@ interface KeySpec<T> {
   parse(value: string): T | undefined;
   /** Why a value was refused, where "expected ..." alone would not show which part. */
   explain?(value: string): string;
+  /** The value as an error may show it, where it can hold a secret. */
+  show?(value: string): string;
 }
 
 function wholeNumber(min: number, max: number) {
@@ -200,8 +209,15 @@ const KEYS = {
   engine: {
     default: 'none',
     allowed:
-      '"none", redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or unix:/PATH (unix://[[USER]:PASSWORD@]/PATH[?db=N])',
+      '"none", redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or unix:/PATH (unix://[[USER]:PASSWORD@]/PATH[?db=N]), ' +
+      'with "@", "/", "%", "#", ";" and spaces in USER and PASSWORD percent-escaped (%40, %2F, %25, %23, %3B, %20)',
     parse: (v: string): EngineEndpoint | 'none' | undefined => (v === 'none' ? v : parseEngine(v)),
+    explain: (v: string): string => {
+      const e = readEngine(v);
+      return 'problem' in e ? e.problem : '';
+    },
+    // The value may hold the password: errors never show its userinfo.
+    show: maskEngine,
   },
   engine_timeout_ms: {
     default: '150',
@@ -259,6 +275,30 @@ function checkNames(text: string, where: string): void {
   }
 }
 
+/**
+ * A "#" or ";" starts a comment in poprelay.ini, wherever it stands: an
+ * unescaped one in the engine's password cuts the value short, and what is
+ * left may even parse, as a host and port that messages then show. So an
+ * engine line whose value a comment cuts is refused when the cut is in the
+ * middle of a word or leaves an "@" behind (a comment after a space that
+ * holds no "@" is a comment). The line itself is never shown.
+ */
+function checkEngineLine(text: string, where: string): void {
+  const line = /^[ \t]*engine[ \t]*=(.*)$/m.exec(text)?.[1]?.trim() ?? '';
+  if (/^(["']).*\1$/.test(line)) return; // quoted: the ini parser keeps all of it
+  const cut = /^((?:[^\\;#]|\\.)*)([;#].*)$/.exec(line);
+  if (cut === null) return;
+  const [, kept = '', comment = ''] = cut;
+  const afterSpace = kept === '' || /\s$/.test(kept);
+  if (!afterSpace || comment.includes('@')) {
+    throw configError(
+      where,
+      `key "engine": a "${comment[0] ?? '#'}" cuts its value short (poprelay.ini takes "#" and ";" as the start of a comment); ` +
+        'write them in a user name or password as %23 and %3B, and put a comment on a line of its own',
+    );
+  }
+}
+
 /** Parses and validates the text of a poprelay.ini. `source` names it in errors. */
 export function parseConfig(text: string, source: string | null): Config {
   const where = source ?? '(defaults)';
@@ -269,6 +309,7 @@ export function parseConfig(text: string, source: string | null): Config {
     throw configError(where, `cannot parse: ${(e as Error).message}`);
   }
   checkNames(text, where);
+  checkEngineLine(text, where);
   const values = new Map<KeyName, string>();
   for (const [k, v] of Object.entries(raw)) {
     if (!isKeyName(k))
@@ -283,9 +324,10 @@ export function parseConfig(text: string, source: string | null): Config {
     const value = spec.parse(given ?? spec.default);
     if (value === undefined) {
       const detail = spec.explain ? ` (${spec.explain(given ?? '')})` : '';
+      const shown = spec.show ? spec.show(given ?? '') : (given ?? '');
       throw configError(
         where,
-        `key "${name}": value ${quoteUntrusted(given ?? '')} is not allowed${detail}; expected ${spec.allowed}`,
+        `key "${name}": value ${quoteUntrusted(shown)} is not allowed${detail}; expected ${spec.allowed}`,
       );
     }
     parsed[name] = value;

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, loadConfig, MOVE_LEGACY_CONFIG, type Config } from './config.js';
 import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
-import type { EngineEndpoint } from './endpoints.js';
+import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { listenersOf } from './protocols.js';
 import { respCall } from './resp.js';
 import { errnoCode, isPoprelayError, quoteUntrusted } from './errors.js';
@@ -598,7 +598,7 @@ async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[
   const checks: Check[] = [];
   try {
     const [pong, size] = respCall(engine, [['PING'], ['DBSIZE']], Math.max(cfg.engineTimeoutMs, 2000));
-    if (pong !== 'PONG') throw new Error(`PING answered ${JSON.stringify(pong)}`);
+    if (pong !== 'PONG') throw new Error(`PING answered ${withoutSecrets(engine, JSON.stringify(pong))}`);
     checks.push(ok('engine', `${engine.display} answers (${String(size)} keys in its database)`));
   } catch (e) {
     checks.push(

@@ -6,7 +6,7 @@ export type EngineEndpoint = ({ host: string; port: number } | { path: string })
   db: number;
   username?: string;
   password?: string;
-  /** The URL without its password, for messages. */
+  /** The URL without its user name and password, for messages (and all that messages show of it). */
   display: string;
 };
 
@@ -26,32 +26,157 @@ function port(text: string | undefined, fallback?: number): number | undefined {
 const socketPath = (p: string): boolean => p.startsWith('/') && !/[\0\n\s]/.test(p) && p.length <= 107;
 
 /**
- * redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:/PATH, also
- * unix://[[USER]:PASSWORD@]/PATH[?db=N]. Undefined when malformed.
+ * A user name or password: percent-escapes decoded. "@" and "/" (which
+ * would make where the userinfo ends a guess), spaces and control
+ * characters must be escaped, and every % must begin an escape; the problem
+ * names the part and the character, never the text around it.
  */
+function credential(raw: string, what: 'user name' | 'password'): string | { problem: string } {
+  const bad = /[@/\0-\x20\x7f]/.exec(raw)?.[0];
+  if (bad !== undefined) {
+    const escape = `%${bad.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`;
+    const shown = /[@/]/.test(bad) ? `an unescaped "${bad}"` : 'a space or control character';
+    return { problem: `the ${what} holds ${shown}: write it as ${escape}` };
+  }
+  if (/%(?![0-9A-Fa-f]{2})/.test(raw)) {
+    return { problem: `the ${what} holds a "%" that does not begin an escape such as %40; write "%" itself as %25` };
+  }
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return { problem: `the ${what}'s percent-escapes are not UTF-8 text` };
+  }
+}
+
+/** USER:PASSWORD (either may be empty; without ":" there is a user name alone). */
+function userinfo(raw: string): Pick<EngineEndpoint, 'username' | 'password'> | { problem: string } {
+  const colon = raw.indexOf(':');
+  const userText = colon < 0 ? raw : raw.slice(0, colon);
+  const user = credential(userText, 'user name');
+  if (typeof user !== 'string') return user;
+  const pass = colon < 0 ? undefined : credential(raw.slice(colon + 1), 'password');
+  if (pass !== undefined && typeof pass !== 'string') return pass;
+  return { ...(user !== '' ? { username: user } : {}), ...(pass !== undefined ? { password: pass } : {}) };
+}
+
+const DB_RANGE = 'a number from 0 to 99';
+
+function database(text: string): number | undefined {
+  return /^[0-9]{1,2}$/.test(text) ? Number(text) : undefined;
+}
+
+/** HOST[:PORT][/DB], after redis://USERINFO@. */
+function tcpPart(text: string): { host: string; shown: string; port: number; db: number } | { problem: string } {
+  const slash = text.indexOf('/');
+  const hostPort = slash < 0 ? text : text.slice(0, slash);
+  const dbText = slash < 0 ? '' : text.slice(slash + 1);
+  const db = dbText === '' ? 0 : database(dbText);
+  if (db === undefined) return { problem: `the database after "/" must be ${DB_RANGE}` };
+  let shown: string;
+  let portText: string | undefined;
+  if (hostPort.startsWith('[')) {
+    const close = hostPort.indexOf(']');
+    if (close < 0) return { problem: 'an IPv6 address in "[" has no "]"' };
+    shown = hostPort.slice(0, close + 1);
+    const after = hostPort.slice(close + 1);
+    if (after !== '' && !after.startsWith(':'))
+      return { problem: 'after the "]" of an IPv6 address comes ":PORT" or nothing' };
+    portText = after === '' ? undefined : after.slice(1);
+  } else {
+    const parts = hostPort.split(':');
+    if (parts.length > 2)
+      return { problem: 'the host holds more than one ":"; put an IPv6 address in brackets, as [2001:db8::1]' };
+    [shown = '', portText] = parts;
+  }
+  if (shown === '') return { problem: 'there is no host' };
+  if (!HOST.test(shown)) return { problem: 'the host must be a name, an IPv4 address, or an IPv6 address in brackets' };
+  const p = port(portText, 6379);
+  if (p === undefined) return { problem: 'the port must be a number from 1 to 65535' };
+  return { host: shown.startsWith('[') ? shown.slice(1, -1) : shown, shown, port: p, db };
+}
+
+/**
+ * redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or unix:/PATH[?db=N] and
+ * unix://[[USER]:PASSWORD@]/PATH[?db=N]; percent-escapes in USER and
+ * PASSWORD are decoded. A problem names the part that is wrong and never
+ * quotes the text: it may hold the password.
+ */
+export function readEngine(text: string): EngineEndpoint | { problem: string } {
+  if (text.startsWith('redis://')) {
+    const rest = text.slice('redis://'.length);
+    // The userinfo ends at the last "@": an unescaped "@" or "/" in the
+    // password then lands in the userinfo, where it is refused, rather than
+    // in the host or the database, which messages show.
+    const at = rest.lastIndexOf('@');
+    const auth = at < 0 ? {} : userinfo(rest.slice(0, at));
+    if ('problem' in auth) return auth;
+    const where = tcpPart(rest.slice(at + 1));
+    if ('problem' in where) return where;
+    const { host, shown, port: p, db } = where;
+    return { host, port: p, db, ...auth, display: `redis://${shown}:${p}/${db}` };
+  }
+  if (text.startsWith('unix:')) {
+    let rest = text.slice('unix:'.length);
+    let auth: Pick<EngineEndpoint, 'username' | 'password'> | { problem: string } = {};
+    if (rest.startsWith('//')) {
+      rest = rest.slice(2);
+      if (!rest.startsWith('/')) {
+        // Likewise the last "@/": an unescaped "@" or "/" in the password stays in the userinfo.
+        const at = rest.lastIndexOf('@/');
+        if (at < 0) return { problem: 'after "unix://" comes /PATH, or [USER]:PASSWORD@/PATH' };
+        auth = userinfo(rest.slice(0, at));
+        if ('problem' in auth) return auth;
+        rest = rest.slice(at + 1);
+      }
+    }
+    const query = rest.indexOf('?');
+    const path = query < 0 ? rest : rest.slice(0, query);
+    const dbText = query < 0 ? '0' : /^db=(.*)$/.exec(rest.slice(query + 1))?.[1];
+    if (dbText === undefined) return { problem: 'after the path, the only query is ?db=N' };
+    const db = database(dbText);
+    if (db === undefined) return { problem: `the database after "?db=" must be ${DB_RANGE}` };
+    if (!socketPath(path)) {
+      return { problem: 'the socket path must be absolute, at most 107 bytes, without spaces or control characters' };
+    }
+    return { path, db, ...auth, display: `unix:${path}?db=${db}` };
+  }
+  return { problem: 'it must begin with redis:// or unix: (TLS, rediss://, is not supported)' };
+}
+
+/** readEngine, undefined when malformed. */
 export function parseEngine(text: string): EngineEndpoint | undefined {
-  const auth = (user: string, pass: string | undefined): Pick<EngineEndpoint, 'username' | 'password'> => ({
-    ...(user !== '' ? { username: decodeURIComponent(user) } : {}),
-    ...(pass !== undefined ? { password: decodeURIComponent(pass) } : {}),
-  });
-  const tcp =
-    /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9A-Fa-f:.]+\]|[^:/@[\]]+)(?::([^/]*))?(?:\/([0-9]{1,2})?)?$/.exec(
-      text,
-    );
-  if (tcp !== null) {
-    const [, user = '', pass, host = '', portText, db = '0'] = tcp;
-    const p = port(portText, 6379);
-    if (!HOST.test(host) || p === undefined) return undefined;
-    const bare = host.startsWith('[') ? host.slice(1, -1) : host;
-    return { host: bare, port: p, db: Number(db), ...auth(user, pass), display: `redis://${host}:${p}/${db}` };
-  }
-  const unix = /^unix:(?:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?)?(\/[^?]*)(?:\?db=([0-9]{1,2}))?$/.exec(text);
-  if (unix !== null) {
-    const [, user = '', pass, path = '', db = '0'] = unix;
-    if (!socketPath(path)) return undefined;
-    return { path, db: Number(db), ...auth(user, pass), display: `unix:${path}?db=${db}` };
-  }
-  return undefined;
+  const e = readEngine(text);
+  return 'problem' in e ? undefined : e;
+}
+
+/**
+ * An engine value as messages may show it: whatever could be a user name
+ * or password replaced by ***. That is everything from the scheme to the
+ * last "@" and, where there is no "@", an authority that is not a plain
+ * HOST[:PORT] (the rest of a password that a "#" or ";" cut short).
+ */
+export function maskEngine(text: string): string {
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:(?:\/\/)?/.exec(text)?.[0] ?? '';
+  const rest = text.slice(scheme.length);
+  const at = rest.lastIndexOf('@');
+  if (at >= 0) return `${scheme}***${rest.slice(at)}`;
+  if (!scheme.endsWith('//')) return text;
+  const end = rest.search(/[/?]/);
+  const authority = end < 0 ? rest : rest.slice(0, end);
+  const plain = authority === '' || /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]*\])(?::[0-9]*)?$/.test(authority);
+  return plain ? text : `${scheme}***`;
+}
+
+/**
+ * `text` (an engine's or a client library's message) with the endpoint's
+ * password replaced by ***: an engine may quote what it was sent (a server
+ * without AUTH names the arguments of the command it does not know).
+ */
+export function withoutSecrets(e: Pick<EngineEndpoint, 'password'>, text: string): string {
+  if (e.password === undefined || e.password === '') return text;
+  // As it is, and as JSON.stringify writes it (replies are quoted so).
+  const forms = [e.password, JSON.stringify(e.password).slice(1, -1)];
+  return forms.reduce((out, secret) => out.split(secret).join('***'), text);
 }
 
 /** inet:HOST:PORT or unix:/PATH. Undefined when malformed. */

@@ -5,7 +5,7 @@
 import { createClient } from '@redis/client';
 
 import type { ClientAddress } from './address.js';
-import type { EngineEndpoint } from './endpoints.js';
+import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { addressOfEngineKey, engineKey, KEY_PATTERN } from './relayset.js';
 import { entryTime } from './values.js';
@@ -51,7 +51,7 @@ export function keepConnected(e: EngineEndpoint, said: (line: string) => void): 
     last = line;
   };
   client.on('ready', () => say(`engine ${e.display}: connected`));
-  client.on('error', (err: Error) => say(`engine ${e.display}: ${err.message || err.name}`));
+  client.on('error', (err: Error) => say(`engine ${e.display}: ${withoutSecrets(e, err.message || err.name)}`));
   client.connect().catch(() => undefined); // errors arrive as 'error' events; it goes on trying
   return client;
 }
@@ -67,7 +67,7 @@ export async function connectOnce(e: EngineEndpoint): Promise<EngineClient> {
     const why = (failure ?? (err as Error)).message || (err as Error).name;
     throw new PoprelayError(
       'ERR_ENGINE',
-      `engine ${e.display}: ${why}. Check engine in poprelay.ini and that the engine runs.`,
+      `engine ${e.display}: ${withoutSecrets(e, why)}. Check engine in poprelay.ini and that the engine runs.`,
     );
   }
   return client;

@@ -11,7 +11,7 @@ import { closeSync, constants as C, ftruncateSync, futimesSync, lstatSync, readF
 
 import type { ClientAddress } from './address.js';
 import type { Config } from './config.js';
-import type { EngineEndpoint } from './endpoints.js';
+import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { recordCommand, type EngineOutcome } from './relayset.js';
 import { EngineError, respCall, RespError } from './resp.js';
@@ -75,9 +75,12 @@ export function recordInEngine(
     );
     return replies.map((reply) => {
       if (reply instanceof RespError)
-        throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${reply.message}`);
+        throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${withoutSecrets(engine, reply.message)}`);
       if (reply !== 'recorded' && reply !== 'fresh' && reply !== 'permanent') {
-        throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: unexpected answer ${JSON.stringify(reply)}`);
+        throw new PoprelayError(
+          'ERR_ENGINE',
+          `engine ${engine.display}: unexpected answer ${withoutSecrets(engine, JSON.stringify(reply))}`,
+        );
       }
       return reply;
     });
@@ -107,7 +110,8 @@ export function syncToEngine(
       Math.max(cfg.engineTimeoutMs, 10_000),
     );
     const refused = replies.find((r): r is RespError => r instanceof RespError);
-    if (refused !== undefined) throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${refused.message}`);
+    if (refused !== undefined)
+      throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${withoutSecrets(engine, refused.message)}`);
   }
 }
 

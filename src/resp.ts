@@ -6,7 +6,7 @@
 // node-redis.
 
 import { socketExchange, type NativeError } from './bdb.js';
-import type { EngineEndpoint } from './endpoints.js';
+import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 
 export type RespValue = string | number | null | RespValue[] | RespError;
@@ -113,18 +113,20 @@ export function respCall(e: EngineEndpoint, commands: readonly string[][], timeo
         phase === 'connect',
       );
     }
-    throw new EngineError(`engine ${e.display}: ${code ?? (err as Error).message}`, false);
+    throw new EngineError(`engine ${e.display}: ${withoutSecrets(e, code ?? (err as Error).message)}`, false);
   }
   const replies: RespValue[] = [];
   try {
     for (let r = parseReply(answer); r !== null; r = parseReply(answer, r.next)) replies.push(r.value);
   } catch (err) {
-    throw new EngineError(`engine ${e.display}: ${(err as Error).message}`, false);
+    // A malformed reply is quoted, and a server that echoes what it was sent would echo AUTH.
+    throw new EngineError(`engine ${e.display}: ${withoutSecrets(e, (err as Error).message)}`, false);
   }
   const refused = replies.slice(0, pre.length).find((v): v is RespError => v instanceof RespError);
   if (refused !== undefined) {
     throw new EngineError(
-      `engine ${e.display}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${refused.message}`,
+      // A server that does not know AUTH quotes its arguments: the password.
+      `engine ${e.display}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${withoutSecrets(e, refused.message)}`,
       false,
     );
   }
