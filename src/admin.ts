@@ -420,7 +420,10 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
     `poprelay ${name} --help`,
   );
   if (values.help === true) {
-    out(`${cmd.usage}\n\nOptions of every command: --config FILE, --now SECONDS (testing), -h/--help.\n${EXIT_STATUS}`);
+    // Our own text, newlines and all: out() would show them as \x0a.
+    process.stdout.write(
+      `${cmd.usage}\n\nOptions of every command: --config FILE, --now SECONDS (testing), -h/--help.\n${EXIT_STATUS}\n`,
+    );
     return 0;
   }
   if (positionals.length !== cmd.args.length) {

@@ -10,7 +10,7 @@ import { parseClientAddress, type ClientAddress } from './address.js';
 import { isIgnored, type Config } from './config.js';
 import { translated } from './map-errors.js';
 import { unchanged, valuesBeforeQueueing } from './map.js';
-import { enqueueLogins, readIncoming, removeQueued, type IncomingLogin } from './queue.js';
+import { clearIncoming, enqueueLogins, readIncoming, type IncomingLogin } from './queue.js';
 
 export type Admission =
   | { login: IncomingLogin; addr: ClientAddress; outcome: 'queued' | 'fresh' | 'permanent' | 'ignored' | 'expired' }
@@ -25,7 +25,12 @@ export function admitIncoming(cfg: Config, now: number): Admission[] {
   if (incoming.length === 0) return [];
   const out = incoming.map((login): Admission => {
     if (login.ip === null)
-      return { login, addr: null, outcome: 'invalid', problem: 'not a login as the front leaves them; removed' };
+      return {
+        login,
+        addr: null,
+        outcome: 'invalid',
+        problem: `${login.what === undefined ? '' : `${login.what}, `}not a login as the front leaves them; removed`,
+      };
     let addr: ClientAddress;
     try {
       addr = parseClientAddress(login.ip);
@@ -51,6 +56,16 @@ export function admitIncoming(cfg: Config, now: number): Admission[] {
   }
   const queued = out.flatMap((a) => (a.outcome === 'queued' ? [{ address: a.addr, time: a.login.time }] : []));
   if (queued.length > 0) translated(s.path, 'queue a login for', () => enqueueLogins(s.path, queued), 'io');
-  translated(s.path, 'clear admitted logins from the queue of', () => removeQueued(s.path, incoming), 'io');
+  const notes = translated(
+    s.path,
+    'clear admitted logins from the queue of',
+    () => clearIncoming(s.path, incoming),
+    'io',
+  );
+  // What could not simply be removed says what became of it instead.
+  for (const a of out) {
+    const note = notes.get(a.login);
+    if (note !== undefined && a.addr === null) a.problem = a.problem.replace(/removed$/, note);
+  }
   return out;
 }

@@ -12,7 +12,17 @@
 // mtime. No writer applies one as it is: the recorder admits it first
 // (incoming.ts), turning it into a record or dropping it with a log line.
 
-import { closeSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import {
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmdirSync,
+  unlinkSync,
+} from 'node:fs';
 import { parseClientAddress, type ClientAddress } from './address.js';
 import { errnoCode } from './errors.js';
 import { createExclusive, fdPath, openDirectory } from './safefs.js';
@@ -30,21 +40,63 @@ const RECORD = /^([0-9]{1,10})_([0-9a-f:.]{2,45})_[0-9]{1,10}_[0-9a-f]{1,32}$/;
 /**
  * The front's name for an incoming login; it writes only what this matches
  * (see bin/poprelay-login). Every name the front's glob (f[0-9]*_*) finds
- * is incoming, the malformed ones too, which admitting drops: a name left
- * there would make the front start recorders for ever.
+ * is incoming, the malformed ones too, and whatever it is (a directory, a
+ * FIFO, a link, a name that is not UTF-8), which admitting drops or moves
+ * out of the glob: a name left there would make the front start recorders
+ * for ever, and one that could not be removed made every recorder and
+ * every sweep fail.
  */
 const INCOMING = /^f[0-9]{1,10}_([0-9A-Fa-f:.]{1,45})_([A-Za-z0-9-]{0,32})_([A-Za-z0-9@._+-]{0,64})$/;
-const INCOMING_GLOB = /^f[0-9].*_/s;
+
+/** Whether a name's bytes match the front's glob, f[0-9]*_*. */
+function frontStyle(raw: Buffer): boolean {
+  return raw[0] === 0x66 && raw[1] !== undefined && raw[1] >= 0x30 && raw[1] <= 0x39 && raw.indexOf(0x5f, 2) >= 0;
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A name as text: itself when it is UTF-8; otherwise ASCII with every other byte as \xhh. */
+function nameText(raw: Buffer): { text: string; utf8: boolean } {
+  try {
+    return { text: UTF8.decode(raw), utf8: true };
+  } catch {
+    const text = [...raw]
+      .map((b) =>
+        b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`,
+      )
+      .join('');
+    return { text, utf8: false };
+  }
+}
+
+/** What a directory entry is, when it is not a regular file. */
+function kindOf(d: {
+  isDirectory(): boolean;
+  isSymbolicLink(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+}): string {
+  if (d.isDirectory()) return 'a directory';
+  if (d.isSymbolicLink()) return 'a symbolic link';
+  if (d.isFIFO()) return 'a FIFO';
+  if (d.isSocket()) return 'a socket';
+  return 'a device';
+}
 
 /** A login the front left for the recorder to admit. */
 export interface IncomingLogin {
+  /** The file name, as text (bytes that are not UTF-8 as \xhh). */
   name: string;
+  /** The file name's bytes, to remove it by. */
+  raw: Buffer;
   /** Unix seconds: the file's mtime, set when the front created it. */
   time: number;
   /** $IP as Dovecot gave it, not yet parsed; null when the name is not one the front writes. */
   ip: string | null;
   tag: string | undefined;
   user: string | undefined;
+  /** When ip is null: what lies there ("a directory", "a name that is not UTF-8", ...), if not a file with a malformed name. */
+  what?: string;
 }
 
 const QUEUE_SUFFIX = '.queue';
@@ -134,30 +186,47 @@ export interface QueueContents {
   strays: string[];
 }
 
-/** Reads the queue without any lock; empty when there is no queue directory. */
-export function readQueue(mapPath: string): QueueContents {
-  const out: QueueContents = { logins: [], incoming: [], strays: [] };
+/** One name in the queue directory, and what it is (d_type: no stat of its own). */
+interface Entry {
+  raw: Buffer;
+  text: string;
+  utf8: boolean;
+  /** null: a regular file; otherwise what it is. */
+  kind: string | null;
+}
+
+/** The queue directory's names; null when there is no queue directory. */
+function listQueue(mapPath: string): Entry[] | null {
   const dfd = openQueue(mapPath);
-  if (dfd === null) return out;
-  let names: string[];
+  if (dfd === null) return null;
   try {
-    names = readdirSync(fdPath(dfd));
+    // As bytes: a name that is not UTF-8 must still be found, and removed, by its own name.
+    return readdirSync(fdPath(dfd), { encoding: 'buffer', withFileTypes: true }).map((d) => ({
+      raw: d.name,
+      ...nameText(d.name),
+      kind: d.isFile() ? null : kindOf(d),
+    }));
   } finally {
     closeSync(dfd);
   }
-  for (const name of names) {
-    if (INCOMING_GLOB.test(name)) {
+}
+
+/** Reads the queue without any lock; empty when there is no queue directory. */
+export function readQueue(mapPath: string): QueueContents {
+  const out: QueueContents = { logins: [], incoming: [], strays: [] };
+  for (const { raw, text: name, kind } of listQueue(mapPath) ?? []) {
+    if (frontStyle(raw)) {
       out.incoming.push(name);
       continue;
     }
-    const m = RECORD.exec(name);
+    const m = kind === null ? RECORD.exec(name) : null;
     let address: ClientAddress | undefined;
     try {
       address = m === null ? undefined : parseClientAddress(m[2] ?? '');
     } catch {
       address = undefined;
     }
-    // Only the canonical form this program writes is a record.
+    // Only the canonical form this program writes, in a regular file, is a record.
     if (m === null || address === undefined || address.text !== m[2]) out.strays.push(name);
     else out.logins.push({ name, time: Number(m[1]), address });
   }
@@ -165,29 +234,110 @@ export function readQueue(mapPath: string): QueueContents {
 }
 
 /**
- * The front's incoming logins, each with its time. One removed meanwhile
- * (admitted by another recorder) is left out.
+ * Names this process could neither remove nor move out of the front's
+ * names: reported once, then passed over, so that a recorder's later
+ * rounds neither report them again nor take them for new logins.
+ */
+const passedOver = new Set<string>();
+
+/**
+ * The front's incoming logins, each with its time, and whatever else lies
+ * at a name of the front's form (ip null, `what` says what it is). One
+ * removed meanwhile (admitted by another recorder) is left out.
  */
 export function readIncoming(mapPath: string): IncomingLogin[] {
   const out: IncomingLogin[] = [];
-  for (const name of readQueue(mapPath).incoming) {
-    const st = lstatSync(`${queueDir(mapPath)}/${name}`, { throwIfNoEntry: false });
+  const dir = queueDir(mapPath);
+  for (const { raw, text: name, utf8, kind } of listQueue(mapPath) ?? []) {
+    if (!frontStyle(raw) || passedOver.has(raw.toString('hex'))) continue;
+    const st = lstatSync(Buffer.concat([Buffer.from(`${dir}/`), raw]), { throwIfNoEntry: false });
     if (st === undefined) continue;
-    const m = st.isFile() ? INCOMING.exec(name) : null;
+    const what = !utf8
+      ? 'a name that is not UTF-8'
+      : kind !== null || !st.isFile()
+        ? (kind ?? 'not a file')
+        : undefined;
+    const m = what === undefined ? INCOMING.exec(name) : null;
     const [, ip = null, tag = '', user = ''] = m ?? [];
-    out.push({ name, time: Math.floor(st.mtimeMs / 1000), ip, tag: tag || undefined, user: user || undefined });
+    out.push({
+      name,
+      raw,
+      time: Math.floor(st.mtimeMs / 1000),
+      ip,
+      tag: tag || undefined,
+      user: user || undefined,
+      what,
+    });
   }
   return out;
 }
 
-/** Removes applied records (or admitted incoming logins); one already gone was removed by another writer. */
+/** Removes applied records; one already gone was removed by another writer, and one that is now a directory (planted meanwhile) is left as a stray. */
 export function removeQueued(mapPath: string, logins: ReadonlyArray<{ name: string }>): void {
   const dir = queueDir(mapPath);
   for (const q of logins) {
     try {
       unlinkSync(`${dir}/${q.name}`);
     } catch (e) {
-      if (errnoCode(e) !== 'ENOENT') throw e;
+      const code = errnoCode(e);
+      if (code !== 'ENOENT' && code !== 'EISDIR') throw e;
     }
   }
+}
+
+/**
+ * Clears admitted incoming names from the queue, whatever lies there: a
+ * file, link, FIFO or socket is unlinked, by its own bytes; an empty
+ * directory removed; any other directory renamed out of the front's names
+ * (to stray.*, which doctor reports), so that no name makes a front start
+ * recorders again and again. Returns, for each name not simply removed,
+ * what became of it ("moved to NAME", or why it stays: then it is passed
+ * over by this process from now on). Throws only for a login's own file
+ * (a regular file) that cannot be removed, as a queue the map's owner
+ * cannot write.
+ */
+export function clearIncoming(mapPath: string, logins: ReadonlyArray<IncomingLogin>): Map<IncomingLogin, string> {
+  const dir = queueDir(mapPath);
+  const notes = new Map<IncomingLogin, string>();
+  for (const l of logins) {
+    const path = Buffer.concat([Buffer.from(`${dir}/`), l.raw]);
+    try {
+      unlinkSync(path);
+      continue;
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code === 'ENOENT') continue;
+      if (code !== 'EISDIR') {
+        // A file the front could have left: as before, the queue cannot be cleared, and that is an error.
+        if (l.what === undefined) throw e;
+        notes.set(l, leave(l, code));
+        continue;
+      }
+    }
+    try {
+      rmdirSync(path);
+      continue;
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code === 'ENOENT') continue;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') {
+        notes.set(l, leave(l, code));
+        continue;
+      }
+    }
+    const stray = `stray.${Math.floor(Date.now() / 1000)}.${process.pid}.${Math.floor(Math.random() * 2 ** 32).toString(16)}`;
+    try {
+      renameSync(path, `${dir}/${stray}`);
+      notes.set(l, `moved to ${stray} in the queue`);
+    } catch (e) {
+      notes.set(l, leave(l, errnoCode(e)));
+    }
+  }
+  return notes;
+}
+
+/** A name that stays: passed over from now on. */
+function leave(l: IncomingLogin, code: string | undefined): string {
+  passedOver.add(l.raw.toString('hex'));
+  return `left there: it cannot be removed (${code ?? 'error'})`;
 }

@@ -8,7 +8,7 @@ import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError 
 import { isIgnored, type Config } from './config.js';
 import { escapeControls, PoprelayError } from './errors.js';
 import { admitIncoming } from './incoming.js';
-import { liveAddresses } from './live.js';
+import { describeUnreadable, liveAddresses } from './live.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { liveTime, readEntries, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
@@ -185,5 +185,7 @@ function liveSessions(cfg: Config): ClientAddress[] {
     );
     return [];
   }
+  const skipped = describeUnreadable(answer);
+  if (skipped !== '') process.stderr.write(`poprelay-sweep: live sessions: ${escapeControls(skipped)}\n`);
   return answer.addresses.filter((a) => !isIgnored(cfg, a));
 }

@@ -21,26 +21,34 @@ import { eventually } from './support/wait.js';
 const MINUTE = 60;
 
 describe('parseWho', () => {
-  it('takes the POP3 and IMAP sessions by column name, each address once, and skips the rest', () => {
-    const text = [
-      'username\tservice\tpid\tip\talt_usernames',
-      'alice\timap\t101\t192.0.2.1\t',
-      'alice\timap\t102\t192.0.2.1\t',
-      'bob\tpop3\t103\t2001:db8::7\t',
-      'carol\tsubmission\t104\t192.0.2.3\t',
-      'dave\timap\t105\t\t',
-      'eve\tlmtp\t106\t192.0.2.5\t',
-    ].join('\n');
-    expect(parseWho(text).map((a) => a.text)).toEqual(['192.0.2.1', '2001:db8::7']);
-  });
-  it('reads 2.3\'s "proto" column as 2.4\'s "service"', () => {
-    // As doveadm -f tab who -1 of Debian 12's Dovecot 2.3 prints it.
-    expect(parseWho('username\tproto\tpid\tip\nuser0\timap\t4337\t127.8.9.1\n').map((a) => a.text)).toEqual([
-      '127.8.9.1',
+  const row = (username: string, service: string, pid: string, ip: string) => ({ username, service, pid, ip });
+  it('takes the POP3 and IMAP sessions, each address once, and skips the rest', () => {
+    const text = JSON.stringify([
+      row('alice', 'imap', '101', '192.0.2.1'),
+      row('alice', 'imap', '102', '192.0.2.1'),
+      row('bob', 'pop3', '103', '2001:db8::7'),
+      row('carol', 'submission', '104', '192.0.2.3'),
+      row('dave', 'imap', '105', ''),
+      row('eve', 'lmtp', '106', '192.0.2.5'),
     ]);
+    expect(parseWho(text)).toMatchObject({ unreadable: 0, firstProblem: '' });
+    expect(parseWho(text).addresses.map((a) => a.text)).toEqual(['192.0.2.1', '2001:db8::7']);
   });
-  it('refuses output without the columns it needs', () => {
-    expect(() => parseWho('user\tkind\n')).toThrow(/no "service" or "proto", and "ip" columns/);
+  it("reads 2.3's and 2.4's rows alike (2.4 adds dest_ip)", () => {
+    // As doveadm -f json who -1 prints them: Debian 12's Dovecot 2.3, then Debian 13's 2.4.
+    expect(
+      parseWho('[{"username":"user0","service":"imap","pid":"4337","ip":"127.8.9.1"}]').addresses.map((a) => a.text),
+    ).toEqual(['127.8.9.1']);
+    expect(
+      parseWho('[{"username":"user0","service":"pop3","pid":"313","ip":"127.8.9.2","dest_ip":""}]').addresses.map(
+        (a) => a.text,
+      ),
+    ).toEqual(['127.8.9.2']);
+    expect(parseWho('[]')).toEqual({ addresses: [], unreadable: 0, firstProblem: '' });
+  });
+  it('refuses output that is not a JSON array', () => {
+    expect(() => parseWho('username\tservice\tpid\tip\n')).toThrow(/unexpected doveadm who output \(not JSON/);
+    expect(() => parseWho('{"username":"a"}')).toThrow(/not a JSON array/);
   });
 });
 
