@@ -12,12 +12,13 @@ import { DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, loadConfig, MOVE_LEGACY_CONFIG
 import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
 import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { listenersOf } from './protocols.js';
-import { respCall } from './resp.js';
+import { respCall, RespError, type RespValue } from './resp.js';
 import { errnoCode, isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
 import { readEntries, readRecords } from './map.js';
 import { liveAddresses } from './live.js';
 import { queueDir, readIncoming, readQueue } from './queue.js';
+import { KEY_PATTERN, KEY_PREFIX } from './relayset.js';
 import { formatAgo, unixNow } from './timefmt.js';
 
 export interface DoctorPaths {
@@ -581,7 +582,7 @@ export async function runDoctor(named: string | undefined, paths: DoctorPaths): 
   if (existsSync(dirname(cfg.map.path))) checks.push(dirPathCheck(cfg.map.path));
   checks.push(sweepCheck(paths));
   checks.push(liveCheck(cfg));
-  if (cfg.engine !== null) checks.push(...(await engineChecks(cfg, cfg.engine)));
+  if (cfg.engine !== null) checks.push(...(await engineChecks(cfg, cfg.engine, dovecot.service !== undefined)));
   checks.push(mtaCheck(paths, cfg));
   if (dovecot.service === undefined)
     checks.push(
@@ -593,8 +594,12 @@ export async function runDoctor(named: string | undefined, paths: DoctorPaths): 
   return checks;
 }
 
-/** The engine answers; each poprelayd listener this host configures answers as the MTAs ask it. */
-async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[]> {
+/**
+ * The engine answers; its user has the role this host needs (`hook`: Dovecot
+ * runs poprelay-login here); each poprelayd listener this host configures
+ * answers as the MTAs ask it.
+ */
+async function engineChecks(cfg: Config, engine: EngineEndpoint, hook: boolean): Promise<Check[]> {
   const checks: Check[] = [];
   try {
     const [pong, size] = respCall(engine, [['PING'], ['DBSIZE']], Math.max(cfg.engineTimeoutMs, 2000));
@@ -610,6 +615,7 @@ async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[
       ),
     );
   }
+  if (checks[0]?.status === 'OK') checks.push(engineRoleCheck(cfg, engine, hook));
   for (const [protocol, at] of listenersOf(cfg)) {
     if (at === null) continue;
     try {
@@ -627,6 +633,173 @@ async function engineChecks(cfg: Config, engine: EngineEndpoint): Promise<Check[
     }
   }
   return checks;
+}
+
+/**
+ * The engine users of docs/cluster.md, one per role, each allowed only what
+ * its programs send, on keys poprelay:*. mta (poprelayd): reads only, GET
+ * and PEXPIRETIME for its answers, SCAN, MGET and PSUBSCRIBE on the keyspace
+ * channel for the mirror, on keys it may only read (%R~). pop (the hook and
+ * the sweep): EVAL of the record script, whose GET and SET the engine checks
+ * against the same ACL, INFO (the sweep's run_id) and DEL (doctor's hook
+ * check removes its test entry with poprelay del). admin: poprelay's
+ * commands. Every role: PING and DBSIZE (doctor), and SELECT when engine
+ * names a database other than 0.
+ */
+export type EngineRole = 'mta' | 'pop' | 'admin';
+
+const keyspaceChannel = (db: number): string => `__keyspace@${db}__:${KEY_PATTERN}`;
+/** Each role's commands, in the order the ACL lines give them. */
+const ROLE_COMMANDS: Record<EngineRole, readonly string[]> = {
+  pop: ['eval', 'get', 'set', 'del', 'info'],
+  admin: ['eval', 'get', 'set', 'del', 'mget', 'scan'],
+  mta: ['get', 'pexpiretime', 'mget', 'scan', 'psubscribe'],
+};
+const COMMAND_ORDER = ['eval', 'get', 'set', 'del', 'info', 'pexpiretime', 'mget', 'scan', 'psubscribe'];
+
+/**
+ * The ACL SETUSER line that makes `user` an engine user of `roles` (a host
+ * that is both a POP/IMAP host and an MTA host: ['pop', 'mta']) for the
+ * database `db`.
+ */
+export function engineRoleAcl(
+  roles: EngineRole | readonly EngineRole[],
+  db: number,
+  user?: string,
+  password = 'PASSWORD',
+): string {
+  const set = typeof roles === 'string' ? [roles] : [...roles];
+  const commands = new Set(set.flatMap((r) => ROLE_COMMANDS[r]));
+  const rules = [
+    commands.has('set') ? `~${KEY_PATTERN}` : `%R~${KEY_PATTERN}`,
+    ...(commands.has('psubscribe') ? [`&${keyspaceChannel(db)}`] : []),
+    ...COMMAND_ORDER.filter((c) => commands.has(c)).map((c) => `+${c}`),
+    '+ping',
+    '+dbsize',
+    ...(db === 0 ? [] : ['+select']),
+  ];
+  return ['ACL', 'SETUSER', user ?? `poprelay-${set.join('-')}`, 'reset', 'on', `>${password}`, ...rules].join(' ');
+}
+
+/** A key under poprelay's prefix that is no address: no host takes it for an entry. */
+const PROBE_KEY = `${KEY_PREFIX}doctor-probe`;
+
+/**
+ * What doctor sends to learn what the engine user may run. None of it
+ * writes, whatever the user may: reads of a key no host uses, a script
+ * that does nothing, and a SET the engine refuses as a syntax error (NX
+ * with XX), which it does only after checking the ACL: NOPERM means the
+ * user may not SET there, a syntax error that it may. PSUBSCRIBE (the
+ * mirror's) goes last: it puts the connection in subscriber mode, where
+ * QUIT still ends it.
+ */
+function roleProbes(db: number, mirror: boolean): Array<[string, string[]]> {
+  return [
+    ['GET', ['GET', PROBE_KEY]],
+    ['PEXPIRETIME', ['PEXPIRETIME', PROBE_KEY]],
+    ['MGET', ['MGET', PROBE_KEY]],
+    ['SCAN', ['SCAN', '0', 'MATCH', PROBE_KEY, 'COUNT', '1']],
+    ['INFO', ['INFO', 'server']],
+    ['EVAL', ['EVAL', 'return 0', '0']],
+    ['SET', ['SET', PROBE_KEY, '0', 'NX', 'XX']],
+    ...(mirror ? [['PSUBSCRIBE', ['PSUBSCRIBE', keyspaceChannel(db)]] as [string, string[]]] : []),
+  ];
+}
+
+const refusal = (v: RespValue | undefined): string | null =>
+  v instanceof RespError && /^NOPERM\b/.test(v.message) ? v.message : null;
+
+/**
+ * Which role the engine user of this host's engine = has, found out by
+ * trying (roleProbes), against what this host needs: a host where Dovecot
+ * runs the hook records logins; one with a poprelayd listener or mirror =
+ * yes reads. An MTA host alone must not be able to write the relay set:
+ * with that credential, whoever reads its poprelay.ini could grant relaying
+ * on every host. A POP/IMAP host's credential always can: recording a login
+ * is granting relaying. It tries SET and EVAL, the ways poprelay writes,
+ * not every write command there is: the read role's line refuses them all
+ * (test/security-engine-roles.test.ts tries each).
+ */
+export function engineRoleCheck(cfg: Config, engine: EngineEndpoint, hook: boolean): Check {
+  const name = 'engine role';
+  const answers = listenersOf(cfg).some(([, at]) => at !== null);
+  const reads = answers || cfg.mirror;
+  const probes = roleProbes(engine.db, cfg.mirror);
+  let replies: RespValue[];
+  try {
+    replies = respCall(
+      engine,
+      probes.map(([, command]) => command),
+      Math.max(cfg.engineTimeoutMs, 2000),
+    );
+  } catch (e) {
+    return bad('WARN', name, `could not find out: ${(e as Error).message}`, 'run poprelay doctor again');
+  }
+  // SET's probe answers a syntax error when allowed; every other probe answers no error at all.
+  const why = new Map<string, string>();
+  probes.forEach(([command], i) => {
+    const reply = replies[i];
+    const no = command === 'SET' ? refusal(reply) : reply instanceof RespError ? reply.message : null;
+    if (no !== null) why.set(command, no);
+  });
+  const may = (command: string): boolean => !why.has(command);
+  const roles: EngineRole[] = [...(hook ? (['pop'] as const) : []), ...(reads ? (['mta'] as const) : [])];
+  const source = cfg.source ?? 'poprelay.ini';
+  const fix = (wanted: readonly EngineRole[]): string =>
+    `give this host an engine user of its own role in engine = (docs/cluster.md): ${engineRoleAcl(wanted, engine.db)}`;
+  const needs = [
+    ...(hook ? ['EVAL', 'SET', 'GET'] : []),
+    ...(answers ? ['GET', 'PEXPIRETIME'] : []),
+    ...(cfg.mirror ? ['SCAN', 'MGET', 'PSUBSCRIBE'] : []),
+  ].filter((c, i, all) => all.indexOf(c) === i);
+  const missing = needs.filter((c) => !may(c));
+  if (missing.length > 0) {
+    const who =
+      hook && reads
+        ? 'the hook, the sweep and poprelayd need'
+        : hook
+          ? 'the hook and the sweep need'
+          : 'poprelayd needs';
+    return bad(
+      'FAIL',
+      name,
+      `the engine user may not run ${missing.join(', ')}, which ${who} here (${why.get(missing[0] ?? '') ?? ''})`,
+      fix(roles.length > 0 ? roles : ['mta']),
+    );
+  }
+  const writes = ['SET', 'EVAL'].filter(may);
+  const readList = needs.filter((c) => !['EVAL', 'SET'].includes(c)).join(', ');
+  if (hook) {
+    if (!may('INFO'))
+      return bad(
+        'WARN',
+        name,
+        'records logins, but may not run INFO: the sweep cannot tell a restarted engine from the one it seeded, so it sends every entry of the map every minute',
+        fix(roles),
+      );
+    return ok(
+      name,
+      reads
+        ? `records logins and reads (a POP/IMAP host that is an MTA host too): EVAL, SET, INFO, ${readList} allowed`
+        : 'records logins (POP/IMAP host): EVAL, SET and INFO allowed; like every POP/IMAP host it can grant relaying, which recording a login is',
+    );
+  }
+  if (reads) {
+    if (writes.length > 0)
+      return bad(
+        'WARN',
+        name,
+        `can write the relay set (${writes.join(' and ')} allowed): whoever can read ${source} can grant relaying on every host; an MTA host needs only the read role`,
+        fix(roles),
+      );
+    return ok(name, `reads only (MTA host): SET and EVAL refused; ${readList} allowed`);
+  }
+  return ok(
+    name,
+    may('SET')
+      ? `can write the relay set (SET allowed${may('SCAN') ? ', and SCAN: the admin role' : ''}): a POP/IMAP host's or an administrator's credential`
+      : 'reads only: SET and EVAL refused',
+  );
 }
 
 export function formatChecks(checks: readonly Check[]): string[] {

@@ -32,6 +32,9 @@ function clientOptions(e: EngineEndpoint, reconnect: boolean) {
     ...(e.password !== undefined ? { password: e.password } : {}),
     // A command while disconnected fails at once rather than waiting for the engine to come back.
     disableOfflineQueue: true,
+    // No CLIENT SETINFO at each connection: the roles' ACLs (docs/cluster.md) do not allow it, and
+    // Redis 7.2 and Valkey would log each refusal in ACL LOG (Redis 7.0 does not know it).
+    disableClientInfo: true,
   };
 }
 

@@ -88,11 +88,25 @@ export class Mirror {
     }
   }
 
-  /** The engine must publish keyspace events for our keys: added to its setting if missing. */
+  /**
+   * The engine must publish keyspace events for our keys: added to its
+   * setting if missing. The read role (docs/cluster.md) may not run CONFIG:
+   * then the engine's administrator sets it, and this only says so.
+   */
   private async ensureNotifications(): Promise<void> {
-    let current = '';
+    let current: string;
     try {
       current = (await this.client.configGet('notify-keyspace-events'))['notify-keyspace-events'] ?? '';
+    } catch (e) {
+      const why = (e as Error).message;
+      this.log.say(
+        /^NOPERM\b/.test(why) ? 'info' : 'warning',
+        `mirror: notify-keyspace-events not checked (${why}): the engine's configuration must include Kg$x, ` +
+          'or this map learns of changes only when the mirror resyncs',
+      );
+      return;
+    }
+    try {
       const missing = NOTIFY_FLAGS.filter((f) => !current.includes(f) && !(f !== 'K' && current.includes('A')));
       if (missing.length > 0) await this.client.configSet('notify-keyspace-events', `${current}${missing.join('')}`);
     } catch (e) {

@@ -40,6 +40,31 @@ function ping(port: number, password: string | undefined): Promise<void> {
   });
 }
 
+/**
+ * Sends `commands` whose replies are single lines (+OK, -ERR ...), such as
+ * ACL SETUSER, after AUTH; rejects with the first error reply. Each
+ * command's words are sent as they are, as RESP bulk strings.
+ */
+function simpleCommands(port: number, password: string | undefined, commands: string[][]): Promise<void> {
+  const all = [...(password === undefined ? [] : [['AUTH', password]]), ...commands, ['QUIT']];
+  const bulk = (w: string): string => `$${Buffer.byteLength(w)}\r\n${w}\r\n`;
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port });
+    let got = '';
+    s.setTimeout(10_000, () => s.destroy(new Error(`no answer to ${commands.length} command(s)`)));
+    s.on('error', reject);
+    s.on('connect', () => s.write(all.map((c) => `*${c.length}\r\n${c.map(bulk).join('')}`).join('')));
+    s.on('data', (d: Buffer) => (got += d.toString()));
+    s.on('close', () => {
+      const lines = got.split('\r\n').filter((l) => l !== '');
+      const error = lines.find((l) => l.startsWith('-'));
+      if (error !== undefined) reject(new Error(`the engine refused: ${error.slice(1)}`));
+      else if (lines.length < all.length) reject(new Error(`the engine closed after ${lines.length} replies`));
+      else resolve();
+    });
+  });
+}
+
 export interface Engine {
   port: number;
   /** engine = ... for poprelay.ini. */
@@ -49,6 +74,12 @@ export interface Engine {
   /** Starts it again on the same port, empty. */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * Runs ACL SETUSER lines (as an administrator types them: words split at
+   * spaces) as the default user, now and after every start(), which begins
+   * with no users again.
+   */
+  acl(lines: string[]): Promise<void>;
 }
 
 /**
@@ -64,6 +95,15 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
   const auth = password === undefined ? [] : ['--requirepass', password];
   let proc: ChildProcess | undefined;
   let output = '';
+  const aclLines: string[] = [];
+  const applyAcl = (lines: readonly string[]): Promise<void> =>
+    lines.length === 0
+      ? Promise.resolve()
+      : simpleCommands(
+          port,
+          password,
+          lines.map((l) => l.split(' ')),
+        );
   const start = async (): Promise<void> => {
     output = '';
     proc = spawn(
@@ -95,6 +135,7 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
       60_000,
       () => output,
     );
+    await applyAcl(aclLines);
   };
   await start();
   const kill = async (): Promise<void> => {
@@ -115,6 +156,10 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
       if (proc !== undefined) await terminate(proc);
       proc = undefined;
       rmSync(dir, { recursive: true, force: true });
+    },
+    acl: async (lines) => {
+      await applyAcl(lines);
+      aclLines.push(...lines);
     },
   };
 }
