@@ -13,10 +13,10 @@ import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
 import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { listenersOf } from './protocols.js';
 import { respCall, RespError, type RespValue } from './resp.js';
-import { errnoCode, isPoprelayError, quoteUntrusted } from './errors.js';
+import { errnoCode, escapeControls, isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
 import { readEntries, readRecords } from './map.js';
-import { liveAddresses } from './live.js';
+import { describeUnreadable, liveAddresses } from './live.js';
 import { queueDir, readIncoming, readQueue } from './queue.js';
 import { KEY_PATTERN, KEY_PREFIX } from './relayset.js';
 import { formatAgo, unixNow } from './timefmt.js';
@@ -490,11 +490,18 @@ export function liveCheck(cfg: Config): Check {
     );
   }
   const answer = liveAddresses(cfg.dovecotAnvil, cfg.doveadm);
-  if ('addresses' in answer)
-    return ok(
-      'live sessions',
-      `doveadm who answers on ${cfg.dovecotAnvil}: ${answer.addresses.length} address(es) with a live POP3 or IMAP session`,
-    );
+  if ('addresses' in answer) {
+    const found = `doveadm who answers on ${cfg.dovecotAnvil}: ${answer.addresses.length} address(es) with a live POP3 or IMAP session`;
+    const unreadable = describeUnreadable(answer);
+    return unreadable === ''
+      ? ok('live sessions', found)
+      : bad(
+          'WARN',
+          'live sessions',
+          `${found}; ${escapeControls(unreadable)}`,
+          'the sweep leaves such rows out; a user name with tabs or newlines is the usual cause',
+        );
+  }
   if (cfg.liveSessions === 'auto' && answer.error.endsWith(' not found')) {
     return bad(
       'WARN',

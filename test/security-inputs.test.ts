@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
 import { parseWho } from '../src/live.js';
+import { loadConfig } from '../src/config.js';
+import { liveCheck } from '../src/doctor.js';
 import { readEntries, recordLogin } from '../src/map.js';
 import { queueDir, readQueue } from '../src/queue.js';
 import { installHook } from './support/app.js';
@@ -87,6 +89,13 @@ describe('live sessions: no login name can make the sweep keep an address (dovea
       `poprelay-sweep: live sessions: 6 row(s) of doveadm who's answer not understood and left out (the first: service "imap\\tx" is not a service name)`,
     );
     expect(r.stdout).toBe(`${map}: kept 1, removed 1, permanent 0, refreshed 1 live`);
+    // doctor asks the same way, and says so.
+    expect(liveCheck(loadConfig(ini))).toMatchObject({
+      status: 'WARN',
+      detail: expect.stringMatching(
+        /: 1 address\(es\) with a live POP3 or IMAP session; 6 row\(s\) of doveadm who's answer not understood/,
+      ),
+    });
   });
 });
 
