@@ -38,7 +38,7 @@ function expectThat(ok: boolean, what: string): void {
 async function demo(tree: string, started: (dc: Dovecot) => void): Promise<void> {
   const sbin = join(tree, 'usr/sbin');
   const map = join(tree, 'var/lib/poprelay/popip.db');
-  const ini = join(tree, 'etc/mail/poprelay.ini');
+  const ini = join(tree, 'etc/poprelay/poprelay.ini');
   const snippet = join(tree, 'etc/dovecot/conf.d/95-poprelay.conf');
 
   step(`Installing poprelay with scripts/install.sh into ${tree}`);

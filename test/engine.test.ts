@@ -12,7 +12,8 @@ import { respCall } from '../src/resp.js';
 import { readEntries } from '../src/map.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
-import { configured, NOT_LIVE } from './support/maps.js';
+import { NOT_LIVE } from './support/ini.js';
+import { configured } from './support/maps.js';
 import { BIN } from './support/paths.js';
 import { run } from './support/processes.js';
 

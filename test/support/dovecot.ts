@@ -24,7 +24,7 @@ import { execa } from 'execa';
 
 import { appCopy, installHook } from './app.js';
 import { converse, type Endpoint } from './mailclient.js';
-import { unlessLive } from './maps.js';
+import { unlessLive } from './ini.js';
 import { ROOT } from './paths.js';
 import { untilServing } from './wait.js';
 

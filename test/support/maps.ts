@@ -8,22 +8,12 @@ import { execa } from 'execa';
 import { expect } from 'vitest';
 
 import type { MapSettings } from '../../src/config.js';
+import { unlessLive } from './ini.js';
 import { tempDir } from './tmp.js';
 
 export function settings(dir: string, name = 'popip.db', over: Partial<MapSettings> = {}): MapSettings {
   return { path: join(dir, name), type: 'hash', lockTimeoutMs: 1000, mode: 0o644, timeoutSeconds: 900, ...over };
 }
-
-/**
- * The line a test's config carries unless it is about live sessions: the
- * default (auto) asks the host's Dovecot when /run/dovecot/anvil exists, and
- * a test must not depend on whether Debian's Dovecot runs, or ran once, here.
- */
-export const NOT_LIVE = 'live_sessions = no\n';
-
-/** `extra` with NOT_LIVE, unless it sets live_sessions itself. */
-export const unlessLive = (extra: string): string =>
-  /^live_sessions\s*=/m.test(extra) ? extra : `${NOT_LIVE}${extra}`;
 
 /** A config in a fresh directory: the map there, no ignore list, no live sessions, plus `extra` lines. */
 export function configured(extra = ''): { dir: string; ini: string; map: string; s: MapSettings } {
