@@ -12,7 +12,7 @@ import { loadConfig } from '../src/config.js';
 import { liveCheck } from '../src/doctor.js';
 import { liveAddresses, parseWho } from '../src/live.js';
 import { readEntries } from '../src/map.js';
-import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, treeOf } from './support/dovecot.js';
+import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, treeOf, whoOf } from './support/dovecot.js';
 import { holdSession, imapIdleSteps, pop3Login, pop3OpenSteps } from './support/mailclient.js';
 import { settings } from './support/maps.js';
 import { BIN } from './support/paths.js';
@@ -74,13 +74,7 @@ describe.each(dovecotVersions())('live sessions with Dovecot %s', (version) => {
 
   beforeAll(async () => {
     dc = await startDovecot({ users: 3, version });
-    const root = treeOf(version);
-    anvil = join(dc.dir, 'run/anvil').slice(root.length);
-    doveadm = '/usr/bin/doveadm';
-    if (root !== '') {
-      doveadm = join(dc.dir, 'doveadm');
-      writeFileSync(doveadm, `#!/bin/sh\nexec chroot ${root} doveadm "$@"\n`, { mode: 0o755 });
-    }
+    ({ anvil, doveadm } = whoOf(dc.dir, version));
     ini = sweepConfig('sweep.ini', 'live_sessions = yes\n');
   });
   afterAll(async () => dc?.stop());

@@ -18,7 +18,7 @@ import { liveCheck } from '../src/doctor.js';
 import { readEntries, recordLogin } from '../src/map.js';
 import { queueDir, readQueue } from '../src/queue.js';
 import { installHook } from './support/app.js';
-import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, treeOf } from './support/dovecot.js';
+import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, whoOf } from './support/dovecot.js';
 import { holdSession } from './support/mailclient.js';
 import { configured, settings } from './support/maps.js';
 import { BIN, ROOT } from './support/paths.js';
@@ -119,13 +119,7 @@ describe.each(dovecotVersions())(
         hook: 'none',
         editConf: (c) => `${c}\nauth_username_chars =\n${passdb}`,
       });
-      const root = treeOf(version);
-      anvil = join(dc.dir, 'run/anvil').slice(root.length);
-      doveadm = '/usr/bin/doveadm';
-      if (root !== '') {
-        doveadm = join(dc.dir, 'doveadm');
-        writeFileSync(doveadm, `#!/bin/sh\nexec chroot ${root} doveadm "$@"\n`, { mode: 0o755 });
-      }
+      ({ anvil, doveadm } = whoOf(dc.dir, version));
     });
     afterAll(async () => dc?.stop());
 

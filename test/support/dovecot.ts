@@ -65,6 +65,20 @@ export function treeOf(version: DovecotVersion): string {
   return version === '2.4' ? TRIXIE : '';
 }
 
+/**
+ * How the sweep asks a private Dovecot which sessions are live: its anvil
+ * socket as the Dovecot sees it, and a doveadm of its version (2.3's cannot
+ * ask 2.4's anvil, so 2.4's runs in its tree, through a wrapper in `dir`).
+ */
+export function whoOf(dir: string, version: DovecotVersion): { anvil: string; doveadm: string } {
+  const root = treeOf(version);
+  const anvil = join(dir, 'run/anvil').slice(root.length);
+  if (root === '') return { anvil, doveadm: '/usr/bin/doveadm' };
+  const doveadm = join(dir, 'doveadm');
+  writeFileSync(doveadm, `#!/bin/sh\nexec chroot ${root} doveadm "$@"\n`, { mode: 0o755 });
+  return { anvil, doveadm };
+}
+
 /** The lines a Dovecot configuration of that version must begin with. */
 export function configHead(version: DovecotVersion): string[] {
   return version === '2.4' ? ['dovecot_config_version = 2.4.1', 'dovecot_storage_version = 2.4.1'] : [];
