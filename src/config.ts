@@ -112,7 +112,7 @@ function parseBool(v: string): boolean | undefined {
 function listenKey(what: string): KeySpec<ListenEndpoint | 'none'> {
   return {
     default: 'none',
-    allowed: `"none", inet:HOST:PORT or unix:/PATH: where poprelayd answers ${what}`,
+    allowed: `"none", inet:HOST:PORT or unix:/PATH[?group=NAME][&mode=MODE]: where poprelayd answers ${what}`,
     parse: (v) => (v === 'none' ? v : parseListen(v)),
   };
 }

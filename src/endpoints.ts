@@ -10,8 +10,13 @@ export type EngineEndpoint = ({ host: string; port: number } | { path: string })
   display: string;
 };
 
-/** Where a listener of poprelayd binds. */
-export type ListenEndpoint = { host: string; port: number; display: string } | { path: string; display: string };
+/**
+ * Where a listener of poprelayd binds. A UNIX socket may name the group it
+ * is given and its mode (display leaves them out: it is the socket as the
+ * MTAs name it).
+ */
+export type ListenEndpoint =
+  { host: string; port: number; display: string } | { path: string; display: string; group?: string; mode?: number };
 
 const HOST = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])$/;
 
@@ -179,7 +184,29 @@ export function withoutSecrets(e: Pick<EngineEndpoint, 'password'>, text: string
   return forms.reduce((out, secret) => out.split(secret).join('***'), text);
 }
 
-/** inet:HOST:PORT or unix:/PATH. Undefined when malformed. */
+/** A group name or number, as poprelayd gives its socket (?group=). */
+const GROUP = /^(?:[0-9]{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31})$/;
+
+/**
+ * ?group=NAME&mode=MODE after a socket's path, either or both, in any
+ * order: an octal mode (0660, 0666, 0600) that leaves the owner reading and
+ * writing, with no execute or special bits. Undefined when malformed.
+ */
+function socketAccess(query: string): { group?: string; mode?: number } | undefined {
+  const out: { group?: string; mode?: number } = {};
+  for (const part of query.split('&')) {
+    const [, name, value = ''] = /^(group|mode)=(.*)$/.exec(part) ?? [];
+    if (name === 'group' && out.group === undefined && GROUP.test(value)) out.group = value;
+    else if (name === 'mode' && out.mode === undefined && /^0?[0-7]{3}$/.test(value)) {
+      const mode = parseInt(value, 8);
+      if ((mode & 0o600) !== 0o600 || (mode & 0o111) !== 0) return undefined;
+      out.mode = mode;
+    } else return undefined;
+  }
+  return out;
+}
+
+/** inet:HOST:PORT or unix:/PATH[?group=NAME][&mode=MODE]. Undefined when malformed. */
 export function parseListen(text: string): ListenEndpoint | undefined {
   const inet = /^inet:(.+):([0-9]{1,5})$/.exec(text);
   if (inet !== null) {
@@ -188,7 +215,10 @@ export function parseListen(text: string): ListenEndpoint | undefined {
     if (!HOST.test(host) || p === undefined) return undefined;
     return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: p, display: text };
   }
-  const unix = /^unix:(.+)$/.exec(text);
-  if (unix !== null && socketPath(unix[1] ?? '')) return { path: unix[1] ?? '', display: text };
-  return undefined;
+  const unix = /^unix:([^?]+)(?:\?(.*))?$/.exec(text);
+  if (unix === null) return undefined;
+  const [, path = '', query] = unix;
+  const access = query === undefined ? {} : socketAccess(query);
+  if (!socketPath(path) || access === undefined) return undefined;
+  return { path, display: `unix:${path}`, ...access };
 }

@@ -1,10 +1,13 @@
 // poprelayd's sockets: one server per configured protocol, each with bounds
-// that a hostile or broken client cannot push: connections at once,
-// requests waiting on one connection, the time a request may take to
-// arrive (a slowloris holds nothing for long), and idle connections.
+// that a hostile or broken client cannot push: connections at once (a new
+// one evicts the longest-idle, so that a flood of idle connections cannot
+// keep the MTA's out), connections per TCP peer, requests waiting on one
+// connection, answers it leaves unread (then it is no longer read), the time
+// a request may take to arrive (a slowloris holds nothing for long), and
+// idle connections. A UNIX socket may be given to the MTA's group alone.
 
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Socket } from 'node:net';
+import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 
 import type { ClientAddress } from './address.js';
@@ -13,21 +16,82 @@ import type { ListenEndpoint } from './endpoints.js';
 import { errnoCode } from './errors.js';
 import { framer, ProtocolError, type ProtocolName } from './protocols.js';
 
+/** Connections one listener holds; at that, a new one evicts the longest-idle (of the peer that holds most). */
 export const MAX_CONNECTIONS = 256;
+/**
+ * Connections one TCP peer (remote address) holds; at that, its new one
+ * evicts its own longest-idle. Loopback MTAs and a local attacker share
+ * 127.0.0.1: eviction, not refusal, keeps the MTA's fresh connections in.
+ * UNIX sockets have no peer to tell apart (Node reads no SO_PEERCRED):
+ * give them a group instead.
+ */
+export const MAX_PER_PEER = 128;
+/**
+ * The kernel's queue of connections not yet accepted (at most
+ * net.core.somaxconn): a flood's reconnections wait there beside the MTA's
+ * rather than making a UNIX socket refuse them (EAGAIN).
+ */
+export const BACKLOG = 4096;
 /** A request must be complete this long after its first byte. */
 export const REQUEST_MS = 10_000;
 /** A connection with nothing asked for this long is closed (Postfix and sendmail reconnect). */
 export const IDLE_MS = 60_000;
 /** Requests one connection may have waiting for answers. */
 export const MAX_PENDING = 64;
+/**
+ * Answers one connection may leave unread (written, not yet taken by the
+ * kernel because the client does not read) before poprelayd stops reading
+ * its requests; it reads again once the client has taken them all. A client
+ * that pipelines and never reads then fills its own buffers, not poprelayd.
+ */
+export const MAX_UNREAD = 64;
 
 export type Decide = (addr: ClientAddress) => Promise<boolean>;
 
-function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide, log: DaemonLog, where: string): void {
+/** One client connection, as eviction sees it. */
+class Connection {
+  /** When it was last of use (accepted, or a request completed), in the listener's order. */
+  lastUse = 0;
+  /** Requests read and not yet answered. */
+  pending = 0;
+  /** Its answers are not being read: poprelayd stopped reading it. */
+  stalled = false;
+
+  constructor(
+    readonly socket: Socket,
+    /** The remote address on TCP; on a UNIX socket, one name for every peer. */
+    readonly peer: string,
+  ) {}
+
+  /** Idle, or stalled: what a newcomer may evict (never one whose answer is being looked up). */
+  get evictable(): boolean {
+    return this.pending === 0 || this.stalled;
+  }
+}
+
+/** The connection to evict among `conns`: a stalled one first, else the longest-idle; undefined when none may go. */
+function idlest(conns: Iterable<Connection>): Connection | undefined {
+  let best: Connection | undefined;
+  for (const c of conns) {
+    if (!c.evictable) continue;
+    if (best === undefined || (c.stalled !== best.stalled ? c.stalled : c.lastUse < best.lastUse)) best = c;
+  }
+  return best;
+}
+
+function serveConnection(
+  conn: Connection,
+  protocol: ProtocolName,
+  decide: Decide,
+  log: DaemonLog,
+  where: string,
+  used: () => void,
+): void {
+  const { socket } = conn;
   const f = framer(protocol);
-  let pending = 0;
   let chain: Promise<void> = Promise.resolve();
   let deadline: NodeJS.Timeout | undefined;
+  let unread = 0;
   const drop = (why: string): void => {
     // One line per kind of trouble and interval: a flood of one kind cannot hide another.
     log.limited(
@@ -39,12 +103,24 @@ function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide,
   };
   const answer = (requests: Array<ClientAddress | null>): void => {
     for (const addr of requests) {
-      if (++pending > MAX_PENDING) return drop(`more than ${MAX_PENDING} requests waiting`);
+      if (++conn.pending > MAX_PENDING) return drop(`more than ${MAX_PENDING} requests waiting`);
       chain = chain.then(async () => {
         const relay = addr === null ? false : await decide(addr).catch(() => false);
-        pending--;
+        conn.pending--;
         if (socket.destroyed) return;
-        socket.write(f.answer(relay));
+        unread++;
+        socket.write(f.answer(relay), () => {
+          // Taken by the kernel (or the connection is gone): with every answer taken, read on.
+          if (--unread === 0 && conn.stalled) {
+            conn.stalled = false;
+            socket.resume();
+          }
+        });
+        // MAX_UNREAD answers not taken: read no more until they are.
+        if (unread >= MAX_UNREAD && !conn.stalled) {
+          conn.stalled = true;
+          socket.pause();
+        }
         if (f.once) socket.end();
       });
     }
@@ -63,6 +139,7 @@ function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide,
     if (requests.length > 0) {
       clearTimeout(deadline);
       deadline = undefined;
+      used();
     } else deadline ??= setTimeout(() => drop(`a request not complete within ${REQUEST_MS} ms`), REQUEST_MS);
     answer(requests);
   });
@@ -73,6 +150,41 @@ function serveConnection(socket: Socket, protocol: ProtocolName, decide: Decide,
     void chain.then(() => socket.end());
   });
   socket.on('close', () => clearTimeout(deadline));
+}
+
+/** The numeric id of `group` (a name in /etc/group, or a number). */
+function groupId(group: string): number {
+  if (/^[0-9]+$/.test(group)) return Number(group);
+  for (const line of readFileSync('/etc/group', 'latin1').split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
+  }
+  throw new Error(`there is no group ${group} in /etc/group (a group from elsewhere can be given by its number)`);
+}
+
+/**
+ * Gives a listening UNIX socket its group and mode. Until then it has the
+ * mode the umask gave it, which lets no other account connect (connecting
+ * needs write permission; poprelayd.service's UMask=0077, a shell's 022).
+ */
+function setAccess(at: { path: string; group?: string; mode?: number }): void {
+  if (at.group !== undefined) {
+    const gid = groupId(at.group);
+    try {
+      chownSync(at.path, -1, gid);
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+      throw new Error(
+        `poprelayd (uid ${process.geteuid?.() ?? '?'}) may not give its socket to group ${at.group}: it must be a member. ` +
+          `Under poprelayd.service: systemctl edit poprelayd.service, add [Service] SupplementaryGroups=${at.group} ` +
+          `and PrivateUsers=no (with PrivateUsers=yes no group but its own exists for it), then systemctl restart poprelayd`,
+        { cause: e },
+      );
+    }
+  }
+  // Without a group, every account: the MTAs run as other users (smmta, postfix, Debian-exim).
+  chmodSync(at.path, at.mode ?? (at.group === undefined ? 0o666 : 0o660));
 }
 
 /** Removes a UNIX socket left by a poprelayd that is gone (nothing answers on it). */
@@ -116,6 +228,79 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+/**
+ * Who is let in: every new connection is, and when its TCP peer holds
+ * MAX_PER_PEER, or the listener MAX_CONNECTIONS, it evicts the longest-idle
+ * connection of that peer, or of the peer that holds most. Only when every
+ * candidate is waiting for its answer is the newcomer refused.
+ */
+class Admission {
+  readonly all = new Set<Connection>();
+  private readonly byPeer = new Map<string, Set<Connection>>();
+  private clock = 0;
+
+  constructor(
+    private readonly protocol: ProtocolName,
+    private readonly where: string,
+    private readonly log: DaemonLog,
+  ) {}
+
+  /** The connection `socket` is, once let in; null when it was refused. */
+  admit(socket: Socket): Connection | null {
+    // UNIX sockets: no peer to tell apart (no SO_PEERCRED in Node), so no limit per peer.
+    const address = socket.remoteAddress;
+    const peer = address === undefined ? 'a local process' : address.replace(/^::ffff:(?=\d+\.)/, '');
+    const mine = this.byPeer.get(peer);
+    if (address !== undefined && mine !== undefined && mine.size >= MAX_PER_PEER) {
+      if (!this.evict(idlest(mine), `${peer} holds ${MAX_PER_PEER} connections: closed its longest-idle one`, 'peer'))
+        return this.refuse(socket, `${peer} holds ${MAX_PER_PEER} connections, none idle`);
+    }
+    if (this.all.size >= MAX_CONNECTIONS) {
+      const peers = [...this.byPeer.values()].sort((a, b) => b.size - a.size);
+      let victim: Connection | undefined;
+      for (const conns of peers) if ((victim = idlest(conns)) !== undefined) break;
+      if (!this.evict(victim, `${MAX_CONNECTIONS} open: closed the longest-idle one (from ${victim?.peer})`, 'full'))
+        return this.refuse(socket, `${MAX_CONNECTIONS} open, none idle`);
+    }
+    const conn = new Connection(socket, peer);
+    this.used(conn);
+    this.all.add(conn);
+    const set = mine ?? new Set<Connection>();
+    set.add(conn);
+    this.byPeer.set(peer, set);
+    socket.on('close', () => {
+      this.all.delete(conn);
+      set.delete(conn);
+      if (set.size === 0 && this.byPeer.get(peer) === set) this.byPeer.delete(peer);
+    });
+    return conn;
+  }
+
+  /** Marks `conn` as just used: the last to be evicted. */
+  used(conn: Connection): void {
+    conn.lastUse = ++this.clock;
+  }
+
+  private evict(victim: Connection | undefined, why: string, kind: string): boolean {
+    if (victim === undefined) return false;
+    this.log.limited('warning', `${this.protocol}-${kind}`, `${this.protocol} on ${this.where}: ${why} for a new one`);
+    this.all.delete(victim);
+    this.byPeer.get(victim.peer)?.delete(victim);
+    victim.socket.destroy();
+    return true;
+  }
+
+  private refuse(socket: Socket, why: string): null {
+    this.log.limited(
+      'warning',
+      `${this.protocol}-busy`,
+      `${this.protocol} on ${this.where}: refused a connection: ${why}`,
+    );
+    socket.destroy();
+    return null;
+  }
+}
+
 /** Starts serving `protocol` on `at`; resolves once it listens. */
 export async function listen(
   protocol: ProtocolName,
@@ -123,39 +308,41 @@ export async function listen(
   decide: Decide,
   log: DaemonLog,
 ): Promise<Listener> {
-  const open = new Set<Socket>();
+  const admission = new Admission(protocol, at.display, log);
   // Half-open: Exim's readsocket shuts its side down after the request and still reads the answer.
   const server = createServer({ allowHalfOpen: true }, (socket) => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
-    serveConnection(socket, protocol, decide, log, at.display);
+    const conn = admission.admit(socket);
+    if (conn !== null) serveConnection(conn, protocol, decide, log, at.display, () => admission.used(conn));
   });
-  server.maxConnections = MAX_CONNECTIONS;
-  server.on('drop', () =>
-    log.limited(
-      'warning',
-      `${protocol}-full`,
-      `${protocol} on ${at.display}: refused a connection: ${MAX_CONNECTIONS} open`,
-    ),
-  );
   try {
     if ('path' in at) await removeStaleSocket(at.path);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      if ('path' in at) server.listen(at.path, resolve);
-      else server.listen(at.port, at.host, resolve);
+      if ('path' in at) server.listen({ path: at.path, backlog: BACKLOG }, resolve);
+      else server.listen({ port: at.port, host: at.host, backlog: BACKLOG }, resolve);
     });
   } catch (e) {
     throw new Error(`${protocol} on ${at.display}: ${whyNotListening(at, e)}`, { cause: e });
   }
-  // The MTAs run as other users (smmta, postfix, Debian-exim): they must be able to connect.
-  if ('path' in at) chmodSync(at.path, 0o666);
-  log.say('info', `answering ${protocol} on ${at.display}`);
-  return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of open) s.destroy();
-      }),
-  };
+  let access = '';
+  if ('path' in at) {
+    try {
+      setAccess(at);
+    } catch (e) {
+      await closeServer(server, admission);
+      throw new Error(`${protocol} on ${at.display}: ${(e as Error).message}`, { cause: e });
+    }
+    const mode = (lstatSync(at.path).mode & 0o777).toString(8).padStart(4, '0');
+    access = at.group === undefined ? ` (mode ${mode})` : ` (group ${at.group}, mode ${mode})`;
+  }
+  log.say('info', `answering ${protocol} on ${at.display}${access}`);
+  return { close: () => closeServer(server, admission) };
+}
+
+/** Stops listening (the UNIX socket is removed) and ends every connection. */
+function closeServer(server: Server, admission: Admission): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    for (const c of admission.all) c.socket.destroy();
+  });
 }
