@@ -26,6 +26,7 @@ interface Addon {
   flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs: number): boolean;
   exchange(target: string, port: number, request: Buffer, timeoutMs: number): Buffer;
   dropPrivileges(uid: number, gid: number): void;
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
   libdbVersion: string;
 }
 
@@ -105,6 +106,15 @@ export function socketExchange(target: string, port: number, request: Buffer, ti
 export function dropPrivileges(uid: number, gid: number): void {
   try {
     addon.dropPrivileges(uid, gid);
+  } catch (e) {
+    throw withCode(e);
+  }
+}
+
+/** The process at the other end of a connected UNIX socket (SO_PEERCRED). */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  try {
+    return addon.peerCredentials(fd);
   } catch (e) {
     throw withCode(e);
   }

@@ -1,7 +1,8 @@
 // poprelayd's sockets: one server per configured protocol, each with bounds
 // that a hostile or broken client cannot push: connections at once (a new
 // one evicts the longest-idle, so that a flood of idle connections cannot
-// keep the MTA's out), connections per TCP peer, requests waiting on one
+// keep the MTA's out), connections per peer (its TCP address, or on a UNIX
+// socket its uid), requests waiting on one
 // connection, answers it leaves unread (then it is no longer read), the time
 // a request may take to arrive (a slowloris holds nothing for long), and
 // idle connections. A UNIX socket may be given to the MTA's group alone.
@@ -13,17 +14,17 @@ import { dirname } from 'node:path';
 import type { ClientAddress } from './address.js';
 import type { DaemonLog } from './daemon-log.js';
 import type { ListenEndpoint } from './endpoints.js';
+import { peerCredentials } from './bdb.js';
 import { errnoCode } from './errors.js';
 import { framer, ProtocolError, type ProtocolName } from './protocols.js';
 
 /** Connections one listener holds; at that, a new one evicts the longest-idle (of the peer that holds most). */
 export const MAX_CONNECTIONS = 256;
 /**
- * Connections one TCP peer (remote address) holds; at that, its new one
- * evicts its own longest-idle. Loopback MTAs and a local attacker share
- * 127.0.0.1: eviction, not refusal, keeps the MTA's fresh connections in.
- * UNIX sockets have no peer to tell apart (Node reads no SO_PEERCRED):
- * give them a group instead.
+ * Connections one peer (a TCP address, a UNIX socket's uid) holds; at that,
+ * its new one evicts its own longest-idle. Loopback MTAs and a local
+ * attacker share 127.0.0.1: eviction, not refusal, keeps the MTA's fresh
+ * connections in. On a UNIX socket the MTA's uid is its own.
  */
 export const MAX_PER_PEER = 128;
 /**
@@ -223,6 +224,23 @@ function whyNotListening(at: ListenEndpoint, e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * Who a connection is from, for the limit per peer: its TCP address, or on
+ * a UNIX socket the uid of the process that connected (SO_PEERCRED; Node
+ * keeps the descriptor in its handle).
+ */
+function peerOf(socket: Socket): string {
+  const address = socket.remoteAddress;
+  if (address !== undefined) return address.replace(/^::ffff:(?=\d+\.)/, '');
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  try {
+    if (fd !== undefined && fd >= 0) return `uid ${peerCredentials(fd).uid}`;
+  } catch {
+    // Gone already: it is about to close.
+  }
+  return 'a local process';
+}
+
 /** A listening socket; close() also ends the connections it has open. */
 export interface Listener {
   close(): Promise<void>;
@@ -247,11 +265,9 @@ class Admission {
 
   /** The connection `socket` is, once let in; null when it was refused. */
   admit(socket: Socket): Connection | null {
-    // UNIX sockets: no peer to tell apart (no SO_PEERCRED in Node), so no limit per peer.
-    const address = socket.remoteAddress;
-    const peer = address === undefined ? 'a local process' : address.replace(/^::ffff:(?=\d+\.)/, '');
+    const peer = peerOf(socket);
     const mine = this.byPeer.get(peer);
-    if (address !== undefined && mine !== undefined && mine.size >= MAX_PER_PEER) {
+    if (mine !== undefined && mine.size >= MAX_PER_PEER) {
       if (!this.evict(idlest(mine), `${peer} holds ${MAX_PER_PEER} connections: closed its longest-idle one`, 'peer'))
         return this.refuse(socket, `${peer} holds ${MAX_PER_PEER} connections, none idle`);
     }

@@ -23,6 +23,7 @@
 // src/native/exchange.cc
 Napi::Value Exchange(const Napi::CallbackInfo& info);
 Napi::Value DropPrivileges(const Napi::CallbackInfo& info);
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info);
 
 namespace {
 
@@ -309,6 +310,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("exchange", Napi::Function::New(env, Exchange, "exchange"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("libdbVersion", Napi::String::New(env, db_version(nullptr, nullptr, nullptr)));
   return exports;
 }
