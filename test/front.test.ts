@@ -202,6 +202,28 @@ describe('the front leaves the login in the queue for one recorder', () => {
     expect(s.flocks()).toBe(3);
   });
 
+  it("another account's timeout(1) named in dbfile.recorder does not keep a front from its recorder", async () => {
+    const s = await site();
+    const other = spawn(
+      'setpriv',
+      ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'timeout', '120', 'sleep', '120'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    try {
+      await eventually(
+        () => existsSync(`/proc/${other.pid}/comm`) && readFileSync(`/proc/${other.pid}/comm`, 'utf8') === 'timeout\n',
+      );
+      writeFileSync(`${s.map}.recorder`, `${other.pid}\n`);
+      const r = await login(s, '192.0.2.38');
+      expect(r.stderr).toContain('recorded 192.0.2.38');
+      expect(addresses(s)).toEqual(['192.0.2.38']);
+    } finally {
+      other.kill('SIGKILL');
+    }
+  });
+
   it('reads poprelay.ini again for each round: a change applies to the logins that arrive after it', async () => {
     const s = await site(`dbfile = MAP\nignore =\nlock_timeout_ms = 30000\n`);
     await login(s, '192.0.2.90'); // makes the map
