@@ -233,8 +233,9 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     updateMap(
       s,
       (db) => {
+        const at = liveTime(o.now);
         let changed = false;
-        for (const a of live) changed = applyLogin(db, a.keys, liveTime(o.now)) || changed;
+        for (const a of live) changed = applyLogin(db, a.keys, at) || changed;
         return changed;
       },
       false,

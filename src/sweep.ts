@@ -73,8 +73,10 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
   const dryRun = values['dry-run'] === true;
   const left = dryRun ? [] : admitLeftovers(cfg, now);
   const report = sweepMap(cfg.map, { now, dryRun, live });
-  if (!dryRun && cfg.engine !== null)
-    await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: liveTime(now) })), ...left], now);
+  if (!dryRun && cfg.engine !== null) {
+    const at = liveTime(now);
+    await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: at })), ...left], now);
+  }
   if (!dryRun) {
     const durationSeconds = Math.round(performance.now() - started) / 1000;
     try {
