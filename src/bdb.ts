@@ -16,10 +16,59 @@ export interface Database {
   del(key: Buffer): boolean;
   /** Up to `max` more records of a whole-database walk, packed; null at the end. `restart` begins a new walk. */
   scan(max: number, restart?: boolean): Buffer | null;
-  sync(): void;
+  /**
+   * One walk of the whole database for the sweep, in C: every key without
+   * ':' is decided as values.ts decides its value (see SweepScan); keys
+   * with ':' come back as records for the caller to pair, and the keys in
+   * `skip` not at all.
+   */
+  sweepScan(cutoff: number, now: number, skip: readonly Buffer[], list: boolean): SweepScan;
+  /**
+   * Removes, from `offset` in an entry pack, up to `max` entries whose keys
+   * are all still expired at `cutoff` (see packEntry), writing each one's
+   * fate at status[index + i] (EntryFate).
+   */
+  removeExpired(
+    pack: Buffer,
+    offset: number,
+    max: number,
+    cutoff: number,
+    status: Buffer | null,
+    index: number,
+  ): RemovedSlice;
   /** Flushes and fsyncs; throws when the data may not have reached the file. */
   close(): void;
 }
+
+/** What Database.sweepScan() found. */
+export interface SweepScan {
+  /** Entry pack of the expired keys without ':', each with its value. */
+  expired: Buffer;
+  expiredCount: number;
+  /** Keys without ':' that stay: dated at or after the cutoff. */
+  kept: number;
+  permanent: number;
+  /** Records (as scan() packs them) of every key with ':'. */
+  colon: Buffer;
+  /** Records of the kept keys dated after `now`; empty unless listed. */
+  future: Buffer;
+  futureCount: number;
+  /** A key ends with NUL (a map made with makemap -N): the walk stopped there. */
+  nulKey: boolean;
+}
+
+/** What one removeExpired() call did. */
+export interface RemovedSlice {
+  /** Where the next call goes on; the pack's length when it is done. */
+  offset: number;
+  entries: number;
+  removed: number;
+  /** Entries found no longer expired (a login since the pack was made). */
+  kept: number;
+}
+
+/** An entry's fate in removeExpired()'s status bytes (0: not reached). */
+export const EntryFate = { removed: 1, kept: 2, gone: 3 } as const;
 
 interface Addon {
   Database: new (path: string, type: DbType | 'unknown', readonly: boolean, create: boolean, mode: number) => Database;
@@ -131,5 +180,38 @@ export function* unpackRecords(batch: Buffer): Generator<[Buffer, Buffer]> {
     off += klen;
     yield [key, batch.subarray(off, off + vlen)];
     off += vlen;
+  }
+}
+
+const u32 = (n: number): Buffer => {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32LE(n);
+  return b;
+};
+
+/**
+ * One entry of a removeExpired() pack: [u32le keyCount][u32le valueLen]
+ * [value], then each key as [u32le keyLen][key]. The value is carried for
+ * the caller's listing; removal looks only at the keys.
+ */
+export function packEntry(keys: readonly Buffer[], value: Buffer): Buffer {
+  return Buffer.concat([u32(keys.length), u32(value.length), value, ...keys.flatMap((k) => [u32(k.length), k])]);
+}
+
+/** Decodes an entry pack into [keys, value] pairs. */
+export function* unpackEntries(pack: Buffer): Generator<[Buffer[], Buffer]> {
+  let off = 0;
+  while (off < pack.length) {
+    const n = pack.readUInt32LE(off);
+    const vlen = pack.readUInt32LE(off + 4);
+    const value = pack.subarray(off + 8, off + 8 + vlen);
+    off += 8 + vlen;
+    const keys: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const klen = pack.readUInt32LE(off);
+      keys.push(pack.subarray(off + 4, off + 4 + klen));
+      off += 4 + klen;
+    }
+    yield [keys, value];
   }
 }

@@ -6,12 +6,12 @@
 
 import { addressOfKey, type ClientAddress } from './address.js';
 import type { MapSettings } from './config.js';
-import { applyQueue, HOLD_TARGET_MS, letWaitersIn, lookupKeys, readRecords, updateMap } from './mapfile.js';
+import { applyQueue, lookupKeys, readRecords, updateMap, updateMapInSteps, withPublished } from './mapfile.js';
 import { PoprelayError } from './errors.js';
-import { mapError, translated } from './map-errors.js';
+import { mapError, nulKeysError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
 import { applyLogin, classifyValue, entryTime } from './values.js';
-import { unpackRecords, type Database } from './bdb.js';
+import { EntryFate, packEntry, unpackEntries, unpackRecords, type Database } from './bdb.js';
 import { unixNow } from './timefmt.js';
 
 export { ensureMap, readRecords, updateMap } from './mapfile.js';
@@ -26,10 +26,6 @@ export interface RelayEntry {
   /** The value is all digits but no possible time: swept as expired. */
   invalid?: true;
 }
-
-/** How long one sweep batch should hold the lock. */
-const BATCH_TARGET_MS = HOLD_TARGET_MS;
-const FIRST_BATCH = 2000;
 
 /** Groups records into entries: an IPv6 address's two keys become one entry. */
 function groupEntries(records: Iterable<[string, string]>): RelayEntry[] {
@@ -183,14 +179,18 @@ export function removeAddress(s: MapSettings, addr: ClientAddress): boolean {
 }
 
 export interface SweepReport {
-  /** Entries removed (or, in a dry run, that would be). */
+  /** Entries removed (or, in a dry run, that would be); empty unless `list` (the default). */
   removed: RelayEntry[];
+  /** How many entries were removed (or would be), listed or not. */
+  removedCount: number;
   kept: number;
   /** Dated entries kept because their address has a live session (each written the time of the sweep, at most the clock's). */
   refreshed: number;
   permanent: number;
-  /** Dated entries whose time is ahead of now; kept as fresh. */
+  /** Dated entries whose time is ahead of now; kept as fresh. Empty unless `list`. */
   future: RelayEntry[];
+  /** Copies of the map published: one, more only when writers waited; none in a dry run or when nothing changed. */
+  copies: number;
 }
 
 export interface SweepOptions {
@@ -198,13 +198,12 @@ export interface SweepOptions {
   dryRun?: boolean;
   /** Addresses with a live POP3/IMAP session: each counts as a login now. */
   live?: readonly ClientAddress[];
+  /** List the removed and future entries (default true); the counts are there either way. */
+  list?: boolean;
   /**
-   * Entries removed per locked update, fixed. By default the size adapts:
-   * each batch is sized from the time the last one took, aiming at
-   * BATCH_TARGET_MS under the lock. A fixed count either holds the lock too
-   * long on a big map (measured: 100,000 removals per batch on a
-   * 1,000,000-entry map made a concurrent record wait 2 s) or copies the
-   * whole file too often (250 copies of 42 MB took 15 s).
+   * Entries removed per batch, each batch one published copy, fixed (tests:
+   * many batches to kill a sweep between). By default the whole sweep is
+   * one batch, cut only when a writer waits (mapfile.ts, updateMapInSteps).
    */
   batchSize?: number;
 }
@@ -216,35 +215,34 @@ export interface SweepOptions {
  */
 export const liveTime = (now: number): number => Math.min(now, unixNow());
 
+/** Entries removed per call into the addon: short enough to look for waiters often. */
+const SWEEP_STEP = 4096;
+
 /**
- * Removes dated entries older than the timeout. The scan reads the published
- * file without a lock; removals happen in batches, each under the lock and
- * each re-checking the entry, so a login recorded meanwhile is never lost and
- * a login never waits for more than one batch.
+ * Removes dated entries older than the timeout. One walk of the published
+ * file, without a lock and in the addon, picks the expired entries (IPv6
+ * pairs and the addresses this sweep writes itself are decided here); the
+ * removals then happen in a private copy under the lock, each entry
+ * re-checked there, so a login recorded meanwhile is never lost. The copy
+ * is published once, or once per batch when writers wait, so a login never
+ * waits for more than one batch.
  */
 export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
   const cutoff = o.now - s.timeoutSeconds;
-  const report: SweepReport = { removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] };
+  const list = o.list ?? true;
   const live = o.live ?? [];
-  // Logins left queued (a writer killed mid-way, a burst that outlasted
-  // lock_timeout_ms) and live sessions go in first, in one write: nothing
-  // stays queued past a sweep, and a live session's entry is fresh.
-  if (!o.dryRun && (live.length > 0 || readQueued(s).length > 0)) {
-    updateMap(
-      s,
-      (db) => {
-        const at = liveTime(o.now);
-        let changed = false;
-        for (const a of live) changed = applyLogin(db, a.keys, at) || changed;
-        return changed;
-      },
-      false,
-    );
-  }
   const liveNow = new Set(live.map((a) => a.text));
-  const entries = readEntries(s);
+  const report: SweepReport = {
+    removed: [],
+    removedCount: 0,
+    kept: 0,
+    refreshed: 0,
+    permanent: 0,
+    future: [],
+    copies: 0,
+  };
   const expired: RelayEntry[] = [];
-  for (const e of entries) {
+  const decide = (e: RelayEntry): void => {
     if (e.time === null) report.permanent++;
     else if (liveNow.has(e.address)) {
       // Kept whatever its time or --now says: its session is live.
@@ -253,54 +251,118 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     } else if (e.time < cutoff) expired.push(e);
     else {
       report.kept++;
-      if (e.time > o.now) report.future.push(e);
+      if (e.time > o.now && list) report.future.push(e);
     }
-  }
+  };
+  // Live sessions, and logins left queued (a writer killed mid-way, a burst
+  // that outlasted lock_timeout_ms), go into the sweep's own copy first:
+  // nothing stays queued past a sweep, and a live session's entry is fresh.
+  // Their entries are decided from that copy, the others from the walk.
+  const touched = new Map(live.map((a) => [a.text, a]));
+  if (!o.dryRun) for (const q of readQueued(s)) touched.set(q.address.text, q.address);
+  const decideTouched = (db: Database): void => {
+    for (const a of touched.values()) {
+      const records: Array<[string, string]> = [];
+      for (const key of a.keys) {
+        const v = db.get(enc(key));
+        if (v !== null) records.push([key, v.toString('latin1')]);
+      }
+      groupEntries(records).forEach(decide);
+    }
+  };
+  const walk = withPublished(s, (db) => {
+    const r = db.sweepScan(
+      cutoff,
+      o.now,
+      [...touched.values()].flatMap((a) => a.keys.map(enc)),
+      list,
+    );
+    if (r.nulKey) throw nulKeysError(s.path);
+    const colon: Array<[string, string]> = [];
+    for (const [k, v] of unpackRecords(r.colon)) {
+      if (k[k.length - 1] === 0) throw nulKeysError(s.path);
+      colon.push([k.toString('latin1'), v.toString('latin1')]);
+    }
+    for (const e of groupEntries(colon)) if (!touched.has(e.address)) decide(e);
+    if (o.dryRun) decideTouched(db);
+    return r;
+  });
+  report.kept += walk.kept;
+  report.permanent += walk.permanent;
+  if (list) for (const [k, v] of unpackRecords(walk.future)) report.future.push(entryOf(k, v));
+  const listRemoved = (pack: Buffer, status: Buffer | null): void => {
+    let i = 0;
+    for (const [[k], v] of unpackEntries(pack)) {
+      if (k !== undefined && (status === null || status[i] === EntryFate.removed)) report.removed.push(entryOf(k, v));
+      i++;
+    }
+  };
   if (o.dryRun) {
-    report.removed = expired;
+    report.removedCount = walk.expiredCount + expired.length;
+    if (list) {
+      listRemoved(walk.expired, null);
+      report.removed.push(...expired);
+    }
     return report;
   }
-  let size = o.batchSize ?? FIRST_BATCH;
-  for (let i = 0; i < expired.length;) {
-    if (i > 0) letWaitersIn();
-    const batch = expired.slice(i, i + size);
-    i += batch.length;
-    const started = performance.now();
-    updateMap(
-      s,
-      (db) => {
-        let changed = false;
-        for (const e of batch) {
-          // Both keys of an IPv6 address, even if the scan saw only one; an
-          // IPv4 address (no ':') has just its own.
-          const keys = e.address.includes(':')
-            ? [...new Set([...e.keys, ...(addressOfKey(e.address)?.keys ?? [])])]
-            : e.keys;
-          const encoded = keys.map(enc);
-          const current = encoded.map((k) => db.get(k)?.toString('latin1'));
-          if (current.every((v) => v === undefined)) continue; // removed meanwhile
-          const stillExpired = current.every((v) => {
-            const c = v === undefined ? undefined : classifyValue(v);
-            return c === undefined || c.kind === 'invalid' || (c.kind === 'dated' && c.time < cutoff);
-          });
-          if (!stillExpired) {
-            report.kept++;
-            continue;
-          }
-          for (const k of encoded) db.del(k);
-          report.removed.push(e);
-          changed = true;
-        }
-        return changed;
-      },
-      false,
-    );
-    if (o.batchSize === undefined) {
-      const took = Math.max(1, performance.now() - started);
-      size = Math.min(200_000, Math.max(500, Math.round((size * BATCH_TARGET_MS) / took)));
-    }
+  if (walk.expiredCount === 0 && expired.length === 0 && touched.size === 0 && readQueued(s).length === 0)
+    return report;
+
+  // The removals: the walk's pack, then the entries decided in JS (both
+  // keys of an IPv6 address, even if the walk saw only one).
+  const packs: Buffer[] = [walk.expired];
+  const status: Buffer[] = [Buffer.alloc(walk.expiredCount)];
+  let jsEntries: RelayEntry[] = [];
+  const packDecided = (): void => {
+    jsEntries = [...expired];
+    const keysOf = (e: RelayEntry): string[] =>
+      e.address.includes(':') ? [...new Set([...e.keys, ...(addressOfKey(e.address)?.keys ?? [])])] : e.keys;
+    packs.push(Buffer.concat(jsEntries.map((e) => packEntry(keysOf(e).map(enc), enc(String(e.time))))));
+    status.push(Buffer.alloc(jsEntries.length));
+  };
+  let p = 0;
+  let offset = 0;
+  let index = 0;
+  report.copies = updateMapInSteps(s, {
+    start: (db) => {
+      const at = liveTime(o.now);
+      let changed = false;
+      for (const a of live) changed = applyLogin(db, a.keys, at) || changed;
+      decideTouched(db);
+      packDecided();
+      return changed;
+    },
+    step: (db) => {
+      const pack = packs[p];
+      if (pack === undefined) return { done: true, changed: false };
+      const r = db.removeExpired(pack, offset, o.batchSize ?? SWEEP_STEP, cutoff, status[p] ?? null, index);
+      report.removedCount += r.removed;
+      report.kept += r.kept;
+      offset = r.offset;
+      index += r.entries;
+      if (offset >= pack.length) {
+        p++;
+        offset = 0;
+        index = 0;
+      }
+      return { done: p >= packs.length, changed: r.removed > 0 };
+    },
+    ...(o.batchSize === undefined ? {} : { stepsPerBatch: 1 }),
+  });
+  if (list) {
+    listRemoved(walk.expired, status[0] ?? null);
+    jsEntries.forEach((e, i) => {
+      if (status[1]?.[i] === EntryFate.removed) report.removed.push(e);
+    });
   }
   return report;
+}
+
+/** One key's entry as groupEntries makes it, for a listing. */
+function entryOf(key: Buffer, value: Buffer): RelayEntry {
+  const [e] = groupEntries([[key.toString('latin1'), value.toString('latin1')]]);
+  if (e === undefined) throw new Error('unreachable: one record makes one entry');
+  return e;
 }
 
 /** What the shared set says of an address: a login time, permanent (null), or gone (undefined). */

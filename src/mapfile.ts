@@ -14,12 +14,15 @@
 import {
   closeSync,
   fchownSync,
+  fstatSync,
   linkSync,
   lstatSync,
+  readFileSync,
   readSync,
   renameSync,
   unlinkSync,
   writeSync,
+  type BigIntStats,
   type Stats,
 } from 'node:fs';
 import { dirname } from 'node:path';
@@ -87,7 +90,7 @@ function closeDb(db: Database): void {
 }
 
 /** Opens the published map read-only and runs `read` on it. */
-function withPublished<T>(s: MapSettings, read: (db: Database) => T): T {
+export function withPublished<T>(s: MapSettings, read: (db: Database) => T): T {
   let fd: number;
   try {
     fd = openRegular(s.path).fd;
@@ -259,12 +262,90 @@ function copyLive(s: MapSettings, live: LiveMap): number {
 }
 
 /** Applies queued logins to the copy; those older than the timeout are dropped. */
-function applyQueued(db: Database, queued: readonly QueuedLogin[], cutoff: number): boolean {
+function applyQueued(db: Database, queued: readonly QueuedLogin[], s: MapSettings): boolean {
+  const cutoff = Math.floor(Date.now() / 1000) - s.timeoutSeconds;
   let changed = false;
   for (const q of queued) {
     if (q.time >= cutoff) changed = applyLogin(db, q.address.keys, q.time) || changed;
   }
   return changed;
+}
+
+const readQueued = (s: MapSettings): QueuedLogin[] =>
+  translated(s.path, 'read the login queue of', () => readQueue(s.path).logins);
+
+/** A private copy of the live map, open for change, with the map locked and the queued logins applied. */
+interface Copy {
+  live: LiveMap;
+  fd: number;
+  db: Database;
+  /** The queued logins applied to it, cleared from the queue once it is published. */
+  queued: QueuedLogin[];
+  changed: boolean;
+}
+
+function openCopy(s: MapSettings, queued: QueuedLogin[], createIfMissing: boolean, deadline: number): Copy {
+  const live = lockLive(s, createIfMissing, deadline);
+  try {
+    const fd = translated(s.path, writingCopyOf(s.path), () => copyLive(s, live), 'io');
+    try {
+      const db = translated(s.path, 'open map', () => openDb(s, fd, false));
+      try {
+        return { live, fd, db, queued, changed: applyQueued(db, queued, s) };
+      } catch (e) {
+        closeDb(db);
+        throw mapError(e, s.path, writingCopyOf(s.path), 'io');
+      }
+    } catch (e) {
+      closeSync(fd);
+      unlinkQuietly(tmpPath(s.path));
+      throw e;
+    }
+  } catch (e) {
+    closeSync(live.fd);
+    throw e;
+  }
+}
+
+/** Gives up a copy whose change failed: the live map stays as it was. */
+function abandonCopy(s: MapSettings, c: Copy): void {
+  closeDb(c.db);
+  closeSync(c.fd);
+  unlinkQuietly(tmpPath(s.path));
+  closeSync(c.live.fd);
+}
+
+/**
+ * Closes the copy (libdb flushes and fsyncs it: one that did not reach the
+ * disk is never published) and, if `changed`, renames it over the live
+ * name; then lets go of the map and clears the applied logins from the
+ * queue. Returns whether it published.
+ */
+function publishCopy(s: MapSettings, c: Copy, changed: boolean): boolean {
+  const tmp = tmpPath(s.path);
+  let published = false;
+  try {
+    try {
+      translated(s.path, writingCopyOf(s.path), () => c.db.close(), 'io');
+    } finally {
+      closeSync(c.fd);
+    }
+    if (changed) {
+      translated(s.path, 'replace', () => renameSync(tmp, s.path));
+      published = true;
+      try {
+        syncDirectory(dirname(s.path));
+      } catch {
+        // The rename happened; only its durability is in doubt, and the next write retries it.
+      }
+    }
+  } finally {
+    if (!published) unlinkQuietly(tmp);
+    closeSync(c.live.fd);
+  }
+  // Only now, with the logins in the published map (or older than what it holds).
+  translated(s.path, 'clear applied logins from the queue of', () => removeQueued(s.path, c.queued));
+  return published;
 }
 
 /**
@@ -279,44 +360,17 @@ function commit(
   createIfMissing: boolean,
   deadline: number,
 ): number {
-  const queued = translated(s.path, 'read the login queue of', () => readQueue(s.path).logins);
+  const queued = readQueued(s);
   if (change === null && queued.length === 0) return 0;
-  const live = lockLive(s, createIfMissing, deadline);
-  const tmp = tmpPath(s.path);
-  let published = false;
+  const c = openCopy(s, queued, createIfMissing, deadline);
+  let changed = c.changed;
   try {
-    const fd = translated(s.path, writingCopyOf(s.path), () => copyLive(s, live), 'io');
-    let changed: boolean;
-    try {
-      const db = translated(s.path, 'open map', () => openDb(s, fd, false));
-      try {
-        const cutoff = Math.floor(Date.now() / 1000) - s.timeoutSeconds;
-        changed = applyQueued(db, queued, cutoff);
-        if (change !== null) changed = change(db) || changed;
-      } catch (e) {
-        closeDb(db);
-        throw mapError(e, s.path, writingCopyOf(s.path), 'io');
-      }
-      // close() flushes and fsyncs the copy; one that did not reach the disk is never published.
-      translated(s.path, writingCopyOf(s.path), () => db.close(), 'io');
-    } finally {
-      closeSync(fd);
-    }
-    if (changed) {
-      translated(s.path, 'replace', () => renameSync(tmp, s.path));
-      published = true;
-      try {
-        syncDirectory(dirname(s.path));
-      } catch {
-        // The rename happened; only its durability is in doubt, and the next write retries it.
-      }
-    }
-  } finally {
-    if (!published) unlinkQuietly(tmp);
-    closeSync(live.fd);
+    if (change !== null) changed = change(c.db) || changed;
+  } catch (e) {
+    abandonCopy(s, c);
+    throw mapError(e, s.path, writingCopyOf(s.path), 'io');
   }
-  // Only now, with the logins in the published map (or older than what it holds).
-  translated(s.path, 'clear applied logins from the queue of', () => removeQueued(s.path, queued));
+  publishCopy(s, c, changed);
   return queued.length;
 }
 
@@ -393,6 +447,110 @@ export function updateMap(s: MapSettings, change: (db: Database) => boolean, cre
   } catch {
     // Our change is published; those logins stay queued for the next writer or the sweep.
   }
+}
+
+/** Work done on the map in short steps (updateMapInSteps). */
+export interface SteppedWork {
+  /** Called once, on the first copy, after the queued logins; returns whether it changed anything. */
+  start?: (db: Database) => boolean;
+  /** Does the next short piece of the work on the current copy. */
+  step: (db: Database) => { done: boolean; changed: boolean };
+  /** Publish after this many steps whether or not anyone waits (tests: many batches). */
+  stepsPerBatch?: number;
+}
+
+/**
+ * A change too big to make while others wait (the sweep of a big map),
+ * made in one copy of the map when no one waits. `work.step` runs again
+ * and again on a private copy; after each step, once the lock has been held
+ * HOLD_TARGET_MS, the work done so far is published if another writer
+ * waits (othersWait), the lock is let go, and the work goes on in a new
+ * copy. So a writer waits for one batch at most, and the map is copied
+ * once per batch, not once per fixed share of the work. The queued logins
+ * go into every copy, those queued meanwhile too. Returns how many copies
+ * it published.
+ */
+export function updateMapInSteps(s: MapSettings, work: SteppedWork): number {
+  if (lstatSync(s.path, { throwIfNoEntry: false }) === undefined) throw mapMissingError(s.path);
+  let copies = 0;
+  let first = true;
+  for (let done = false; !done;) {
+    if (!first) letWaitersIn();
+    const deadline = Date.now() + s.lockTimeoutMs;
+    const lock = takeWriterLock(s, deadline);
+    if (lock === null) throw lockTimeoutError(s.path, s.lockTimeoutMs);
+    const heldSince = Date.now();
+    try {
+      const c = openCopy(s, readQueued(s), false, deadline);
+      let changed = c.changed;
+      try {
+        if (first && work.start !== undefined) changed = work.start(c.db) || changed;
+        first = false;
+        for (let steps = 1; ; steps++) {
+          const r = work.step(c.db);
+          changed = r.changed || changed;
+          if (r.done) {
+            done = true;
+            break;
+          }
+          if (
+            work.stepsPerBatch !== undefined
+              ? steps >= work.stepsPerBatch
+              : Date.now() - heldSince >= HOLD_TARGET_MS && othersWait(s, lock, c.live)
+          )
+            break;
+        }
+        // Logins queued while the batch ran go in with it: their recorders found the lock taken and left them to us.
+        const more = readQueued(s).filter((q) => !c.queued.some((a) => a.name === q.name));
+        changed = applyQueued(c.db, more, s) || changed;
+        c.queued.push(...more);
+      } catch (e) {
+        abandonCopy(s, c);
+        throw mapError(e, s.path, writingCopyOf(s.path), 'io');
+      }
+      if (publishCopy(s, c, changed)) copies++;
+      if (done) drainLocked(s, deadline);
+    } finally {
+      closeSync(lock);
+    }
+  }
+  try {
+    applyQueue(s); // logins queued while we held the lock
+  } catch {
+    // Our change is published; those logins stay queued for the next writer or the sweep.
+  }
+  return copies;
+}
+
+/**
+ * Whether another writer waits for this lock holder: a login in the queue
+ * (its recorder found the lock taken and left it to the holder), or a
+ * process blocked in flock() on the writers' lock file or on the map (an
+ * administrator's command, makemap, an MTA's shared lock for a lookup), as
+ * the kernel lists them in /proc/locks. Where that cannot be read, someone
+ * is taken to wait: the work then goes in batches of HOLD_TARGET_MS.
+ */
+function othersWait(s: MapSettings, lockFd: number, live: LiveMap): boolean {
+  if (readQueued(s).length > 0) return true;
+  let locks: string;
+  try {
+    locks = readFileSync('/proc/locks', 'latin1');
+  } catch {
+    return true;
+  }
+  const ours = new Set([fstatSync(lockFd, { bigint: true }), fstatSync(live.fd, { bigint: true })].map(lockId));
+  // "1: -> FLOCK  ADVISORY  WRITE 4242 fe:00:5317839 0 EOF": a request blocked behind the lock above it.
+  for (const m of locks.matchAll(/^\d+:\s+->\s+\S+\s+\S+\s+\S+\s+-?\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/gm)) {
+    if (ours.has(`${BigInt(`0x${m[1] ?? ''}`)}:${BigInt(`0x${m[2] ?? ''}`)}:${m[3] ?? ''}`)) return true;
+  }
+  return false;
+}
+
+/** A file as /proc/locks names it: the device's major and minor (as glibc splits st_dev) and the inode. */
+function lockId(st: BigIntStats): string {
+  const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
+  const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
+  return `${major}:${minor}:${st.ino}`;
 }
 
 /**

@@ -72,7 +72,7 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
   actAsMapOwner(cfg.map.path);
   const dryRun = values['dry-run'] === true;
   const left = dryRun ? [] : admitLeftovers(cfg, now);
-  const report = sweepMap(cfg.map, { now, dryRun, live });
+  const report = sweepMap(cfg.map, { now, dryRun, live, list: dryRun || values.verbose === true });
   if (!dryRun && cfg.engine !== null) {
     const at = liveTime(now);
     await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: at })), ...left], now);
@@ -84,7 +84,7 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
       recordSweep(
         cfg,
         now,
-        { at: now, removed: report.removed.length, refreshed: report.refreshed, durationSeconds },
+        { at: now, removed: report.removedCount, refreshed: report.refreshed, durationSeconds },
         { dated: report.kept, permanent: report.permanent },
       );
     } catch (e) {
@@ -111,7 +111,7 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
     const refreshed =
       report.refreshed > 0 ? `, ${dryRun ? 'would refresh' : 'refreshed'} ${report.refreshed} live` : '';
     out(
-      `${dryRun ? 'dry run, ' : ''}${cfg.map.path}: kept ${report.kept}, ${verb} ${report.removed.length}, permanent ${report.permanent}${refreshed}`,
+      `${dryRun ? 'dry run, ' : ''}${cfg.map.path}: kept ${report.kept}, ${verb} ${report.removedCount}, permanent ${report.permanent}${refreshed}`,
     );
   }
   return 0;

@@ -382,7 +382,15 @@ describe('sweeping', () => {
   it('an empty map sweeps to nothing', async () => {
     const s = settings(dir, 'empty.db');
     openDatabase(s.path, { type: 'hash', readonly: false, create: true }).close();
-    expect(sweepMap(s, { now: T })).toEqual({ removed: [], kept: 0, refreshed: 0, permanent: 0, future: [] });
+    expect(sweepMap(s, { now: T })).toEqual({
+      removed: [],
+      removedCount: 0,
+      kept: 0,
+      refreshed: 0,
+      permanent: 0,
+      future: [],
+      copies: 0,
+    });
     await expectVerified(s.path);
   });
 

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 // src/native/exchange.cc
@@ -77,6 +78,48 @@ const char* TypeName(DBTYPE t) {
   }
 }
 
+// What a map value means, as src/values.ts says: all digits and at most ten
+// of them is a time; more digits is invalid (no login wrote it); anything
+// else (OK, empty) is permanent. Kept in step with classifyValue() there.
+enum EntryKind { kDated, kInvalid, kPermanent };
+
+EntryKind Classify(const DBT& v, double* time) {
+  const uint8_t* p = static_cast<const uint8_t*>(v.data);
+  if (v.size == 0) return kPermanent;
+  double t = 0;
+  for (u_int32_t i = 0; i < v.size; i++) {
+    if (p[i] < '0' || p[i] > '9') return kPermanent;
+    t = t * 10 + (p[i] - '0');
+  }
+  if (v.size > 10) return kInvalid;
+  *time = t;
+  return kDated;
+}
+
+void PackBytes(std::vector<uint8_t>& out, const void* data, uint32_t size) {
+  const uint8_t* s = reinterpret_cast<const uint8_t*>(&size);
+  out.insert(out.end(), s, s + 4);
+  out.insert(out.end(), static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + size);
+}
+
+// As Scan() packs a record: [u32le keyLen][u32le valLen][key][value].
+void PackRecord(std::vector<uint8_t>& out, const DBT& key, const DBT& val) {
+  uint32_t sizes[2] = {key.size, val.size};
+  const uint8_t* s = reinterpret_cast<const uint8_t*>(sizes);
+  out.insert(out.end(), s, s + sizeof sizes);
+  out.insert(out.end(), static_cast<uint8_t*>(key.data), static_cast<uint8_t*>(key.data) + key.size);
+  out.insert(out.end(), static_cast<uint8_t*>(val.data), static_cast<uint8_t*>(val.data) + val.size);
+}
+
+// A one-key entry of a removeExpired() pack.
+void PackEntry(std::vector<uint8_t>& out, const DBT& key, const DBT& val) {
+  uint32_t one = 1;
+  const uint8_t* s = reinterpret_cast<const uint8_t*>(&one);
+  out.insert(out.end(), s, s + 4);
+  PackBytes(out, val.data, val.size);
+  PackBytes(out, key.data, key.size);
+}
+
 class Database : public Napi::ObjectWrap<Database> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -86,7 +129,8 @@ class Database : public Napi::ObjectWrap<Database> {
       InstanceMethod<&Database::Put>("put"),
       InstanceMethod<&Database::Del>("del"),
       InstanceMethod<&Database::Scan>("scan"),
-      InstanceMethod<&Database::Sync>("sync"),
+      InstanceMethod<&Database::SweepScan>("sweepScan"),
+      InstanceMethod<&Database::RemoveExpired>("removeExpired"),
       InstanceMethod<&Database::Close>("close"),
     });
   }
@@ -204,20 +248,206 @@ class Database : public Napi::ObjectWrap<Database> {
         break;
       }
       if (rc != 0) throw MakeError(env, "cursor get", path_, rc);
-      uint32_t sizes[2] = {key.size, val.size};
-      const uint8_t* s = reinterpret_cast<const uint8_t*>(sizes);
-      out.insert(out.end(), s, s + sizeof sizes);
-      out.insert(out.end(), static_cast<uint8_t*>(key.data), static_cast<uint8_t*>(key.data) + key.size);
-      out.insert(out.end(), static_cast<uint8_t*>(val.data), static_cast<uint8_t*>(val.data) + val.size);
+      PackRecord(out, key, val);
       n++;
     }
     if (n == 0) return env.Null();
     return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
   }
 
-  void Sync(const Napi::CallbackInfo& info) {
-    int rc = Handle(info.Env())->sync(db_, 0);
-    if (rc != 0) throw MakeError(info.Env(), "sync", path_, rc);
+  // sweepScan(cutoff, now, skip, list): one walk of the whole database
+  // deciding every key without ':' (an IPv4 address, or a key that is no
+  // address: each its own entry) as values.ts does, so that a sweep of a
+  // million entries makes no JS object per record. Keys with ':' (IPv6,
+  // whose two keys make one entry) and the keys in `skip` are left to the
+  // caller: the former come back as records, the latter not at all.
+  // Returns { expired: entry pack (see RemoveExpired) of the expired keys
+  // with their values, expiredCount, kept, permanent, colon: records of the
+  // ':' keys, future: records of kept keys dated after `now` (only with
+  // `list`; futureCount always), nulKey: a key ends with NUL (the walk
+  // stops there) }. Records are packed as Scan() packs them.
+  Napi::Value SweepScan(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double cutoff = info[0].As<Napi::Number>().DoubleValue();
+    double now = info[1].As<Napi::Number>().DoubleValue();
+    Napi::Array skipList = info[2].As<Napi::Array>();
+    bool list = info[3].ToBoolean().Value();
+    std::unordered_set<std::string> skip;
+    for (uint32_t i = 0; i < skipList.Length(); i++) {
+      DBT k = BufferDbt(skipList.Get(i), "skip key");
+      skip.emplace(static_cast<const char*>(k.data), k.size);
+    }
+    DB* db = Handle(env);
+    DBC* c = nullptr;
+    int rc = db->cursor(db, nullptr, &c, 0);
+    if (rc != 0) throw MakeError(env, "cursor", path_, rc);
+    std::vector<uint8_t> expired, colon, future;
+    double expiredCount = 0, kept = 0, permanent = 0, futureCount = 0;
+    bool nulKey = false;
+    for (;;) {
+      DBT key = EmptyDbt();
+      DBT val = EmptyDbt();
+      rc = c->get(c, &key, &val, DB_NEXT);
+      if (rc == DB_NOTFOUND) break;
+      if (rc != 0) {
+        c->close(c);
+        throw MakeError(env, "cursor get", path_, rc);
+      }
+      const uint8_t* k = static_cast<const uint8_t*>(key.data);
+      if (key.size > 0 && k[key.size - 1] == 0) {
+        nulKey = true;
+        break;
+      }
+      if (std::memchr(k, ':', key.size) != nullptr) {
+        PackRecord(colon, key, val);
+        continue;
+      }
+      if (!skip.empty() && skip.count(std::string(reinterpret_cast<const char*>(k), key.size)) > 0) continue;
+      double t;
+      switch (Classify(val, &t)) {
+        case kPermanent:
+          permanent++;
+          break;
+        case kInvalid:
+          PackEntry(expired, key, val);
+          expiredCount++;
+          break;
+        case kDated:
+          if (t < cutoff) {
+            PackEntry(expired, key, val);
+            expiredCount++;
+          } else {
+            kept++;
+            if (t > now) {
+              futureCount++;
+              if (list) PackRecord(future, key, val);
+            }
+          }
+          break;
+      }
+    }
+    c->close(c);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("expired", Napi::Buffer<uint8_t>::Copy(env, expired.data(), expired.size()));
+    out.Set("expiredCount", Napi::Number::New(env, expiredCount));
+    out.Set("kept", Napi::Number::New(env, kept));
+    out.Set("permanent", Napi::Number::New(env, permanent));
+    out.Set("colon", Napi::Buffer<uint8_t>::Copy(env, colon.data(), colon.size()));
+    out.Set("future", Napi::Buffer<uint8_t>::Copy(env, future.data(), future.size()));
+    out.Set("futureCount", Napi::Number::New(env, futureCount));
+    out.Set("nulKey", Napi::Boolean::New(env, nulKey));
+    return out;
+  }
+
+  // removeExpired(pack, offset, max, cutoff, status, index): removes, of
+  // the entries packed from byte `offset` on (at most `max` of them), each
+  // whose keys are all still expired (absent, invalid, or dated before
+  // `cutoff`) and not all absent: a login applied since the pack was made
+  // keeps its entry. An entry is [u32le keyCount][u32le valueLen][value]
+  // then keyCount times [u32le keyLen][key]; the value is the caller's
+  // (what it lists) and not looked at here. Writes each entry's fate at
+  // status[index + i] (1 removed, 2 kept, 3 already gone) when status is
+  // a Buffer. Returns { offset: where the next call goes on (pack.length
+  // when done), entries, removed, kept }.
+  Napi::Value RemoveExpired(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBuffer()) throw Napi::TypeError::New(env, "pack must be a Buffer");
+    Napi::Buffer<uint8_t> packBuf = info[0].As<Napi::Buffer<uint8_t>>();
+    const uint8_t* pack = packBuf.Data();
+    size_t len = packBuf.Length();
+    size_t off = static_cast<size_t>(info[1].As<Napi::Number>().DoubleValue());
+    uint32_t max = info[2].As<Napi::Number>().Uint32Value();
+    double cutoff = info[3].As<Napi::Number>().DoubleValue();
+    uint8_t* status = nullptr;
+    size_t statusLen = 0;
+    if (info[4].IsBuffer()) {
+      status = info[4].As<Napi::Buffer<uint8_t>>().Data();
+      statusLen = info[4].As<Napi::Buffer<uint8_t>>().Length();
+    }
+    size_t index = static_cast<size_t>(info[5].As<Napi::Number>().DoubleValue());
+    DB* db = Handle(env);
+    DBC* c = nullptr;
+    int rc = db->cursor(db, nullptr, &c, 0);
+    if (rc != 0) throw MakeError(env, "cursor", path_, rc);
+    auto fail = [&](const char* op, int err) {
+      c->close(c);
+      return MakeError(env, op, path_, err);
+    };
+    auto u32 = [&](size_t at) {
+      if (at + 4 > len) {
+        c->close(c);
+        throw Napi::RangeError::New(env, "removeExpired: malformed pack");
+      }
+      uint32_t v;
+      std::memcpy(&v, pack + at, 4);
+      return v;
+    };
+    uint32_t entries = 0;
+    double removed = 0, kept = 0;
+    std::vector<DBT> keys;
+    while (off < len && entries < max) {
+      uint32_t nkeys = u32(off);
+      uint32_t vlen = u32(off + 4);
+      size_t at = off + 8 + vlen;
+      keys.clear();
+      for (uint32_t i = 0; i < nkeys; i++) {
+        uint32_t klen = u32(at);
+        if (at + 4 + klen > len) {
+          c->close(c);
+          throw Napi::RangeError::New(env, "removeExpired: malformed pack");
+        }
+        DBT k = EmptyDbt();
+        k.data = const_cast<uint8_t*>(pack + at + 4);
+        k.size = klen;
+        keys.push_back(k);
+        at += 4 + klen;
+      }
+      off = at;
+      // Looked up first, all of them: an entry goes only when every key may.
+      bool found = false, still = true;
+      for (DBT& k : keys) {
+        DBT key = k;
+        DBT val = EmptyDbt();
+        rc = c->get(c, &key, &val, DB_SET);
+        if (rc == DB_NOTFOUND || rc == DB_KEYEMPTY) continue;
+        if (rc != 0) throw fail("cursor get", rc);
+        found = true;
+        double t;
+        EntryKind kind = Classify(val, &t);
+        if (kind == kPermanent || (kind == kDated && t >= cutoff)) still = false;
+      }
+      uint8_t fate;
+      if (!found) {
+        fate = 3;
+      } else if (!still) {
+        fate = 2;
+        kept++;
+      } else {
+        // One key: the cursor is still on it. Otherwise each key again.
+        for (DBT& k : keys) {
+          if (keys.size() > 1) {
+            DBT key = k;
+            DBT val = EmptyDbt();
+            rc = c->get(c, &key, &val, DB_SET);
+            if (rc == DB_NOTFOUND || rc == DB_KEYEMPTY) continue;
+            if (rc != 0) throw fail("cursor get", rc);
+          }
+          rc = c->del(c, 0);
+          if (rc != 0) throw fail("cursor del", rc);
+        }
+        fate = 1;
+        removed++;
+      }
+      if (status != nullptr && index + entries < statusLen) status[index + entries] = fate;
+      entries++;
+    }
+    c->close(c);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("offset", Napi::Number::New(env, static_cast<double>(off)));
+    out.Set("entries", Napi::Number::New(env, entries));
+    out.Set("removed", Napi::Number::New(env, removed));
+    out.Set("kept", Napi::Number::New(env, kept));
+    return out;
   }
 
   // close() flushes dirty pages and fsyncs; a failure here means the file
