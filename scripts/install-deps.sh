@@ -26,7 +26,9 @@
 #                tests run Dovecot 2.4 chrooted, since Debian 12 ships only
 #                2.3, and which test/system.test.ts boots with systemd as
 #                PID 1 (test/support/systemd.ts): the tree also holds systemd,
-#                dbus, nodejs, libdb, db5.3-util and redis-server, and its apt
+#                dbus, nodejs, libdb, db5.3-util, redis-server and
+#                valkey-server (the engine tests run on Valkey too: Debian 13
+#                is the first to ship it), and its apt
 #                cache holds sendmail, Postfix and Exim (they conflict with
 #                one another: the test installs each in turn with apt, in a
 #                booted system that has no network). An existing tree is
@@ -124,7 +126,7 @@ ensure_trixie() {
 # (/var/cache/apt/archives), with their dependencies: the MTAs, which
 # exclude one another.
 # shellcheck disable=SC2034 # read through namerefs in boot_ready and ensure_boot
-trixie_installed=(systemd systemd-sysv dbus nodejs libdb5.3t64 db5.3-util redis-server)
+trixie_installed=(systemd systemd-sysv dbus nodejs libdb5.3t64 db5.3-util redis-server valkey-server)
 # shellcheck disable=SC2034
 trixie_cached=(sendmail postfix exim4-daemon-light)
 bookworm_installed=(systemd systemd-sysv dbus dovecot-core dovecot-pop3d dovecot-imapd libdb5.3 db5.3-util redis-server

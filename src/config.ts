@@ -98,6 +98,15 @@ function parseMode(v: string): number | undefined {
   return mode;
 }
 
+/** A PEM file for TLS to the engine: "none", or an absolute path (messages name the file, never show what it holds). */
+function tlsFileKey(what: string) {
+  return {
+    default: 'none',
+    allowed: `"none", or the absolute path of ${what}`,
+    parse: (v: string) => (v === 'none' ? v : absolutePath()(v)),
+  };
+}
+
 /** An absolute path ending in `suffix`, with no NUL or newline (it goes into messages and argv). */
 function absolutePath(suffix = '') {
   return (v: string): string | undefined => (isAbsolute(v) && v.endsWith(suffix) && !/[\0\n]/.test(v) ? v : undefined);
@@ -224,6 +233,9 @@ const KEYS = {
     allowed: 'a whole number of milliseconds from 10 to 10000',
     parse: wholeNumber(10, 10000),
   },
+  engine_ca_file: tlsFileKey("the CA certificate(s) that signed the engine's (PEM)"),
+  engine_cert_file: tlsFileKey("this host's client certificate for the engine (PEM)"),
+  engine_key_file: tlsFileKey('the key of engine_cert_file (PEM)'),
   policy_listen: listenKey('Postfix policy delegation'),
   socketmap_listen: listenKey('the socketmap protocol (sendmail, Postfix)'),
   readsocket_listen: listenKey("Exim's readsocket"),
@@ -348,6 +360,7 @@ export function parseConfig(text: string, source: string | null): Config {
   if (p.engine === 'none' && served.length > 0) {
     throw configError(where, `key "${served[0]}" needs engine: poprelayd answers from the shared relay set`);
   }
+  const engine = p.engine === 'none' ? null : withTlsFiles(where, p.engine, p);
   return {
     source,
     map: {
@@ -365,13 +378,38 @@ export function parseConfig(text: string, source: string | null): Config {
     dovecotAnvil: p.dovecot_anvil,
     doveadm: p.doveadm,
     metricsFile: p.metrics_file === 'none' ? null : p.metrics_file,
-    engine: p.engine === 'none' ? null : p.engine,
+    engine,
     engineTimeoutMs: p.engine_timeout_ms,
     policyListen: p.policy_listen === 'none' ? null : p.policy_listen,
     socketmapListen: p.socketmap_listen === 'none' ? null : p.socketmap_listen,
     readsocketListen: p.readsocket_listen === 'none' ? null : p.readsocket_listen,
     mirror: p.mirror,
   };
+}
+
+/**
+ * The engine with the TLS files poprelay.ini names: they apply to rediss://
+ * and rediss+sentinel:// alone, and a client certificate comes with its key.
+ */
+function withTlsFiles(
+  where: string,
+  engine: EngineEndpoint,
+  p: Pick<Parsed, 'engine_ca_file' | 'engine_cert_file' | 'engine_key_file'>,
+): EngineEndpoint {
+  const given = (['engine_ca_file', 'engine_cert_file', 'engine_key_file'] as const).filter((k) => p[k] !== 'none');
+  if (given.length === 0) return engine;
+  if (engine.tls === undefined) {
+    throw configError(
+      where,
+      `key "${given[0]}" is for TLS to the engine: write engine as rediss:// (or rediss+sentinel://), or remove it`,
+    );
+  }
+  if ((p.engine_cert_file === 'none') !== (p.engine_key_file === 'none')) {
+    throw configError(where, 'keys "engine_cert_file" and "engine_key_file" go together: set both, or neither');
+  }
+  const file = (v: string): string | undefined => (v === 'none' ? undefined : v);
+  const tls = { caFile: file(p.engine_ca_file), certFile: file(p.engine_cert_file), keyFile: file(p.engine_key_file) };
+  return { ...engine, tls: Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) };
 }
 
 /**

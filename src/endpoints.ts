@@ -1,14 +1,41 @@
 // Where poprelay talks to the shared engine and where poprelayd listens:
 // the text forms of poprelay.ini (engine, *_listen) and what they mean.
 
-/** A RESP server (Valkey, Redis): over TCP or a UNIX socket, with an optional ACL user and password, and a database. */
-export type EngineEndpoint = ({ host: string; port: number } | { path: string }) & {
+/** One engine node or Sentinel over TCP. */
+export interface EngineNode {
+  host: string;
+  port: number;
+}
+
+/**
+ * TLS to the engine (rediss://, rediss+sentinel://): the files poprelay.ini
+ * names (engine_ca_file, engine_cert_file, engine_key_file), read when a
+ * connection is made; without a CA, the system's.
+ */
+export interface EngineTls {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/**
+ * A RESP server (Valkey, Redis): over TCP (TLS or not) or a UNIX socket, or
+ * the primary that Sentinels name for a service; with an optional ACL user
+ * and password (sent to the Sentinels too where they ask for one), and a
+ * database.
+ */
+export type EngineEndpoint = (EngineNode | { path: string } | { sentinels: EngineNode[]; service: string }) & {
   db: number;
   username?: string;
   password?: string;
+  tls?: EngineTls;
   /** The URL without its user name and password, for messages (and all that messages show of it). */
   display: string;
 };
+
+/** The engine is found through Sentinels. */
+export const viaSentinel = (e: EngineEndpoint): e is EngineEndpoint & { sentinels: EngineNode[]; service: string } =>
+  'sentinels' in e;
 
 /**
  * Where a listener of poprelayd binds. A UNIX socket may name the group it
@@ -73,10 +100,18 @@ function database(text: string): number | undefined {
 /** HOST[:PORT][/DB], after redis://USERINFO@. */
 function tcpPart(text: string): { host: string; shown: string; port: number; db: number } | { problem: string } {
   const slash = text.indexOf('/');
-  const hostPort = slash < 0 ? text : text.slice(0, slash);
   const dbText = slash < 0 ? '' : text.slice(slash + 1);
   const db = dbText === '' ? 0 : database(dbText);
   if (db === undefined) return { problem: `the database after "/" must be ${DB_RANGE}` };
+  const where = hostAndPort(slash < 0 ? text : text.slice(0, slash), 6379);
+  return 'problem' in where ? where : { ...where, db };
+}
+
+/** HOST[:PORT], the host a name, an IPv4 address or an IPv6 address in brackets. */
+function hostAndPort(
+  hostPort: string,
+  defaultPort: number,
+): { host: string; shown: string; port: number } | { problem: string } {
   let shown: string;
   let portText: string | undefined;
   if (hostPort.startsWith('[')) {
@@ -95,30 +130,73 @@ function tcpPart(text: string): { host: string; shown: string; port: number; db:
   }
   if (shown === '') return { problem: 'there is no host' };
   if (!HOST.test(shown)) return { problem: 'the host must be a name, an IPv4 address, or an IPv6 address in brackets' };
-  const p = port(portText, 6379);
+  const p = port(portText, defaultPort);
   if (p === undefined) return { problem: 'the port must be a number from 1 to 65535' };
-  return { host: shown.startsWith('[') ? shown.slice(1, -1) : shown, shown, port: p, db };
+  return { host: shown.startsWith('[') ? shown.slice(1, -1) : shown, shown, port: p };
+}
+
+/** The name Sentinels know the primary by (sentinel monitor NAME ...). */
+const SERVICE = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB], after redis+sentinel://USERINFO@. */
+function sentinelPart(
+  text: string,
+): { sentinels: EngineNode[]; shown: string; service: string; db: number } | { problem: string } {
+  const [list = '', service = '', dbText, ...more] = text.split('/');
+  if (dbText === undefined && service === '')
+    return { problem: 'after the Sentinels comes /SERVICE, the name they monitor the primary by' };
+  if (!SERVICE.test(service) || more.length > 0)
+    return { problem: 'the service after the Sentinels must be a name of letters, digits, ".", "_" and "-"' };
+  const db = dbText === undefined || dbText === '' ? 0 : database(dbText);
+  if (db === undefined) return { problem: `the database after the service must be ${DB_RANGE}` };
+  const sentinels: EngineNode[] = [];
+  const shown: string[] = [];
+  for (const item of list.split(',')) {
+    const where = hostAndPort(item, 26379);
+    if ('problem' in where) return { problem: `a Sentinel: ${where.problem}` };
+    sentinels.push({ host: where.host, port: where.port });
+    shown.push(`${where.shown}:${where.port}`);
+  }
+  return { sentinels, shown: shown.join(','), service, db };
+}
+
+/** The userinfo before the last "@" of what follows the scheme, and the rest. */
+function splitUserinfo(
+  rest: string,
+): { auth: Pick<EngineEndpoint, 'username' | 'password'>; after: string } | { problem: string } {
+  // The userinfo ends at the last "@": an unescaped "@" or "/" in the
+  // password then lands in the userinfo, where it is refused, rather than
+  // in the host or the database, which messages show.
+  const at = rest.lastIndexOf('@');
+  const auth = at < 0 ? {} : userinfo(rest.slice(0, at));
+  return 'problem' in auth ? auth : { auth, after: rest.slice(at + 1) };
 }
 
 /**
- * redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or unix:/PATH[?db=N] and
- * unix://[[USER]:PASSWORD@]/PATH[?db=N]; percent-escapes in USER and
- * PASSWORD are decoded. A problem names the part that is wrong and never
- * quotes the text: it may hold the password.
+ * redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// with TLS),
+ * redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]
+ * (rediss+sentinel:// with TLS to the Sentinels and the engine), or
+ * unix:/PATH[?db=N] and unix://[[USER]:PASSWORD@]/PATH[?db=N];
+ * percent-escapes in USER and PASSWORD are decoded. A problem names the
+ * part that is wrong and never quotes the text: it may hold the password.
  */
 export function readEngine(text: string): EngineEndpoint | { problem: string } {
-  if (text.startsWith('redis://')) {
-    const rest = text.slice('redis://'.length);
-    // The userinfo ends at the last "@": an unescaped "@" or "/" in the
-    // password then lands in the userinfo, where it is refused, rather than
-    // in the host or the database, which messages show.
-    const at = rest.lastIndexOf('@');
-    const auth = at < 0 ? {} : userinfo(rest.slice(0, at));
-    if ('problem' in auth) return auth;
-    const where = tcpPart(rest.slice(at + 1));
+  const scheme = /^(rediss?)(\+sentinel)?:\/\//.exec(text);
+  if (scheme !== null) {
+    const [prefix, name = '', sentinel] = scheme;
+    const split = splitUserinfo(text.slice(prefix.length));
+    if ('problem' in split) return split;
+    const tls = name === 'rediss' ? { tls: {} } : {};
+    if (sentinel !== undefined) {
+      const where = sentinelPart(split.after);
+      if ('problem' in where) return where;
+      const { sentinels, shown, service, db } = where;
+      return { sentinels, service, db, ...split.auth, ...tls, display: `${name}+sentinel://${shown}/${service}/${db}` };
+    }
+    const where = tcpPart(split.after);
     if ('problem' in where) return where;
     const { host, shown, port: p, db } = where;
-    return { host, port: p, db, ...auth, display: `redis://${shown}:${p}/${db}` };
+    return { host, port: p, db, ...split.auth, ...tls, display: `${name}://${shown}:${p}/${db}` };
   }
   if (text.startsWith('unix:')) {
     let rest = text.slice('unix:'.length);
@@ -145,7 +223,7 @@ export function readEngine(text: string): EngineEndpoint | { problem: string } {
     }
     return { path, db, ...auth, display: `unix:${path}?db=${db}` };
   }
-  return { problem: 'it must begin with redis:// or unix: (TLS, rediss://, is not supported)' };
+  return { problem: 'it must begin with redis://, rediss:// (TLS), redis+sentinel://, rediss+sentinel:// or unix:' };
 }
 
 /** readEngine, undefined when malformed. */
@@ -168,7 +246,8 @@ export function maskEngine(text: string): string {
   if (!scheme.endsWith('//')) return text;
   const end = rest.search(/[/?]/);
   const authority = end < 0 ? rest : rest.slice(0, end);
-  const plain = authority === '' || /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]*\])(?::[0-9]*)?$/.test(authority);
+  const node = '(?:[A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]*\\])(?::[0-9]*)?';
+  const plain = authority === '' || new RegExp(`^${node}(?:,${node})*$`).test(authority);
   return plain ? text : `${scheme}***`;
 }
 

@@ -2,13 +2,50 @@
 // when engine is set) use node-redis, which reconnects and resubscribes by
 // itself; the hook uses resp.ts. What keys and values mean is relayset.ts's.
 
+import { readFileSync } from 'node:fs';
+
 import { createClient } from '@redis/client';
 
 import type { ClientAddress } from './address.js';
-import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
+import { viaSentinel, withoutSecrets, type EngineEndpoint, type EngineNode } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { addressOfEngineKey, engineKey, KEY_PATTERN } from './relayset.js';
+import { connectToPrimary, SentinelClient } from './sentinel-client.js';
 import { entryTime } from './values.js';
+
+/**
+ * What poprelayd and poprelay's commands ask of the engine: a node-redis
+ * client, or through Sentinel one that follows the primary.
+ */
+export interface EngineClient {
+  readonly isReady: boolean;
+  get(key: string): Promise<string | null>;
+  pExpireTime(key: string): Promise<number>;
+  mGet(keys: string[]): Promise<Array<string | null>>;
+  set(key: string, value: string): Promise<unknown>;
+  del(keys: string | string[]): Promise<number>;
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  configGet(name: string): Promise<Record<string, string>>;
+  configSet(name: string, value: string): Promise<unknown>;
+  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string[]>;
+  pSubscribe(pattern: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  on(event: 'ready', listener: () => void): unknown;
+  close(): Promise<unknown>;
+  destroy(): void;
+}
+
+/** node:tls options for rediss://: the administrator's CA, client certificate and key; host names checked. */
+export function tlsOptions(e: EngineEndpoint, host: string) {
+  const t = e.tls ?? {};
+  const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f));
+  return {
+    tls: true as const,
+    ...(/^[0-9.]+$/.test(host) || host.includes(':') ? {} : { servername: host }),
+    ...(t.caFile !== undefined ? { ca: read(t.caFile) } : {}),
+    ...(t.certFile !== undefined ? { cert: read(t.certFile), key: read(t.keyFile) } : {}),
+    rejectUnauthorized: true,
+  };
+}
 
 /** An entry of the shared set: a login time, or permanent. */
 export interface SharedEntry {
@@ -16,9 +53,16 @@ export interface SharedEntry {
   time: number | null;
 }
 
-function clientOptions(e: EngineEndpoint, reconnect: boolean) {
+function clientOptions(e: EngineEndpoint, at: EngineNode | { path: string }, reconnect: boolean) {
   const socket =
-    'path' in e ? { path: e.path, connectTimeout: 2000 } : { host: e.host, port: e.port, connectTimeout: 2000 };
+    'path' in at
+      ? { path: at.path, connectTimeout: 2000 }
+      : {
+          host: at.host,
+          port: at.port,
+          connectTimeout: 2000,
+          ...(e.tls !== undefined ? tlsOptions(e, at.host) : {}),
+        };
   return {
     socket: {
       ...socket,
@@ -38,42 +82,69 @@ function clientOptions(e: EngineEndpoint, reconnect: boolean) {
   };
 }
 
-const newClient = (e: EngineEndpoint, reconnect: boolean) => createClient(clientOptions(e, reconnect));
+/** A node-redis client of one node (or socket); it reconnects to that one alone. */
+export const nodeClient = (e: EngineEndpoint, at: EngineNode | { path: string }, reconnect: boolean) =>
+  createClient(clientOptions(e, at, reconnect));
 
-export type EngineClient = ReturnType<typeof newClient>;
+export type NodeClient = ReturnType<typeof nodeClient>;
+
+/** The node-redis client as an EngineClient: the same calls, answers as poprelay reads them. */
+export function asEngineClient(c: NodeClient): EngineClient {
+  return {
+    get isReady() {
+      return c.isReady;
+    },
+    get: (key) => c.get(key),
+    pExpireTime: (key) => c.pExpireTime(key),
+    mGet: (keys) => c.mGet(keys),
+    set: (key, value) => c.set(key, value),
+    del: (keys) => c.del(keys),
+    eval: (script, options) => c.eval(script, options),
+    configGet: (name) => c.configGet(name),
+    configSet: (name, value) => c.configSet(name, value),
+    scanIterator: (options) => c.scanIterator(options),
+    pSubscribe: (pattern, listener) => c.pSubscribe(pattern, listener),
+    on: (event, listener) => c.on(event, listener),
+    close: () => c.close(),
+    destroy: () => c.destroy(),
+  };
+}
 
 /**
  * A client that connects in the background and keeps reconnecting; `said`
  * hears each change (ready, lost) and each error, once per kind in a row.
  */
 export function keepConnected(e: EngineEndpoint, said: (line: string) => void): EngineClient {
-  const client = newClient(e, true);
   let last = '';
   const say = (line: string): void => {
     if (line !== last) said(line);
     last = line;
   };
+  if (viaSentinel(e)) return new SentinelClient(e, say);
+  const client = nodeClient(e, e, true);
   client.on('ready', () => say(`engine ${e.display}: connected`));
   client.on('error', (err: Error) => say(`engine ${e.display}: ${withoutSecrets(e, err.message || err.name)}`));
   client.connect().catch(() => undefined); // errors arrive as 'error' events; it goes on trying
-  return client;
+  return asEngineClient(client);
 }
 
 /** A client for one command of poprelay's: connected now, or ERR_ENGINE. */
 export async function connectOnce(e: EngineEndpoint): Promise<EngineClient> {
-  const client = newClient(e, false);
   let failure: Error | undefined;
-  client.on('error', (err: Error) => (failure = err));
   try {
+    if (viaSentinel(e)) return asEngineClient(await connectToPrimary(e));
+    const client = nodeClient(e, e, false);
+    client.on('error', (err: Error) => (failure = err));
     await client.connect();
+    return asEngineClient(client);
   } catch (err) {
+    if (err instanceof PoprelayError) throw err;
     const why = (failure ?? (err as Error)).message || (err as Error).name;
     throw new PoprelayError(
       'ERR_ENGINE',
       `engine ${e.display}: ${withoutSecrets(e, why)}. Check engine in poprelay.ini and that the engine runs.`,
     );
   }
-  return client;
 }
 
 /** What the engine holds for an address, and until when (ms since the epoch; null: no expiry). */

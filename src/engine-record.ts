@@ -16,6 +16,7 @@ import { PoprelayError } from './errors.js';
 import { recordCommand, type EngineOutcome } from './relayset.js';
 import { EngineError, respCall, RespError } from './resp.js';
 import { openRegular } from './safefs.js';
+import { parseNode, type PrimaryMemory } from './sentinel.js';
 
 export const ENGINE_PAUSE_SECONDS = 30;
 
@@ -23,6 +24,46 @@ export const engineDownFile = (dbfile: string): string => `${dbfile}.engine-down
 export const engineMissedFile = (dbfile: string): string => `${dbfile}.engine-missed`;
 /** The engine's run_id when this host last sent it every entry. */
 export const engineRunFile = (dbfile: string): string => `${dbfile}.engine-run`;
+/** Through Sentinel, the primary last found ("host port"): asked first, so that a login costs no question to them. */
+export const enginePrimaryFile = (dbfile: string): string => `${dbfile}.engine-primary`;
+
+function readSmall(path: string): string | null {
+  try {
+    const { fd } = openRegular(path);
+    try {
+      return readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+}
+
+function writeSmall(path: string, text: string): void {
+  const { fd } = openRegular(path, C.O_WRONLY | C.O_CREAT);
+  try {
+    ftruncateSync(fd, 0);
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The primary this host's clients last found, in the file beside the map. */
+export function primaryMemory(dbfile: string): PrimaryMemory {
+  const path = enginePrimaryFile(dbfile);
+  return {
+    recall: () => parseNode(readSmall(path) ?? ''),
+    keep: (node) => {
+      try {
+        writeSmall(path, `${node.host} ${node.port}\n`);
+      } catch {
+        // The next client asks the Sentinels again: slower, not wrong.
+      }
+    },
+  };
+}
 
 /** When the engine last failed a hook, if within the pause; else null. */
 export function enginePausedSince(dbfile: string, now: number): number | null {
@@ -72,6 +113,7 @@ export function recordInEngine(
       engine,
       logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, cfg.refreshSeconds)),
       cfg.engineTimeoutMs,
+      primaryMemory(cfg.map.path),
     );
     return replies.map((reply) => {
       if (reply instanceof RespError)
@@ -108,6 +150,7 @@ export function syncToEngine(
       engine,
       logins.slice(i, i + SYNC_BATCH).map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
       Math.max(cfg.engineTimeoutMs, 10_000),
+      primaryMemory(cfg.map.path),
     );
     const refused = replies.find((r): r is RespError => r instanceof RespError);
     if (refused !== undefined)
@@ -121,31 +164,21 @@ export function syncToEngine(
  * host recorded. null when the engine does not say.
  */
 export function engineRunId(cfg: Config, engine: EngineEndpoint): string | null {
-  const [info] = respCall(engine, [['INFO', 'server']], Math.max(cfg.engineTimeoutMs, 10_000));
+  const [info] = respCall(
+    engine,
+    [['INFO', 'server']],
+    Math.max(cfg.engineTimeoutMs, 10_000),
+    primaryMemory(cfg.map.path),
+  );
   if (typeof info !== 'string') return null;
   return /^run_id:([0-9a-f]+)\r?$/m.exec(info)?.[1] ?? null;
 }
 
 /** The run_id this host last seeded; null when none is recorded. */
 export function seededRunId(dbfile: string): string | null {
-  try {
-    const { fd } = openRegular(engineRunFile(dbfile));
-    try {
-      return readFileSync(fd, 'utf8').trim() || null;
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return null;
-  }
+  return readSmall(engineRunFile(dbfile))?.trim() || null;
 }
 
 export function recordSeeded(dbfile: string, runId: string): void {
-  const { fd } = openRegular(engineRunFile(dbfile), C.O_WRONLY | C.O_CREAT);
-  try {
-    ftruncateSync(fd, 0);
-    writeSync(fd, `${runId}\n`);
-  } finally {
-    closeSync(fd);
-  }
+  writeSmall(engineRunFile(dbfile), `${runId}\n`);
 }

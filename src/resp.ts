@@ -3,11 +3,14 @@
 // six), and even node:net a tenth of one, so the exchange itself is the
 // addon's (native/exchange.cc) and only the protocol is here. Everything,
 // connecting included, within one deadline; the long-lived poprelayd uses
-// node-redis.
+// node-redis. TLS (tls-exchange.ts) and Sentinel (sentinel.ts) keep the
+// same one call.
 
-import { socketExchange, type NativeError } from './bdb.js';
-import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
+import { socketExchange } from './bdb.js';
+import { viaSentinel, withoutSecrets, type EngineEndpoint, type EngineNode } from './endpoints.js';
 import { PoprelayError } from './errors.js';
+import { primaryCall, type PrimaryMemory } from './sentinel.js';
+import { tlsExchange } from './tls-exchange.js';
 
 export type RespValue = string | number | null | RespValue[] | RespError;
 
@@ -81,55 +84,109 @@ export function parseReply(buf: Buffer, at = 0): { value: RespValue; next: numbe
   }
 }
 
-/** The commands that log in and pick the database, before the caller's. */
-function preamble(e: EngineEndpoint): string[][] {
+/** The commands that log in and pick the database, before the caller's (a Sentinel has no database). */
+function preamble(e: EngineEndpoint, sentinel: boolean): string[][] {
   const out: string[][] = [];
   if (e.password !== undefined)
     out.push(e.username === undefined ? ['AUTH', e.password] : ['AUTH', e.username, e.password]);
-  if (e.db !== 0) out.push(['SELECT', String(e.db)]);
+  if (e.db !== 0 && !sentinel) out.push(['SELECT', String(e.db)]);
   return out;
 }
 
-/**
- * Sends `commands` (and QUIT, so that the engine closes when it has
- * answered) in one write and returns their replies, in order; throws an
- * EngineError when the engine cannot be reached, refuses the login or the
- * database, or the whole exchange takes more than `timeoutMs`. Blocking:
- * for the short-lived hook, the sweep and doctor.
- */
-export function respCall(e: EngineEndpoint, commands: readonly string[][], timeoutMs: number): RespValue[] {
-  const pre = preamble(e);
-  const all = [...pre, ...commands, ['QUIT']];
-  let answer: Buffer;
+/** Where one exchange goes: an engine node or a Sentinel over TCP, or a UNIX socket. */
+export type RespTarget = EngineNode | { path: string };
+
+/** What a target is called in messages: the endpoint's own name, or the node a Sentinel named. */
+const nameOf = (e: EngineEndpoint, at: RespTarget): string =>
+  'path' in at || !viaSentinel(e) ? e.display : `${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}`;
+
+/** One request and the whole answer (the request ends with QUIT), natively or, for TLS, in a worker. */
+function exchange(e: EngineEndpoint, at: RespTarget, request: Buffer, timeoutMs: number): Buffer {
+  const name = nameOf(e, at);
   try {
-    const [target, port] = 'path' in e ? [e.path, 0] : [e.host, e.port];
-    answer = socketExchange(target, port, Buffer.concat(all.map(encodeCommand)), timeoutMs);
+    if (e.tls !== undefined && !('path' in at)) return tlsExchange(at, e.tls, request, timeoutMs);
+    const [target, port] = 'path' in at ? [at.path, 0] : [at.host, at.port];
+    return socketExchange(target, port, request, timeoutMs);
   } catch (err) {
-    const { code, phase } = err as NativeError & { phase?: string };
+    const { code, phase, message } = err as { code?: string; phase?: string; message?: string };
     if (code === 'ETIMEDOUT') {
-      const what = phase === 'connect' ? 'no connection' : 'no answer';
+      const what = phase === 'connect' ? 'no connection' : phase === 'handshake' ? 'no TLS handshake' : 'no answer';
+      const limit = viaSentinel(e) ? `${timeoutMs} ms` : `engine_timeout_ms = ${timeoutMs} ms`;
+      throw new EngineError(`engine ${name}: ${what} within ${limit}`, phase === 'connect');
+    }
+    if (e.tls !== undefined && phase !== undefined && code !== 'ECONNREFUSED') {
+      const ca = e.tls.caFile === undefined ? "the system's CAs" : `engine_ca_file = ${e.tls.caFile}`;
       throw new EngineError(
-        `engine ${e.display}: ${what} within engine_timeout_ms = ${timeoutMs} ms`,
-        phase === 'connect',
+        `engine ${name}: TLS: ${withoutSecrets(e, message ?? code ?? 'failed')} (${code ?? ''}; checked against ${ca}, ` +
+          'for the name or address in engine =)',
+        false,
       );
     }
-    throw new EngineError(`engine ${e.display}: ${withoutSecrets(e, code ?? (err as Error).message)}`, false);
+    throw new EngineError(`engine ${name}: ${withoutSecrets(e, code ?? message ?? 'failed')}`, false);
   }
+}
+
+/**
+ * Redis 7.0's Sentinel does not know QUIT: after it, a line with an
+ * unbalanced quote, a protocol error, makes any Sentinel close the
+ * connection once it has answered (one that knows QUIT has closed it before).
+ */
+export const CLOSE_SENTINEL = Buffer.from('"\r\n');
+
+/** Redis and Valkey's answer to AUTH where no password is set: a Sentinel that asks for none. */
+const NO_PASSWORD_SET = /without any password configured|no password is set/i;
+
+/**
+ * Sends `commands` to `at` (and QUIT, so that the engine closes when it has
+ * answered) in one write and returns their replies, in order; throws an
+ * EngineError when it cannot be reached, refuses the login or the
+ * database, or the whole exchange takes more than `timeoutMs`. A Sentinel
+ * (`sentinel`) is sent the password only where it asks for one. Blocking:
+ * for the short-lived hook, the sweep and doctor.
+ */
+export function respCallTo(
+  e: EngineEndpoint,
+  at: RespTarget,
+  commands: readonly string[][],
+  timeoutMs: number,
+  sentinel = false,
+): RespValue[] {
+  const pre = preamble(e, sentinel);
+  const all = [...pre, ...commands, ['QUIT']];
+  const request = Buffer.concat([...all.map(encodeCommand), ...(sentinel ? [CLOSE_SENTINEL] : [])]);
+  const answer = exchange(e, at, request, timeoutMs);
+  const name = nameOf(e, at);
   const replies: RespValue[] = [];
   try {
     for (let r = parseReply(answer); r !== null; r = parseReply(answer, r.next)) replies.push(r.value);
   } catch (err) {
     // A malformed reply is quoted, and a server that echoes what it was sent would echo AUTH.
-    throw new EngineError(`engine ${e.display}: ${withoutSecrets(e, (err as Error).message)}`, false);
+    throw new EngineError(`engine ${name}: ${withoutSecrets(e, (err as Error).message)}`, false);
   }
-  const refused = replies.slice(0, pre.length).find((v): v is RespError => v instanceof RespError);
+  const refused = replies
+    .slice(0, pre.length)
+    .find((v): v is RespError => v instanceof RespError && !(sentinel && NO_PASSWORD_SET.test(v.message)));
   if (refused !== undefined) {
     throw new EngineError(
       // A server that does not know AUTH quotes its arguments: the password.
-      `engine ${e.display}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${withoutSecrets(e, refused.message)}`,
+      `engine ${name}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${withoutSecrets(e, refused.message)}`,
       false,
     );
   }
-  if (replies.length < all.length) throw new EngineError(`engine ${e.display}: closed the connection`, false);
+  if (replies.length < all.length) throw new EngineError(`engine ${name}: closed the connection`, false);
   return replies.slice(pre.length, pre.length + commands.length);
+}
+
+/**
+ * respCallTo the engine `e` names; through Sentinels, its primary (`memory`
+ * keeps the one last found, so that a login costs no question to them).
+ */
+export function respCall(
+  e: EngineEndpoint,
+  commands: readonly string[][],
+  timeoutMs: number,
+  memory?: PrimaryMemory,
+): RespValue[] {
+  if (viaSentinel(e)) return primaryCall(e, commands, timeoutMs, memory);
+  return respCallTo(e, e, commands, timeoutMs);
 }

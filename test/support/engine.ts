@@ -1,28 +1,77 @@
 // A private Valkey/Redis engine on loopback for tests, the benchmark and
 // npm run demo:cluster: Debian's redis-tools ships the server as
 // redis-check-rdb, which serves when run under the name redis-server (no
-// system service, no port 6379). No persistence: a restart starts empty,
-// as after losing the engine's data.
+// system service, no port 6379), and as Sentinel under the name
+// redis-sentinel. Valkey is Debian 13's (the tree install-deps makes), run
+// with that tree's loader and libraries: POPRELAY_TEST_ENGINE=valkey makes
+// it every test's engine. No persistence: a restart starts empty, as after
+// losing the engine's data.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { connect } from 'node:net';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 
-import { freePort, terminate } from './dovecot.js';
+import { freePort, terminate, TRIXIE } from './dovecot.js';
 import { untilServing } from './wait.js';
 
 const SERVER = '/usr/bin/redis-check-rdb';
+const VALKEY = join(TRIXIE, 'usr/bin/valkey-check-rdb');
+
+export type EngineKind = 'redis' | 'valkey';
+
+/** The engine the tests run: Debian 12's Redis, or Debian 13's Valkey with POPRELAY_TEST_ENGINE=valkey. */
+export const DEFAULT_KIND: EngineKind = process.env.POPRELAY_TEST_ENGINE === 'valkey' ? 'valkey' : 'redis';
+
+/** Whether Debian 13's Valkey is in its tree (scripts/install-deps.sh --test adds it). */
+export const valkeyPresent = (): boolean => existsSync(VALKEY);
+
+/**
+ * The command that runs the server (`role` server or sentinel) of `kind`,
+ * from `dir`: a symlink of the right name for Debian 12's, the Debian 13
+ * tree's own loader for Valkey.
+ */
+export function serverCommand(kind: EngineKind, role: 'server' | 'sentinel', dir: string): [string, string[]] {
+  if (kind === 'valkey') {
+    if (!valkeyPresent()) throw new Error(`${VALKEY} is missing: run scripts/install-deps.sh --test as root`);
+    const libs = ['lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu'].map((d) => join(TRIXIE, d)).join(':');
+    return [join(TRIXIE, 'lib64/ld-linux-x86-64.so.2'), ['--library-path', libs, '--argv0', `valkey-${role}`, VALKEY]];
+  }
+  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run scripts/install-deps.sh --test as root`);
+  const bin = join(dir, `redis-${role}`);
+  if (!existsSync(bin)) symlinkSync(SERVER, bin);
+  return [bin, []];
+}
+
+/** The files of a TLS engine: its certificate and key, and the CA that clients check it with. */
+export interface EngineTlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** A connection to a local engine or Sentinel, over TLS when `tls` is given. */
+function connect(port: number, tls?: EngineTlsFiles): Socket {
+  if (tls === undefined) return netConnect({ host: '127.0.0.1', port });
+  return tlsConnect({
+    host: '127.0.0.1',
+    port,
+    ca: readFileSync(tls.ca),
+    cert: readFileSync(tls.cert),
+    key: readFileSync(tls.key),
+  });
+}
 
 /**
  * Whether the server answers PING (after AUTH): with node:net rather than
  * src/resp.ts, whose exchange is the addon's, so that npm run demo:cluster
  * can bundle this file.
  */
-function ping(port: number, password: string | undefined): Promise<void> {
+export function ping(port: number, password: string | undefined, tls?: EngineTlsFiles): Promise<void> {
   return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port });
+    const s = connect(port, tls);
     let got = '';
     const done = (err?: Error): void => {
       s.destroy();
@@ -31,7 +80,9 @@ function ping(port: number, password: string | undefined): Promise<void> {
     };
     s.setTimeout(1000, () => done(new Error('no answer')));
     s.on('error', done);
-    s.on('connect', () => s.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}PING\r\n`));
+    s.on(tls === undefined ? 'connect' : 'secureConnect', () =>
+      s.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}PING\r\n`),
+    );
     s.on('data', (d: Buffer) => {
       got += d.toString();
       if (got.includes('+PONG')) done();
@@ -45,15 +96,22 @@ function ping(port: number, password: string | undefined): Promise<void> {
  * ACL SETUSER, after AUTH; rejects with the first error reply. Each
  * command's words are sent as they are, as RESP bulk strings.
  */
-function simpleCommands(port: number, password: string | undefined, commands: string[][]): Promise<void> {
+export function simpleCommands(
+  port: number,
+  password: string | undefined,
+  commands: string[][],
+  tls?: EngineTlsFiles,
+): Promise<void> {
   const all = [...(password === undefined ? [] : [['AUTH', password]]), ...commands, ['QUIT']];
   const bulk = (w: string): string => `$${Buffer.byteLength(w)}\r\n${w}\r\n`;
   return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port });
+    const s = connect(port, tls);
     let got = '';
     s.setTimeout(10_000, () => s.destroy(new Error(`no answer to ${commands.length} command(s)`)));
     s.on('error', reject);
-    s.on('connect', () => s.write(all.map((c) => `*${c.length}\r\n${c.map(bulk).join('')}`).join('')));
+    s.on(tls === undefined ? 'connect' : 'secureConnect', () =>
+      s.write(all.map((c) => `*${c.length}\r\n${c.map(bulk).join('')}`).join('')),
+    );
     s.on('data', (d: Buffer) => (got += d.toString()));
     s.on('close', () => {
       const lines = got.split('\r\n').filter((l) => l !== '');
@@ -67,6 +125,9 @@ function simpleCommands(port: number, password: string | undefined, commands: st
 
 export interface Engine {
   port: number;
+  kind: EngineKind;
+  /** Its process id while it runs. */
+  pid(): number | undefined;
   /** engine = ... for poprelay.ini. */
   url: string;
   /** Stops it (SIGKILL: as a crash would). */
@@ -82,17 +143,45 @@ export interface Engine {
   acl(lines: string[]): Promise<void>;
 }
 
+export interface EngineOptions {
+  /** Debian 12's Redis (the default, unless POPRELAY_TEST_ENGINE=valkey) or Debian 13's Valkey. */
+  kind?: EngineKind;
+  /** TLS alone (no cleartext port), clients' certificates checked when they send one. */
+  tls?: EngineTlsFiles;
+  /** A replica of the primary on this port. */
+  replicaOf?: number;
+}
+
 /**
  * Listens on 127.0.0.1, and on `alsoOn` (an address another network
  * namespace reaches) too; beyond loopback Redis wants a `password`.
  */
-export async function startEngine(alsoOn: string[] = [], password?: string): Promise<Engine> {
-  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run scripts/install-deps.sh --test as root`);
+export async function startEngine(alsoOn: string[] = [], password?: string, o: EngineOptions = {}): Promise<Engine> {
+  const kind = o.kind ?? DEFAULT_KIND;
   const dir = mkdtempSync(join(tmpdir(), 'poprelay-engine-'));
-  const bin = join(dir, 'redis-server');
-  symlinkSync(SERVER, bin);
+  const [bin, pre] = serverCommand(kind, 'server', dir);
   const port = await freePort();
-  const auth = password === undefined ? [] : ['--requirepass', password];
+  const auth = password === undefined ? [] : ['--requirepass', password, '--masterauth', password];
+  const tls =
+    o.tls === undefined
+      ? ['--port', String(port)]
+      : [
+          '--port',
+          '0',
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          o.tls.cert,
+          '--tls-key-file',
+          o.tls.key,
+          '--tls-ca-cert-file',
+          o.tls.ca,
+          '--tls-auth-clients',
+          'optional',
+          '--tls-replication',
+          'yes',
+        ];
+  const replica = o.replicaOf === undefined ? [] : ['--replicaof', '127.0.0.1', String(o.replicaOf)];
   let proc: ChildProcess | undefined;
   let output = '';
   const aclLines: string[] = [];
@@ -103,14 +192,16 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
           port,
           password,
           lines.map((l) => l.split(' ')),
+          o.tls,
         );
   const start = async (): Promise<void> => {
     output = '';
     proc = spawn(
       bin,
       [
-        '--port',
-        String(port),
+        ...pre,
+        ...tls,
+        ...replica,
         '--bind',
         '127.0.0.1',
         ...alsoOn,
@@ -118,6 +209,9 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
         '',
         '--appendonly',
         'no',
+        // A replica's first sync at once, not after the 5 s Redis waits for others to join.
+        '--repl-diskless-sync-delay',
+        '0',
         '--dir',
         dir,
         ...auth,
@@ -129,9 +223,9 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
     proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
     proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
     await untilServing(
-      'redis-server',
+      `${kind}-server`,
       proc,
-      () => ping(port, password),
+      () => ping(port, password, o.tls),
       60_000,
       () => output,
     );
@@ -149,7 +243,9 @@ export async function startEngine(alsoOn: string[] = [], password?: string): Pro
   };
   return {
     port,
-    url: `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}/0`,
+    kind,
+    pid: () => proc?.pid,
+    url: `${o.tls === undefined ? 'redis' : 'rediss'}://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}/0`,
     kill,
     start,
     stop: async () => {
