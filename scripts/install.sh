@@ -152,7 +152,7 @@ fi
 
 # 3. The programs: a copy of what they load at run time, with absolute paths
 #    written in (Dovecot runs the hook with no PATH), linked into sbin. The
-#    hook is a sh front: its node= and recorder= lines get the paths.
+#    hook is a compiled front: recorder.conf beside it gets the paths.
 #    Besides "files": package.json (it makes dist/*.js ES modules) and the
 #    run-time dependencies (scripts/runtime-modules.mjs).
 mapfile -t modules < <("$node" "$src/scripts/runtime-modules.mjs" "$src")
@@ -164,7 +164,7 @@ for f in "${shipped[@]}" "${modules[@]}"; do
   run cp -R "$src/$f" "$root$lib/$f"
 done
 run cp "$src/package.json" "$root$lib/package.json"
-# The hook's Node flags (bin/poprelay-login): Node 24 refuses --no-expose-wasm.
+# The hook's Node flags (recorder.conf): Node 24 refuses --no-expose-wasm.
 hook_flags='--jitless --no-expose-wasm'
 # shellcheck disable=SC2086 # $hook_flags is a list of words, here and below
 "$node" $hook_flags -e 0 2>/dev/null || hook_flags='--jitless'
@@ -179,8 +179,9 @@ for p in "${programs[@]}"; do
     echo "would write $root$lib/bin/$p running $node"
   else
     if [[ $p == poprelay-login ]]; then
-      sed -e "s|^node=.*|node='$node'|" -e "s|^recorder=.*|recorder='$lib/dist/poprelay-login.cjs'|" -e "s|^flags=.*|flags='$hook_flags'|" \
-        "$src/bin/$p" > "$root$lib/bin/$p"
+      # The compiled front (bin/poprelay-login points at it) starts the recorder as recorder.conf beside it says.
+      printf 'node=%s\nscript=%s\nflags=%s\n' "$node" "$lib/dist/poprelay-login.cjs" "$hook_flags" \
+        > "$root$lib/build/Release/recorder.conf"
     else
       { echo "#!$node"; tail -n +2 "$src/bin/$p"; } > "$root$lib/bin/$p"
     fi
@@ -259,7 +260,8 @@ case "$dovecot_version" in
         say "$node does not start within Dovecot's default vsz_limit: the post-login services get vsz_limit = $unlimited"
         vsz_line="\\n  vsz_limit = $unlimited"
       fi
-      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login$config_arg|" -e "s|^\( *\)user = poprelay\$|\1user = $user$vsz_line|" \
+      # The queue beside the map, named on the line: the front reads no poprelay.ini.
+      sed -e "s|/usr/local/sbin/poprelay-login|$sbin/poprelay-login$config_arg --queue $map.queue|" -e "s|^\( *\)user = poprelay\$|\1user = $user$vsz_line|" \
         "$src/dovecot-conf/$dovecot_version/95-poprelay.conf" > "$root$dovecot_confdir/95-poprelay.conf"
       chmod 644 "$root$dovecot_confdir/95-poprelay.conf"
     fi

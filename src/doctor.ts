@@ -8,7 +8,14 @@ import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, loadConfig, MOVE_LEGACY_CONFIG, type Config } from './config.js';
+import {
+  DEFAULT_CONFIG_PATH,
+  LEGACY_CONFIG_PATH,
+  loadConfig,
+  MOVE_LEGACY_CONFIG,
+  parseConfig,
+  type Config,
+} from './config.js';
 import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
 import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { listenersOf } from './protocols.js';
@@ -518,6 +525,47 @@ export function liveCheck(cfg: Config): Check {
   );
 }
 
+/**
+ * The queue the front leaves logins in: --queue on its executable line, else
+ * the default map's where the line names no --config (the front reads no
+ * poprelay.ini). It must be dbfile's, and only its owner may open it.
+ */
+function queueLineCheck(cfg: Config, hook: readonly string[], user: string): Check {
+  const i = hook.indexOf('--queue');
+  const named = i >= 0 ? hook[i + 1] : undefined;
+  const queue = named ?? (hook.includes('--config') ? null : queueDir(parseConfig('', null).map.path));
+  const right = queueDir(cfg.map.path);
+  const fix = `give --queue ${right} on the executable lines of Dovecot's post-login services`;
+  if (queue === null)
+    return bad(
+      'WARN',
+      'hook queue',
+      'the hook is given --config but no --queue: every login starts Node of its own',
+      fix,
+    );
+  if (queue !== right)
+    return bad('FAIL', 'hook queue', `the hook leaves logins in ${queue}, but dbfile is ${cfg.map.path}`, fix);
+  let mode: number;
+  try {
+    mode = lstatSync(queue).mode;
+  } catch {
+    return bad(
+      'WARN',
+      'hook queue',
+      `no ${queue}: every login starts Node of its own`,
+      `runuser -u ${user} -- poprelay init`,
+    );
+  }
+  if ((mode & 0o077) !== 0)
+    return bad(
+      'WARN',
+      'hook queue',
+      `${queue} has mode ${(mode & 0o7777).toString(8)}: other accounts could hold its lock, so the hook records every login directly`,
+      `chmod 0700 ${queue}`,
+    );
+  return ok('hook queue', `the hook leaves logins in ${queue}, beside dbfile`);
+}
+
 /** The file the hook reads: --config on its executable line, else the default one that exists (null: none). */
 function hookConfigPath(hook: readonly string[]): string | null {
   const i = hook.indexOf('--config');
@@ -586,6 +634,7 @@ export async function runDoctor(named: string | undefined, paths: DoctorPaths): 
   const checks: Check[] = [configCheck(cfg, named !== undefined, hookReads, user), ...dovecot.checks];
   const mapOk = mapChecks(cfg, user);
   checks.push(...mapOk);
+  if (dovecot.service !== undefined) checks.push(queueLineCheck(cfg, dovecot.service.hook, user));
   if (existsSync(dirname(cfg.map.path))) checks.push(dirPathCheck(cfg.map.path));
   checks.push(sweepCheck(paths));
   checks.push(liveCheck(cfg));

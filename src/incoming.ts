@@ -1,4 +1,4 @@
-// Admitting the sh front's incoming logins (queue.ts) into the login queue.
+// Admitting the front's incoming logins (queue.ts) into the login queue.
 // Each is checked as a login recorded by hand is (a valid address, not on
 // the ignore list, not already fresh in the map) and queued as a record,
 // all in one batch; only then are the incoming names removed, so a crash in

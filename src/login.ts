@@ -1,9 +1,9 @@
 // poprelay-login's recorder: records the client address ($IP) in the relay map.
 //
-// Dovecot runs the POSIX sh front (bin/poprelay-login), which continues the
-// login at once and then runs this, bundled into one file
+// Dovecot runs the compiled front (src/front/poprelay-login.c), which
+// continues the login at once and then runs this, bundled into one file
 // (dist/poprelay-login.cjs) so that Node loads as little as it can: the
-// client waits for a shell's start-up, not Node's, and the hook's CPU stays
+// client waits for the front's start-up, not Node's, and the hook's CPU stays
 // near a bare Node start. By the time this runs, fds 0, 1 and 3 are
 // /dev/null; diagnostics go to fd 2, which Dovecot puts in its log.
 
@@ -14,7 +14,7 @@ import type { Arrivals } from './arrivals.js';
 import type { Config } from './config.js';
 import type { LoginOutcome } from './map.js';
 
-const USAGE = `Usage: poprelay-login [--config FILE] [--tag NAME] [--] [COMMAND [ARG...]]
+const USAGE = `Usage: poprelay-login [--config FILE] [--queue DIR] [--tag NAME] [--] [COMMAND [ARG...]]
 
 Dovecot post-login script: continues the login by running COMMAND (Dovecot
 passes /usr/lib/dovecot/script-login) with the client connection and
@@ -25,6 +25,8 @@ and exits 0 on success, 1 on failure, with the reason on stderr.
 
   --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/poprelay/poprelay.ini,
                  else the older /etc/mail/poprelay.ini)
+  --queue DIR    the login queue beside the map, dbfile.queue (default:
+                 /var/lib/poprelay/popip.db.queue where no --config is given)
   --tag NAME     a word for the log line, such as pop3 or imap
   --help         this text
 
@@ -42,6 +44,10 @@ export interface HookArgs {
   drain?: string;
   /** The front's pid: a recorder waiting for more logins stops once it is gone (Dovecot ended it). */
   front?: number;
+  /** The fd on which the front handed over the queue's lock, held. */
+  lockFd?: number;
+  /** The queue Dovecot's executable line names (checked against dbfile). */
+  queue?: string;
   /** Options that were not understood; logged, never fatal. */
   problems: string[];
 }
@@ -61,12 +67,14 @@ export function parseHookArgs(argv: readonly string[]): HookArgs {
     }
     if (a === '--help' || a === '-h') out.help = true;
     else if (a === '--dovecot-log') out.dovecotLog = true;
-    else if (a === '--config' || a === '--tag' || a === '--drain' || a === '--front') {
+    else if (['--config', '--tag', '--queue', '--drain', '--front', '--lock-fd'].includes(a)) {
       const v = argv[i + 1];
       if (v === undefined) out.problems.push(`${a} needs a value`);
       else if (a === '--config') out.config = v;
       else if (a === '--drain') out.drain = v;
+      else if (a === '--queue') out.queue = v;
       else if (a === '--front') out.front = /^[1-9][0-9]{0,9}$/.test(v) ? Number(v) : undefined;
+      else if (a === '--lock-fd') out.lockFd = /^[0-9]{1,4}$/.test(v) ? Number(v) : undefined;
       else out.tag = v;
       i++;
     } else if (a.startsWith('-')) out.problems.push(`unknown option ${JSON.stringify(a)} ignored`);
@@ -178,14 +186,15 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
           const next = loadConfig(args.config, env);
           return queueDir(next.map.path) === queue ? next : null;
         };
-        return await drain(cfg, again, queue, args.front, modules, failed);
+        return await drain(cfg, again, queue, args, modules, failed);
       }
-      // The front read poprelay.ini otherwise than this does: record this login the old way,
-      // and fail, so that the front does not start recorders for what it left there.
+      // Dovecot's executable line names another queue than poprelay.ini's dbfile: record this login the old
+      // way, and fail, so that the front does not start recorders for what it left there.
       disagree = true;
       log(
         'error',
-        `the front queued this login in ${args.drain}, but dbfile is ${cfg.map.path}: recording it directly`,
+        `the front queued this login in ${args.drain}, but dbfile is ${cfg.map.path}: recording it directly; ` +
+          `give Dovecot's executable line --queue ${queueDir(cfg.map.path)}`,
       );
     }
     const ipText = env.IP;
@@ -202,6 +211,13 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     }
     const cfg = loadConfig(args.config, env);
     dbfile = cfg.map.path;
+    const ownQueue = (await import('./queue.js')).queueDir(cfg.map.path);
+    if (args.queue !== undefined && args.queue !== ownQueue)
+      log(
+        'warning',
+        `Dovecot's executable line names --queue ${args.queue}, but dbfile is ${cfg.map.path}: every login starts ` +
+          `a recorder of its own; give --queue ${ownQueue}`,
+      );
     if (isIgnored(cfg, addr)) {
       if (cfg.logRecorded) log('info', `not recorded ${addr.text} (${who}): in the ignore list`);
       return !disagree;
@@ -280,7 +296,7 @@ async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s:
 
 /**
  * The longest one recorder goes on taking rounds: one more that waits lock_timeout_ms (at most 30 s) still ends
- * before timeout(1) stops it at 60 s. Its front starts another for what is left.
+ * before its front stops it (RUN_SECONDS in src/front/protocol.h). Its front starts another for what is left.
  */
 const RUN_MS = 25_000;
 /** A crowd: a waiting recorder lets it pass (no login for QUIET_MS, at most CROWD_MS) before it takes the CPU. */
@@ -302,12 +318,24 @@ async function drain(
   first: Config,
   again: () => Config | null,
   queue: string,
-  front: number | undefined,
+  { front, lockFd }: HookArgs,
   modules: Modules,
   failed: Failed,
 ): Promise<boolean> {
   const [, , { applyQueuedLogins }, { quoteUntrusted, errnoCode }] = modules;
   const { admitIncoming } = await import('./incoming.js');
+  const { flock } = await import('./bdb.js');
+  const { readIncoming } = await import('./queue.js');
+  /**
+   * Lets go of the queue's lock, then looks again: a front that left a login while this recorder held the
+   * lock found it busy and counts on that look. True when a login waits and this recorder took the lock
+   * back to record it; when another took it first, that one sees the login.
+   */
+  const tookBack = (): boolean => {
+    if (lockFd === undefined) return false;
+    flock(lockFd, 'un', 0);
+    return readIncoming(first.map.path).length > 0 && flock(lockFd, 'ex', 0);
+  };
   /** The front that started this recorder is gone: Dovecot ended it. */
   const frontGone = (): boolean => {
     if (front === undefined) return false;
@@ -338,8 +366,9 @@ async function drain(
       const admitted = admitIncoming(cfg, now);
       if (admitted.length === 0) {
         const idle = Math.min(cfg.recorderIdleSeconds * 1000, until - Date.now());
-        if (arrivals === null || idle <= 0 || !(await loginWithin(arrivals, idle, frontGone))) break;
-        await crowdPassed(arrivals);
+        if (arrivals !== null && idle > 0 && (await loginWithin(arrivals, idle, frontGone)))
+          await crowdPassed(arrivals);
+        else if (!tookBack()) break;
         continue;
       }
       const toMap: Recorded[] = [];

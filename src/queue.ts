@@ -6,7 +6,7 @@
 // it with O_EXCL is atomic, so a reader never sees half a record, and a
 // writer killed at any point leaves either a whole record or none.
 //
-// The sh front (bin/poprelay-login) cannot canonicalise an address, read
+// The front (src/front/poprelay-login.c) cannot canonicalise an address, read
 // the ignore list or fsync, so it leaves an *incoming* login instead:
 // "f<pid>_<address as Dovecot gave it>_<tag>_<user>", its time the file's
 // mtime. No writer applies one as it is: the recorder admits it first
@@ -15,6 +15,7 @@
 import {
   closeSync,
   fchmodSync,
+  fstatSync,
   fsyncSync,
   lstatSync,
   mkdirSync,
@@ -125,20 +126,29 @@ export function makeQueue(mapPath: string): void {
   closeSync(openOrMakeQueue(mapPath));
 }
 
-/** Opens the queue directory, creating it (mode 0755 despite Dovecot's umask 0077) when there is none. */
+/**
+ * Opens the queue directory, creating it when there is none. Mode 0700
+ * (whatever Dovecot's umask): an account that could open it could hold its
+ * flock, which the fronts take for a running recorder, and strand their
+ * logins; an older installation's 0755 is narrowed here.
+ */
 function openOrMakeQueue(mapPath: string): number {
   const existing = openQueue(mapPath);
-  if (existing !== null) return existing;
+  if (existing !== null) {
+    const st = fstatSync(existing);
+    if ((st.mode & 0o077) !== 0 && st.uid === process.geteuid?.()) fchmodSync(existing, st.mode & 0o7700);
+    return existing;
+  }
   const dir = queueDir(mapPath);
   let made = true;
   try {
-    mkdirSync(dir, 0o755);
+    mkdirSync(dir, 0o700);
   } catch (e) {
     if (errnoCode(e) !== 'EEXIST') throw e;
     made = false;
   }
   const fd = openDirectory(dir);
-  if (made) fchmodSync(fd, 0o755);
+  if (made) fchmodSync(fd, 0o700);
   return fd;
 }
 

@@ -103,12 +103,13 @@ describe('scripts/install.sh', () => {
     for (const m of runtimeModules()) expect(existsSync(join(lib, m, 'package.json')), m).toBe(true);
     // poprelayd loads node-redis from there.
     expect((await execa(join(t.sbin, 'poprelayd'), ['--help'])).stdout).toMatch(/^Usage: poprelayd/);
-    const front = readFileSync(join(t.sbin, 'poprelay-login'), 'utf8');
-    expect(front.split('\n')[0]).toBe('#!/bin/sh');
-    expect(front).toMatch(new RegExp(`^node='${process.execPath}'$`, 'm'));
-    expect(front).toMatch(new RegExp(`^recorder='${join(t.dir, 'usr/lib/poprelay/dist/poprelay-login.cjs')}'$`, 'm'));
+    // The hook is the compiled front; recorder.conf beside it says how it starts the recorder.
+    expect(readFileSync(join(t.sbin, 'poprelay-login')).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    const recorder = readFileSync(join(lib, 'build/Release/recorder.conf'), 'utf8');
+    expect(recorder).toMatch(new RegExp(`^node=${process.execPath}$`, 'm'));
+    expect(recorder).toMatch(new RegExp(`^script=${join(lib, 'dist/poprelay-login.cjs')}$`, 'm'));
     // This Node (20) runs the hook within Dovecot's default vsz_limit, so the snippet sets none.
-    expect(front).toMatch(/^flags='--jitless --no-expose-wasm'$/m);
+    expect(recorder).toMatch(/^flags=--jitless --no-expose-wasm$/m);
     expect(readFileSync(t.conf, 'utf8')).not.toMatch(/^\s*vsz_limit/m);
     // The manual pages, where man finds them under the prefix.
     for (const [page, section] of [
@@ -140,7 +141,7 @@ describe('scripts/install.sh', () => {
     );
     // A config outside /etc/poprelay/poprelay.ini is passed to the hook and the sweep.
     expect(readFileSync(t.conf, 'utf8')).toContain(
-      `executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3`,
+      `executable = script-login ${t.sbin}/poprelay-login --config ${t.ini} --queue ${t.map}.queue --tag pop3`,
     );
     expect(readFileSync(t.cron, 'utf8')).toContain(
       `* * * * *\troot\t[ -d /run/systemd/system ] || [ ! -x ${t.sbin}/poprelay-sweep ] || ${t.sbin}/poprelay-sweep --quiet --config ${t.ini}`,
@@ -173,7 +174,9 @@ describe('scripts/install.sh', () => {
     const conf = readFileSync(t.conf, 'utf8');
     expect(conf.match(/^ {2}user = poprelay\n {2}vsz_limit = 0$/gm)).toHaveLength(2);
     // Node 24 refuses --no-expose-wasm (and needs it not).
-    expect(readFileSync(join(t.sbin, 'poprelay-login'), 'utf8')).toMatch(/^flags='--jitless'$/m);
+    expect(readFileSync(join(t.dir, 'usr/lib/poprelay/build/Release/recorder.conf'), 'utf8')).toMatch(
+      /^flags=--jitless$/m,
+    );
     writeFileSync(t.dovecotConf, `!include /etc/dovecot/dovecot.conf\n!include ${t.conf}\n`);
     const dc = await execa('doveconf', ['-n', '-c', t.dovecotConf], { reject: false });
     expect(dc.stderr).toBe('');
@@ -256,7 +259,7 @@ describe('scripts/install.sh', () => {
       `install -d -m 0755 ${old}/etc/poprelay && mv ${old}/etc/mail/poprelay.ini ${old}/etc/poprelay/poprelay.ini && chown root:poprelay ${old}/etc/poprelay/poprelay.ini && chmod 0640 ${old}/etc/poprelay/poprelay.ini`,
     );
     expect(readFileSync(join(old, 'etc/dovecot/conf.d/95-poprelay.conf'), 'utf8')).toContain(
-      'executable = script-login /usr/local/sbin/poprelay-login --config /etc/mail/poprelay.ini --tag pop3',
+      'executable = script-login /usr/local/sbin/poprelay-login --config /etc/mail/poprelay.ini --queue /var/lib/poprelay/popip.db.queue --tag pop3',
     );
     expect(readFileSync(join(old, 'etc/cron.d/poprelay'), 'utf8')).toMatch(
       /\/usr\/local\/sbin\/poprelay-sweep --quiet --config \/etc\/mail\/poprelay\.ini$/m,
@@ -335,7 +338,7 @@ describe('poprelay doctor', () => {
     expect(r.statuses).toEqual(DOCTOR_ALL_OK);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(
-      `hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254 in ${t.map} (removed again)`,
+      `hook: ${t.sbin}/poprelay-login --config ${t.ini} --queue ${t.map}.queue --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254 in ${t.map} (removed again)`,
     );
     expect(await dumpMap(t.map)).toEqual(before);
   });
@@ -426,6 +429,16 @@ describe('poprelay doctor', () => {
       /did not record it/,
     ],
     [
+      "a hook that leaves logins in another queue than dbfile's",
+      (t) =>
+        writeFileSync(
+          t.conf,
+          readFileSync(t.conf, 'utf8').replaceAll(`--queue ${t.map}.queue`, '--queue /srv/x.db.queue'),
+        ),
+      'hook queue',
+      /the hook leaves logins in \/srv\/x\.db\.queue, but dbfile is .*popip\.db\n +fix: give --queue .*popip\.db\.queue/,
+    ],
+    [
       'a hook that reads another config',
       (t) => writeFileSync(t.conf, readFileSync(t.conf, 'utf8').replaceAll(` --config ${t.ini}`, '')),
       'hook',
@@ -493,10 +506,10 @@ describe('poprelay doctor', () => {
       const good = await doctor(t, dovecot);
       expect(good.statuses, good.stdout).toEqual(DOCTOR_ALL_OK);
       expect(good.stdout).toContain(
-        `dovecot pop3: post-login service poprelay-pop3 runs ${t.sbin}/poprelay-login --config ${t.ini} --tag pop3 as poprelay, vsz_limit = 256M`,
+        `dovecot pop3: post-login service poprelay-pop3 runs ${t.sbin}/poprelay-login --config ${t.ini} --queue ${t.map}.queue --tag pop3 as poprelay, vsz_limit = 256M`,
       );
       expect(good.stdout).toContain(
-        `hook: ${t.sbin}/poprelay-login --config ${t.ini} --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254`,
+        `hook: ${t.sbin}/poprelay-login --config ${t.ini} --queue ${t.map}.queue --tag imap run as poprelay within vsz_limit = 256M recorded 192.0.2.254`,
       );
       expect(good.code).toBe(0);
     },

@@ -255,7 +255,7 @@ describe('the login queue: no name in it stops expiry or loops a front', () => {
   ])('%s at a front-style name: the login is recorded by one recorder, and the front stops', async (_what, plant) => {
     const s = frontSite();
     plant(queueDir(s.map));
-    const r = await execa(s.front, ['--config', s.ini, '--tag', 'pop3', '/bin/true'], {
+    const r = await execa(s.front, ['--config', s.ini, '--queue', queueDir(s.map), '--tag', 'pop3', '/bin/true'], {
       env: { IP: '192.0.2.77', USER: 'alice', PATH: '/usr/bin:/bin' },
       extendEnv: false,
       reject: false,

@@ -14,6 +14,7 @@ export const DOCTOR_ALL_OK: Record<string, string> = {
   map: 'OK',
   'map access': 'OK',
   'map queue': 'OK',
+  'hook queue': 'OK',
   'map readers': 'OK',
   'map directory': 'OK',
   sweep: 'OK',

@@ -166,12 +166,12 @@ interface Place {
   inside(path: string): string;
 }
 
-function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.execPath): string | null {
+function hookScript(at: Place, kind: HookKind, iniPath: string, queue: string, node = process.execPath): string | null {
   switch (kind) {
     case 'none':
       return null;
     case 'poprelay': {
-      if (at.root === '') return `${installHook(at.dir, node)} --config ${iniPath}`;
+      if (at.root === '') return `${installHook(at.dir, node)} --config ${iniPath} --queue ${queue}`;
       // Chrooted: the interpreter and the app must be inside the tree too.
       // A hard link where it can be: Node is 100 MB, and there are several instances.
       try {
@@ -181,7 +181,7 @@ function hookScript(at: Place, kind: HookKind, iniPath: string, node = process.e
       }
       cpSync(appCopy(), join(at.dir, 'app'), { recursive: true });
       const hook = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')), node);
-      return `${at.inside(hook)} --config ${at.inside(iniPath)}`;
+      return `${at.inside(hook)} --config ${at.inside(iniPath)} --queue ${at.inside(queue)}`;
     }
     case 'sh-exec': {
       const f = join(at.dir, 'sh-exec');
@@ -278,7 +278,7 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   chownSync(mapDir, hookUser.uid, hookUser.gid);
   const mapPath = join(mapDir, 'popip.db');
   // The login queue, as `poprelay init` leaves it: the front leaves logins only where it exists.
-  mkdirSync(`${mapPath}.queue`, { mode: 0o755 });
+  mkdirSync(`${mapPath}.queue`, { mode: 0o700 });
   chownSync(`${mapPath}.queue`, hookUser.uid, hookUser.gid);
   const iniPath = join(dir, 'poprelay.ini');
   writeFileSync(iniPath, `dbfile = ${at.inside(mapPath)}\n${unlessLive(o.ini ?? 'ignore =\n')}`);
@@ -300,7 +300,8 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
   writeFileSync(join(dir, 'passwd'), passwd.join('\n') + '\n');
 
   const [pop3Port, imapPort] = [await freePort(), await freePort()];
-  const script = o.installedSnippet === undefined ? hookScript(at, o.hook ?? 'poprelay', iniPath, o.node) : null;
+  const script =
+    o.installedSnippet === undefined ? hookScript(at, o.hook ?? 'poprelay', iniPath, `${mapPath}.queue`, o.node) : null;
   const base = at.inside(dir);
   const conf = [
     // Dovecot 2.4 requires these first.

@@ -45,3 +45,8 @@ export async function holdLock(path: string, mode: '-x' | '-s' = '-x', seconds =
 export async function lockWaiter(path: string): Promise<void> {
   await eventually(() => flocksOn(path).waiters.length > 0, 60_000, `a process waiting for the lock on ${path}`);
 }
+
+/** Whether any process holds flock on `path` (a queue directory's lock is a running recorder). */
+export function queueLocked(path: string): boolean {
+  return flocksOn(path).holders.length > 0;
+}
