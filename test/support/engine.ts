@@ -148,6 +148,8 @@ export interface EngineOptions {
   kind?: EngineKind;
   /** TLS alone (no cleartext port), clients' certificates checked when they send one. */
   tls?: EngineTlsFiles;
+  /** With tls: every client must show a certificate the CA signed. */
+  clientCertificates?: boolean;
   /** A replica of the primary on this port. */
   replicaOf?: number;
 }
@@ -177,7 +179,7 @@ export async function startEngine(alsoOn: string[] = [], password?: string, o: E
           '--tls-ca-cert-file',
           o.tls.ca,
           '--tls-auth-clients',
-          'optional',
+          o.clientCertificates === true ? 'yes' : 'optional',
           '--tls-replication',
           'yes',
         ];
