@@ -5,7 +5,17 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { flock, libdbVersion, openDatabase, unpackRecords, type NativeError } from '../src/bdb.js';
+import {
+  EntryFate,
+  flock,
+  libdbVersion,
+  openDatabase,
+  packEntry,
+  unpackEntries,
+  unpackRecords,
+  type NativeError,
+} from '../src/bdb.js';
+import { classifyValue } from '../src/values.js';
 import { thrown } from './support/errors.js';
 import { holdLock } from './support/locks.js';
 import { dumpHeader, dumpMap, expectVerified } from './support/maps.js';
@@ -123,6 +133,123 @@ describe('Database', () => {
       process.umask(old);
     }
     expect(statSync(path).mode & 0o777).toBe(0o640);
+  });
+});
+
+describe('the sweep in the addon', () => {
+  const dir = tempDir();
+  const T = 1_800_000_000;
+  const CUTOFF = T - 900;
+
+  /** Every value form values.ts knows, on keys without ':', and two IPv6 keys. */
+  const values: Record<string, string> = {
+    '192.0.2.1': String(CUTOFF - 1), // expired
+    '192.0.2.2': String(CUTOFF), // at the cutoff: kept
+    '192.0.2.3': String(T + 60), // in the future: kept, listed
+    '192.0.2.4': 'OK', // permanent
+    '192.0.2.5': '', // empty: permanent, as classifyValue says
+    '192.0.2.6': '0', // the epoch: expired
+    '192.0.2.7': '0000000001', // ten digits: a time
+    '192.0.2.8': '99999999999', // eleven digits: invalid, expired
+    '192.0.2.9': ' 1', // not all digits: permanent
+    '192.0.2.10': String(CUTOFF - 1), // expired, but skipped
+    'not-an-address': '12', // any key without ':' is its own entry
+    '2001:db8::1': String(CUTOFF - 1),
+    'ipv6:2001:db8:0:0:0:0:0:1': 'OK',
+  };
+
+  function filled(name: string): string {
+    const path = join(dir, name);
+    const db = openDatabase(path, { type: 'hash', readonly: false, create: true });
+    for (const [k, v] of Object.entries(values)) db.put(b(k), b(v));
+    db.close();
+    return path;
+  }
+
+  it('sweepScan decides every key without ":" as values.ts does, and hands back the rest', () => {
+    const db = openDatabase(filled('scan.db'), { type: 'hash', readonly: true });
+    const r = db.sweepScan(CUTOFF, T, [b('192.0.2.10')], true);
+    db.close();
+    const expired = [...unpackEntries(r.expired)].map(([keys, v]) => [keys.map((k) => k.toString()), v.toString()]);
+    expect(expired.sort()).toEqual(
+      [
+        [['192.0.2.1'], String(CUTOFF - 1)],
+        [['192.0.2.6'], '0'],
+        [['192.0.2.7'], '0000000001'],
+        [['192.0.2.8'], '99999999999'],
+        [['not-an-address'], '12'],
+      ].sort(),
+    );
+    expect(r.expiredCount).toBe(5);
+    expect(r.kept).toBe(2);
+    expect(r.permanent).toBe(3);
+    expect([...unpackRecords(r.future)].map(([k]) => k.toString())).toEqual(['192.0.2.3']);
+    expect(r.futureCount).toBe(1);
+    expect([...unpackRecords(r.colon)].map(([k, v]): [string, string] => [k.toString(), v.toString()]).sort()).toEqual([
+      ['2001:db8::1', String(CUTOFF - 1)],
+      ['ipv6:2001:db8:0:0:0:0:0:1', 'OK'],
+    ]);
+    expect(r.nulKey).toBe(false);
+    // Each decision is classifyValue's.
+    for (const [k, v] of Object.entries(values)) {
+      if (k.includes(':') || k === '192.0.2.10') continue;
+      const c = classifyValue(v);
+      const isExpired = c.kind === 'invalid' || (c.kind === 'dated' && c.time < CUTOFF);
+      expect(
+        expired.some(([keys]) => keys?.[0] === k),
+        `${k} = ${JSON.stringify(v)}`,
+      ).toBe(isExpired);
+    }
+  });
+
+  it('sweepScan lists no future entries unless asked, and stops at a NUL-terminated key', () => {
+    const path = filled('nul.db');
+    let db = openDatabase(path, { type: 'hash', readonly: true });
+    const quiet = db.sweepScan(CUTOFF, T, [], false);
+    db.close();
+    expect(quiet.future.length).toBe(0);
+    expect(quiet.futureCount).toBe(1);
+    db = openDatabase(path, { type: 'hash', readonly: false });
+    db.put(Buffer.from('192.0.2.99\0'), b('1'));
+    db.close();
+    db = openDatabase(path, { type: 'hash', readonly: true });
+    expect(db.sweepScan(CUTOFF, T, [], false).nulKey).toBe(true);
+    db.close();
+  });
+
+  it('removeExpired re-checks each entry: refreshed ones stay, gone ones are passed over, an IPv6 pair goes together', async () => {
+    const path = join(dir, 'remove.db');
+    const db = openDatabase(path, { type: 'hash', readonly: false, create: true });
+    const old = b(String(CUTOFF - 1));
+    db.put(b('192.0.2.1'), old);
+    db.put(b('192.0.2.2'), b(String(T))); // refreshed since the pack was made
+    db.put(b('2001:db8::1'), old);
+    db.put(b('ipv6:2001:db8:0:0:0:0:0:1'), b('99999999999'));
+    db.put(b('2001:db8::2'), old);
+    db.put(b('ipv6:2001:db8:0:0:0:0:0:2'), b('OK')); // a permanent key keeps the pair
+    db.put(b('192.0.2.9'), b(String(T)));
+    const pack = Buffer.concat([
+      packEntry([b('192.0.2.1')], old),
+      packEntry([b('192.0.2.2')], old),
+      packEntry([b('192.0.2.3')], old), // gone
+      packEntry([b('2001:db8::1'), b('ipv6:2001:db8:0:0:0:0:0:1')], old),
+      packEntry([b('2001:db8::2'), b('ipv6:2001:db8:0:0:0:0:0:2')], old),
+    ]);
+    const status = Buffer.alloc(5);
+    const first = db.removeExpired(pack, 0, 2, CUTOFF, status, 0);
+    expect(first).toMatchObject({ entries: 2, removed: 1, kept: 1 });
+    const rest = db.removeExpired(pack, first.offset, 100, CUTOFF, status, first.entries);
+    expect(rest).toEqual({ offset: pack.length, entries: 3, removed: 1, kept: 1 });
+    expect([...status]).toEqual([EntryFate.removed, EntryFate.kept, EntryFate.gone, EntryFate.removed, EntryFate.kept]);
+    expect(() => db.removeExpired(pack.subarray(0, 10), 0, 10, CUTOFF, null, 0)).toThrow(/malformed pack/);
+    db.close();
+    await expectVerified(path);
+    expect((await dumpMap(path)).map(([k]) => k)).toEqual([
+      '192.0.2.2',
+      '192.0.2.9',
+      '2001:db8::2',
+      'ipv6:2001:db8:0:0:0:0:0:2',
+    ]);
   });
 });
 

@@ -157,7 +157,7 @@ describe('poprelay-sweep', () => {
     expect(help.stdout).toMatch(/Exit status: 0 success; 1 error/);
   });
 
-  it('races logins without losing one, and a login waits for a batch, not for the whole sweep', async () => {
+  it('races logins without losing one: each login made while it runs is in the map after, which verifies', async () => {
     const { ini, map } = configured();
     // A million entries, half expired: a sweep long enough (seconds) that
     // many logins fall inside it. The real clock: every seeded time is far
@@ -168,32 +168,39 @@ describe('poprelay-sweep', () => {
       (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} ${i % 2 === 0 ? now - 5000 : now + 86_400}`,
     );
     await execa('makemap', ['hash', map.slice(0, -3)], { input: lines.join('\n') + '\n' });
-    const t0 = performance.now();
     let sweeping = true;
     const sweeper = run(BIN.sweep, ['--config', ini]).then((r) => {
       sweeping = false;
-      return { ...r, ms: performance.now() - t0 };
+      return r;
     });
-    // Logins of addresses the sweep is removing, one after another while it runs.
-    const logins: Array<{ ip: string; ms: number; code: number | undefined; during: boolean }> = [];
-    for (let i = 0; sweeping; i += 2) {
-      const addr = `10.0.${i >> 8}.${i & 255}`; // even: seeded as expired
-      const t = performance.now();
-      const r = await run(BIN.login, ['--config', ini], { env: { IP: addr } });
-      logins.push({ ip: addr, ms: performance.now() - t, code: r.code, during: sweeping });
-    }
+    // Logins of addresses the sweep is removing, three at a time, from the
+    // sweep's start until it ends: some meet its unlocked walk, some its
+    // locked batches (the hook then leaves the login to the sweep).
+    const logins: Array<{ ip: string; code: number | undefined; during: boolean }> = [];
+    let next = 0;
+    const loop = async (): Promise<void> => {
+      while (sweeping) {
+        const i = 2 * next++;
+        const addr = `10.0.${i >> 8}.${i & 255}`; // even: seeded as expired
+        const during = sweeping;
+        const r = await run(BIN.login, ['--config', ini], { env: { IP: addr } });
+        logins.push({ ip: addr, code: r.code, during });
+      }
+    };
+    await Promise.all([loop(), loop(), loop()]);
     const swept = await sweeper;
     expect(swept.code).toBe(0);
-    const during = logins.filter((l) => l.during);
-    expect(during.length).toBeGreaterThanOrEqual(3);
+    expect(swept.stderr).toBe('');
+    expect(swept.stdout).toMatch(new RegExp(`^${map}: kept \\d+, removed \\d+, permanent 0\n$`));
+    expect(logins.filter((l) => l.during).length).toBeGreaterThanOrEqual(3);
     expect(logins.every((l) => l.code === 0)).toBe(true);
     const entries = readEntries({ path: map, type: 'hash', lockTimeoutMs: 1000, mode: 0o644, timeoutSeconds: 900 });
     for (const l of logins) expect(entries.find((e) => e.address === l.ip)?.time).toBeGreaterThanOrEqual(now);
     expect(entries.length).toBe(500_000 + logins.length);
     await expectVerified(map);
-    // Side by side in one run: the slowest login took a fraction of the sweep.
-    const slowest = Math.max(...during.map((l) => l.ms));
-    expect(slowest / swept.ms).toBeLessThan(0.5);
+    // How long a login waits behind the sweep is measured by the benchmark
+    // (docs/benchmarks.md, section 3); that a waiting writer cuts the
+    // sweep's batch, by test/sweep-batches.test.ts.
   }, 60_000);
 });
 
