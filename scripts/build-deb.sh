@@ -16,7 +16,7 @@ cd "$src"
 if ! command -v dpkg-buildpackage >/dev/null || ! command -v dh >/dev/null; then
   die "needs debhelper and dpkg-dev: apt-get install debhelper dpkg-dev"
 fi
-[[ -f build/Release/poprelay_bdb.node && -d node_modules ]] || die "the addon is not built: run npm ci first"
+[[ -f build/Release/poprelay_bdb.node && -f build/Release/poprelay-login && -d node_modules ]] || die "the addon and the front are not built: run npm ci first"
 
 say "building dist/ (npm run build)"
 npm run --silent build
@@ -50,15 +50,10 @@ done
 find "$lib/node_modules" -type f \( -name '*.d.ts' -o -name '*.map' -o -name '*.md' -o -name 'LICENSE*' -o -name '.*' \) -delete
 
 # 2. The programs, with absolute paths: Dovecot runs the hook with no PATH.
-#    The hook reads the flags its Node takes from node-flags, which the
-#    postinst writes for the Node installed (and again when it changes).
-sed -e "s|^node=.*|node=/usr/bin/node|" \
-  -e "s|^recorder=.*|recorder=/usr/lib/poprelay/dist/poprelay-login.cjs|" \
-  -e "s|^flags=.*|&\n# Written by the package's postinst for the Node.js installed.\nread -r flags 2>/dev/null </usr/lib/poprelay/node-flags \|\| :|" \
-  bin/poprelay-login >"$lib/bin/poprelay-login"
-for line in 'node=/usr/bin/node' 'recorder=/usr/lib/poprelay/dist/poprelay-login.cjs' 'read -r flags .*node-flags'; do
-  grep -q "^$line" "$lib/bin/poprelay-login" || die "bin/poprelay-login has no line to rewrite for $line"
-done
+#    The hook is the compiled front; it starts the recorder as recorder.conf
+#    beside it says, which the postinst writes for the Node installed (and
+#    again when it changes).
+install -m 755 build/Release/poprelay-login "$lib/bin/poprelay-login"
 for p in poprelay poprelay-sweep poprelayd; do
   { echo '#!/usr/bin/node'; tail -n +2 "bin/$p"; } >"$lib/bin/$p"
 done

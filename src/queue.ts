@@ -40,14 +40,14 @@ const RECORD = /^([0-9]{1,10})_([0-9a-f:.]{2,45})_[0-9]{1,10}_[0-9a-f]{1,32}$/;
 
 /**
  * The front's name for an incoming login; it writes only what this matches
- * (see bin/poprelay-login). Every name the front's glob (f[0-9]*_*) finds
+ * (src/front/poprelay-login.c; test/front-protocol.test.ts holds the two to src/front/protocol.h). Every name the front's glob (f[0-9]*_*) finds
  * is incoming, the malformed ones too, and whatever it is (a directory, a
  * FIFO, a link, a name that is not UTF-8), which admitting drops or moves
  * out of the glob: a name left there would make the front start recorders
  * for ever, and one that could not be removed made every recorder and
  * every sweep fail.
  */
-const INCOMING = /^f[0-9]{1,10}_([0-9A-Fa-f:.]{1,45})_([A-Za-z0-9-]{0,32})_([A-Za-z0-9@._+-]{0,64})$/;
+export const INCOMING_NAME = /^f[0-9]{1,10}_([0-9A-Fa-f:.]{1,45})_([A-Za-z0-9-]{0,32})_([A-Za-z0-9@._+-]{0,64})$/;
 
 /** Whether a name's bytes match the front's glob, f[0-9]*_*. */
 function frontStyle(raw: Buffer): boolean {
@@ -267,7 +267,7 @@ export function readIncoming(mapPath: string): IncomingLogin[] {
       : kind !== null || !st.isFile()
         ? (kind ?? 'not a file')
         : undefined;
-    const m = what === undefined ? INCOMING.exec(name) : null;
+    const m = what === undefined ? INCOMING_NAME.exec(name) : null;
     const [, ip = null, tag = '', user = ''] = m ?? [];
     out.push({
       name,

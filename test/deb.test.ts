@@ -112,14 +112,9 @@ describe('npm run deb', () => {
     }
     for (const p of ['poprelay', 'poprelay-sweep', 'poprelayd'])
       expect(file(`usr/lib/poprelay/bin/${p}`).split('\n')[0]).toBe('#!/usr/bin/node');
-    const hook = file('usr/lib/poprelay/bin/poprelay-login');
-    expect(hook.split('\n')[0]).toBe('#!/bin/sh');
-    expect(hook).toMatch(/^node=\/usr\/bin\/node$/m);
-    expect(hook).toMatch(/^recorder=\/usr\/lib\/poprelay\/dist\/poprelay-login\.cjs$/m);
-    // The flags of the Node installed, which the postinst writes (Node 24 refuses --no-expose-wasm).
-    expect(hook).toMatch(
-      /^flags='--jitless --no-expose-wasm'\n(?:#.*\n)*read -r flags 2>\/dev\/null <\/usr\/lib\/poprelay\/node-flags \|\| :$/m,
-    );
+    // The hook is the compiled front; the postinst writes recorder.conf beside it for the Node installed.
+    expect(file('usr/lib/poprelay/bin/poprelay-login').slice(0, 4)).toBe('\x7fELF');
+    expect(existsSync(join(x, 'usr/lib/poprelay/bin/recorder.conf'))).toBe(false);
   });
 
   it('holds the manual pages, compressed', () => {
@@ -228,7 +223,7 @@ describe.runIf(dovecotVersions().includes('2.4'))('the package on Debian 13 (its
     const snippet = readFileSync(join(work, 'installed-95-poprelay.conf'), 'utf8');
     expect(snippet).toContain('executable = script-login /usr/sbin/poprelay-login --tag imap\n');
     expect(snippet).not.toMatch(/^\s*vsz_limit/m);
-    expect(s['node-flags']).toBe('--jitless --no-expose-wasm');
+    expect(s['recorder flags']).toBe('--jitless --no-expose-wasm');
     expect(s['/etc/cron.d/poprelay']).toBe('root:root 644 regular file');
     expect(s['/etc/systemd/system/timers.target.wants/poprelay-sweep.timer']).toMatch(/symbolic link$/);
     expect(s['/etc/systemd/system/multi-user.target.wants/poprelayd.service']).toBe('absent');
@@ -280,7 +275,7 @@ describe.runIf(dovecotVersions().includes('2.4'))('the package on Debian 13 (its
   it("writes the hook's Node flags again when the nodejs package changes (dpkg trigger)", () => {
     expect(rc('node-trigger'), out('node-trigger')).toBe(0);
     expect(out('node-trigger')).toContain('Processing triggers for poprelay');
-    expect(state('node-trigger')['node-flags']).toBe('--jitless --no-expose-wasm');
+    expect(state('node-trigger')['recorder flags']).toBe('--jitless --no-expose-wasm');
   });
 
   it('a snippet the administrator deleted stays deleted on upgrade; dpkg-reconfigure installs it again', () => {
@@ -295,7 +290,7 @@ describe.runIf(dovecotVersions().includes('2.4'))('the package on Debian 13 (its
     const [before, s] = [state('reconfigure'), state('remove')];
     expect(s.status).toBe('rc');
     expect(s['/usr/sbin/poprelay-login']).toBe('absent');
-    expect(s['/usr/lib/poprelay/node-flags']).toBe('absent');
+    expect(s['/usr/lib/poprelay/bin/recorder.conf']).toBe('absent');
     expect(s['map sha256']).toBe(before['map sha256']);
     expect(s['ini sha256']).toBe(before['ini sha256']);
     expect(s['/etc/poprelay/poprelay.ini']).toBe('root:poprelay 640 regular file');
