@@ -5,7 +5,9 @@
 // <dbfile>.engine-down, when no connection could even be made in time (a
 // host that drops packets costs each hook its whole budget), makes the
 // hooks leave the engine alone for ENGINE_PAUSE_SECONDS. A refused
-// connection costs a hook next to nothing, so it pauses nothing.
+// connection costs a hook next to nothing, so it pauses nothing. The
+// missed logins themselves ride along with the next recorder that gets
+// through (engine-catchup.ts).
 
 import { closeSync, constants as C, ftruncateSync, futimesSync, lstatSync, readFileSync, writeSync } from 'node:fs';
 
@@ -15,6 +17,7 @@ import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { recordCommand, type EngineOutcome } from './relayset.js';
 import { EngineError, respCall, RespError } from './resp.js';
+import { clearMissed, missedLogins, noteMissed } from './engine-catchup.js';
 import { openRegular } from './safefs.js';
 import { parseNode, type PrimaryMemory } from './sentinel.js';
 
@@ -99,23 +102,29 @@ export function recordInEngine(
   logins: ReadonlyArray<{ addr: ClientAddress; time: number }>,
   now: number,
 ): EngineOutcome[] {
+  const missedFile = engineMissedFile(cfg.map.path);
   const since = enginePausedSince(cfg.map.path, now);
   if (since !== null) {
-    mark(engineMissedFile(cfg.map.path), now);
+    noteMissed(missedFile, logins, now);
     throw new PoprelayError(
       'ERR_ENGINE_PAUSED',
       `engine ${engine.display} failed ${now - since} s ago; hooks leave it alone for ${ENGINE_PAUSE_SECONDS} s ` +
         `(remove ${engineDownFile(cfg.map.path)} to try at once)`,
     );
   }
+  // What earlier recorders could not send goes with these logins, in the same exchange.
+  const behind = missedLogins(missedFile, now - cfg.map.timeoutSeconds);
   try {
     const replies = respCall(
       engine,
-      logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, cfg.refreshSeconds)),
+      [
+        ...logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, cfg.refreshSeconds)),
+        ...behind.logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
+      ],
       cfg.engineTimeoutMs,
       primaryMemory(cfg.map.path),
     );
-    return replies.map((reply) => {
+    const outcomes = replies.slice(0, logins.length).map((reply) => {
       if (reply instanceof RespError)
         throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${withoutSecrets(engine, reply.message)}`);
       if (reply !== 'recorded' && reply !== 'fresh' && reply !== 'permanent') {
@@ -126,8 +135,11 @@ export function recordInEngine(
       }
       return reply;
     });
+    if (behind.logins.length > 0 && replies.slice(logins.length).every((r) => !(r instanceof RespError)))
+      clearMissed(missedFile, behind);
+    return outcomes;
   } catch (e) {
-    mark(engineMissedFile(cfg.map.path), now);
+    noteMissed(missedFile, logins, now);
     if (e instanceof EngineError && e.unreachable) mark(engineDownFile(cfg.map.path), now);
     throw e;
   }

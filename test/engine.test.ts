@@ -3,7 +3,7 @@
 // does when the engine is dead or silent, and the commands' answers.
 
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -142,6 +142,27 @@ describe('the sweep with engine set', () => {
     );
     expect((value as string[]).every((v) => /^\d+$/.test(v))).toBe(true);
     expect(existsSync(`${map}.engine-missed`)).toBe(false); // nothing left to catch up on
+  });
+});
+
+describe('the next recorder that reaches the engine', () => {
+  it('sends it the logins earlier recorders could not, in the same exchange, without waiting for the sweep', async () => {
+    const dead = await freePort();
+    const { ini, map } = configured(`engine = redis://127.0.0.1:${dead}/7\n${NOT_LIVE}`);
+    for (const ip of ['198.51.100.22', '198.51.100.23']) await run(BIN.login, ['--config', ini], { env: { IP: ip } });
+    expect(readFileSync(`${map}.engine-missed`, 'utf8')).toMatch(/^198\.51\.100\.22 \d+\n198\.51\.100\.23 \d+\n$/);
+    writeFileSync(ini, `dbfile = ${map}\nignore =\n${NOT_LIVE}engine = redis://127.0.0.1:${engine.port}/7\n`);
+    expect((await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.24' } })).stderr).toContain(
+      'recorded 198.51.100.24 in the engine',
+    );
+    const [values] = respCall(
+      { ...endpoint(), db: 7 },
+      [['MGET', 'poprelay:198.51.100.22', 'poprelay:198.51.100.23', 'poprelay:198.51.100.24']],
+      5000,
+    );
+    expect((values as string[]).every((v) => /^\d+$/.test(v))).toBe(true);
+    // The lines are sent; the marker stays, for the sweep to send the whole map once.
+    expect(readFileSync(`${map}.engine-missed`, 'utf8')).toBe('');
   });
 });
 
