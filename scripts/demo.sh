@@ -22,7 +22,7 @@ quietly() {
 demo=demo
 case "${1:-}" in
   '') echo "poprelay demo: a real Dovecot login makes sendmail allow relaying, and the sweep takes it back." ;;
-  --cluster) demo=demo-cluster ;;
+  --cluster) demo='demo-cluster' ;;
   *) echo "usage: scripts/demo.sh [--cluster]" >&2; exit 2 ;;
 esac
 [[ $(id -u) -eq 0 ]] || { echo "run the demo as root (it installs packages and starts Dovecot)" >&2; exit 1; }
