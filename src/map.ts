@@ -279,10 +279,7 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     );
     if (r.nulKey) throw nulKeysError(s.path);
     const colon: Array<[string, string]> = [];
-    for (const [k, v] of unpackRecords(r.colon)) {
-      if (k[k.length - 1] === 0) throw nulKeysError(s.path);
-      colon.push([k.toString('latin1'), v.toString('latin1')]);
-    }
+    for (const [k, v] of unpackRecords(r.colon)) colon.push([k.toString('latin1'), v.toString('latin1')]);
     for (const e of groupEntries(colon)) if (!touched.has(e.address)) decide(e);
     if (o.dryRun) decideTouched(db);
     return r;
