@@ -1,10 +1,17 @@
 // The hook's exchange with an engine over TLS (rediss://), blocking like
-// the addon's (native/exchange.cc), which speaks no TLS: node:tls runs in a
-// worker thread while this thread waits on shared memory, so that the
-// hook, the sweep and doctor keep one synchronous call and nothing of
-// node:tls or node:worker_threads loads unless TLS is configured.
+// the addon's (native/exchange.cc), which speaks no TLS, so that the hook,
+// the sweep and doctor keep one synchronous call: openssl s_client, where
+// it is installed (ca-certificates brings it), run with the request on its
+// standard input; else node:tls in a worker thread while this thread waits
+// on shared memory, which costs a short-lived process several times more
+// (docs/benchmarks.md, section 6). Nothing of either loads unless TLS is
+// configured.
+
+import { existsSync } from 'node:fs';
 
 import type { EngineNode, EngineTls } from './endpoints.js';
+
+const OPENSSL = '/usr/bin/openssl';
 
 /** The most of an answer kept, as the addon's exchange. */
 const MAX_ANSWER = 1 << 20;
@@ -66,6 +73,67 @@ const isIp = (host: string): boolean => /^[0-9.]+$/.test(host) || host.includes(
  * TlsExchangeError; code ETIMEDOUT when the deadline passes.
  */
 export function tlsExchange(at: EngineNode, files: EngineTls, request: Buffer, timeoutMs: number): Buffer {
+  return existsSync(OPENSSL)
+    ? opensslExchange(at, files, request, timeoutMs)
+    : workerExchange(at, files, request, timeoutMs);
+}
+
+/** What s_client's standard error says went wrong. */
+function opensslError(stderr: string): TlsExchangeError {
+  const errno = /^connect:errno=(\d+)/m.exec(stderr)?.[1];
+  if (errno !== undefined) {
+    const code = errno === '111' ? 'ECONNREFUSED' : `errno ${errno}`;
+    return { code, phase: 'connect', message: code };
+  }
+  const verify = /^verify error:num=\d+:(.+)$/m.exec(stderr)?.[1];
+  const reason = /error:[0-9A-F]+:[^:]*:[^:]*:([^:\n]+)/.exec(stderr)?.[1];
+  const message = verify ?? reason ?? (stderr.trim().split('\n').pop() || 'openssl s_client failed');
+  return { code: verify !== undefined ? 'CERT_VERIFY' : 'ERR_TLS', phase: 'handshake', message };
+}
+
+/** The exchange through openssl s_client: the request on its input, the answer on its output, until the engine closes. */
+export function opensslExchange(at: EngineNode, files: EngineTls, request: Buffer, timeoutMs: number): Buffer {
+  const { spawnSync } = process.getBuiltinModule('node:child_process');
+  const ip = isIp(at.host);
+  const args = [
+    's_client',
+    '-connect',
+    `${at.host.includes(':') ? `[${at.host}]` : at.host}:${at.port}`,
+    // -quiet: nothing but the engine's answer on the output, no commands read from the input, and
+    // the connection kept until the engine closes it after QUIT.
+    '-quiet',
+    '-nocommands',
+    '-verify_return_error',
+    ...(ip ? ['-verify_ip', at.host] : ['-verify_hostname', at.host, '-servername', at.host]),
+    ...(files.caFile !== undefined ? ['-CAfile', files.caFile] : []),
+    ...(files.certFile !== undefined ? ['-cert', files.certFile, '-key', files.keyFile ?? files.certFile] : []),
+  ];
+  const r = spawnSync(OPENSSL, args, {
+    input: request,
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    maxBuffer: MAX_ANSWER,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const stdout = r.stdout ?? Buffer.alloc(0);
+  const stderr = r.stderr?.toString('utf8') ?? '';
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') {
+    // Never "no connection": s_client kept from the CPU says nothing either, and that must not
+    // make the hooks leave the engine alone (the pause is for a host that drops packets).
+    const err: TlsExchangeError = {
+      code: 'ETIMEDOUT',
+      phase: stdout.length > 0 ? 'answer' : 'handshake',
+      message: 'timed out',
+    };
+    throw err;
+  }
+  if (r.error !== undefined) throw { code: 'ERR_TLS', phase: 'connect', message: r.error.message } as TlsExchangeError;
+  if (r.status !== 0 && stdout.length === 0) throw opensslError(stderr);
+  return stdout;
+}
+
+/** The exchange through node:tls in a worker thread. */
+export function workerExchange(at: EngineNode, files: EngineTls, request: Buffer, timeoutMs: number): Buffer {
   const { Worker } = process.getBuiltinModule('node:worker_threads');
   const shared = new SharedArrayBuffer(12 + MAX_ANSWER);
   const state = new Int32Array(shared, 0, 3);

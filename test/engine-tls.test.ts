@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { askDaemon } from '../src/daemon-client.js';
 import { engineMissedFile } from '../src/engine-record.js';
 import { parseListen } from '../src/endpoints.js';
+import { opensslExchange, workerExchange } from '../src/tls-exchange.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { NOT_LIVE } from './support/ini.js';
@@ -145,6 +146,32 @@ describe('engine = rediss://', () => {
     const r = await run(BIN.admin, ['list', '--config', ini]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('key "engine_ca_file" is for TLS to the engine: write engine as rediss://');
+  });
+});
+
+describe('both ways of a blocking TLS exchange (openssl s_client where installed, else node:tls in a worker)', () => {
+  const request = Buffer.from(
+    `*2\r\n$4\r\nAUTH\r\n$${PASSWORD.length}\r\n${PASSWORD}\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nQUIT\r\n`,
+  );
+  it.each([
+    ['openssl', opensslExchange],
+    ['worker', workerExchange],
+  ])('%s: answers with the right CA and name; refuses another CA, another name, a closed port', (_, exchange) => {
+    const at = { host: '127.0.0.1', port: engine.port };
+    expect(exchange(at, { caFile: ca.ca }, request, 5000).toString()).toBe('+OK\r\n+PONG\r\n+OK\r\n');
+    const failure = (f: () => unknown): { code: string; phase: string; message: string } => {
+      try {
+        f();
+      } catch (e) {
+        return e as { code: string; phase: string; message: string };
+      }
+      throw new Error('no failure');
+    };
+    expect(failure(() => exchange(at, { caFile: ca.otherCa }, request, 5000)).message).toMatch(/certificate/i);
+    expect(failure(() => exchange({ ...at, host: '127.0.0.2' }, { caFile: ca.ca }, request, 5000)).message).toMatch(
+      /IP|altnames|mismatch/i,
+    );
+    expect(failure(() => exchange({ ...at, port: 1 }, { caFile: ca.ca }, request, 5000)).code).toBe('ECONNREFUSED');
   });
 });
 
