@@ -2,18 +2,20 @@
 // first): two hosts sharing one relay set. Host A is a POP server (a real
 // Dovecot whose hook records in the engine); host B an SMTP relay whose
 // poprelayd answers sendmail through its socket map and mirrors the set
-// into B's own map. A login on A lets the client relay on B; with the
-// engine killed, B still lets that known client relay and refuses others
-// without deferring mail. The engine, Dovecot, poprelayd and sendmail are
-// driven by the tests' own code (test/support/). Exits 1 at the first
-// surprise.
+// into B's own map. The engine is a Sentinel set (a primary, a replica,
+// three Sentinels), found through engine = redis+sentinel://. A login on A
+// lets the client relay on B; with the primary killed, B still lets that
+// known client relay and refuses others without deferring mail, and once
+// Sentinel has promoted the replica both hosts use it without being told.
+// The engine, Dovecot, poprelayd and sendmail are driven by the tests' own
+// code (test/support/). Exits 1 at the first surprise.
 
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
 import { type Dovecot, freePort, HOOK_USER, PASSWORD, startDovecot } from '../test/support/dovecot.js';
-import { startEngine, type Engine } from '../test/support/engine.js';
+import { startSentinelSet, type SentinelSet } from '../test/support/sentinel.js';
 import { pop3Login } from '../test/support/mailclient.js';
 import { sendmailCheckRcpt, sendmailConfig, sendmailDecisions } from '../test/support/peers.js';
 import { startPoprelayd, type Daemon } from '../test/support/poprelayd.js';
@@ -35,16 +37,16 @@ const expectThat = (ok: boolean, what: string): void => {
 };
 
 interface Running {
-  engine?: Engine;
+  engine?: SentinelSet;
   a?: Dovecot;
   b?: Daemon;
 }
 
 async function demo(tree: string, running: Running): Promise<void> {
-  step('Starting the engine: a private redis-server on loopback, without persistence');
-  const engine = await startEngine();
+  step('Starting the engine: a primary, a replica and three Sentinels (redis-server, redis-sentinel) on loopback');
+  const engine = await startSentinelSet();
   running.engine = engine;
-  show(`engine = ${engine.url}`);
+  show(`engine = ${engine.url}\nthe Sentinels name the primary 127.0.0.1:${await engine.primaryPort()}`);
 
   step('Host A, a POP server: a private Dovecot whose poprelay-login records each login in the engine');
   const a = await startDovecot({ users: 1, ini: `ignore =\nengine = ${engine.url}\n` });
@@ -100,8 +102,9 @@ async function demo(tree: string, running: Running): Promise<void> {
   await eventually(async () => (await mirrored()).includes(CLIENT), 60_000, 'the mirror');
   show(`host B's own map (mirror = yes), poprelay list:\n${await mirrored()}`);
 
-  step('The engine dies (SIGKILL): host B keeps what it knows, and defers no mail');
-  await engine.kill();
+  step('The primary dies (SIGKILL): host B keeps what it knows, and defers no mail');
+  const old = await engine.primary();
+  await old.kill();
   const known = await relays(CLIENT);
   const unknown = await relays(OTHER);
   show(`${say(CLIENT, known)} (from poprelayd's cache, bounded by the entry's expiry)\n${say(OTHER, unknown)}`);
@@ -109,16 +112,19 @@ async function demo(tree: string, running: Running): Promise<void> {
   show(
     `on host B, mail from ${OTHER} to a local user: check_rcpt ${/^\d\.\d\.\d/.test(inbound) ? `refuses it: ${inbound}` : `accepts it (${inbound})`}`,
   );
-  expectThat(known && !unknown, 'host B changed its answers when the engine died');
+  expectThat(known && !unknown, 'host B changed its answers when the primary died');
   expectThat(!/4\.\d\.\d/.test(inbound), 'host B defers inbound mail');
 
-  step(`Another login on host A from ${OTHER} while the engine is dead`);
+  step(`Sentinel promotes the replica; another login on host A from ${OTHER}`);
+  const t0 = performance.now();
+  const promoted = await engine.promotedFrom(old.port);
+  show(
+    `the Sentinels name the primary 127.0.0.1:${promoted} (${((performance.now() - t0) / 1000).toFixed(1)} s after the kill)`,
+  );
   const again = await pop3Login({ ...a.pop3, localAddress: OTHER }, 'user0', PASSWORD);
   show(`host A: S: ${(again.replies[2] ?? '').trim()} (the login does not wait for the engine)`);
-  expectThat(again.ok, 'the login failed with the engine dead');
-  await eventually(() => a.log().includes(`not recorded ${OTHER} in the engine`), 60_000, 'the hook to say why').catch(
-    () => undefined,
-  );
+  expectThat(again.ok, 'the login failed');
+  await eventually(() => relays(OTHER), 60_000, `host B to let ${OTHER} relay`).catch(() => undefined);
   show(
     a
       .log()
@@ -127,16 +133,26 @@ async function demo(tree: string, running: Running): Promise<void> {
       .map((l) => `host A's log: ${l.replace(/^\S+ \d+ [\d:]+ /, '')}`)
       .join('\n'),
   );
+  show(
+    (running.b?.log() ?? '')
+      .split('\n')
+      .filter((l) => l.includes('primary'))
+      .map((l) => `host B's log: ${l}`)
+      .join('\n'),
+  );
+  const now = await relays(OTHER);
+  show(`${say(OTHER, now)}\n${say(CLIENT, await relays(CLIENT))}`);
+  expectThat(now, 'host B does not let the client relay after the failover');
 }
 
 const tree = mkdtempSync('/var/lib/poprelay-demo-cluster.');
 chmodSync(tree, 0o755);
 const running: Running = {};
 let status = 0;
-console.log('poprelay demo:cluster: two hosts, one relay set in a shared engine.');
+console.log('poprelay demo:cluster: two hosts, one relay set in a shared engine behind Sentinel.');
 try {
   await demo(tree, running);
-  console.log('\nAll as expected. Cleaning up: stopping poprelayd, Dovecot and the engine.');
+  console.log('\nAll as expected. Cleaning up: stopping poprelayd, Dovecot, the engine and its Sentinels.');
 } catch (e) {
   console.error(e instanceof Unexpected ? `      UNEXPECTED: ${e.message}` : e);
   status = 1;
