@@ -5,7 +5,7 @@
 // a refused or lost connection sends the question to the Sentinels, and
 // the rest of the same deadline goes to the primary they name.
 
-import type { EngineEndpoint, EngineNode } from './endpoints.js';
+import { withoutSecrets, type EngineEndpoint, type EngineNode } from './endpoints.js';
 import { EngineError, RespError, respCallTo, type RespValue } from './resp.js';
 
 type SentinelEndpoint = EngineEndpoint & { sentinels: EngineNode[]; service: string };
@@ -71,7 +71,7 @@ export function askSentinels(e: SentinelEndpoint, deadline: number): EngineNode 
       if (Array.isArray(answer) && typeof answer[0] === 'string' && typeof answer[1] === 'string')
         return { host: answer[0], port: Number(answer[1]) };
       failures.push(
-        `${showNode(sentinel)}: ${answer instanceof RespError ? answer.message : `does not monitor ${e.service}`}`,
+        `${showNode(sentinel)}: ${answer instanceof RespError ? withoutSecrets(e, answer.message) : `does not monitor ${e.service}`}`,
       );
     } catch (err) {
       if (!(err instanceof EngineError)) throw err;
