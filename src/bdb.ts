@@ -71,7 +71,14 @@ export interface RemovedSlice {
 export const EntryFate = { removed: 1, kept: 2, gone: 3 } as const;
 
 interface Addon {
-  Database: new (path: string, type: DbType | 'unknown', readonly: boolean, create: boolean, mode: number) => Database;
+  Database: new (
+    path: string,
+    type: DbType | 'unknown',
+    readonly: boolean,
+    create: boolean,
+    mode: number,
+    cacheBytes: number,
+  ) => Database;
   flock(fd: number, op: 'sh' | 'ex' | 'un', timeoutMs: number): boolean;
   exchange(target: string, port: number, request: Buffer, timeoutMs: number): Buffer;
   dropPrivileges(uid: number, gid: number): void;
@@ -107,11 +114,20 @@ export interface OpenOptions {
   readonly: boolean;
   create?: boolean;
   mode?: number;
+  /** libdb's page cache for this handle; 0 or absent: libdb's default (256 KB). */
+  cacheBytes?: number;
 }
 
 export function openDatabase(path: string, opts: OpenOptions): Database {
   try {
-    return new addon.Database(path, opts.type, opts.readonly, opts.create ?? false, opts.mode ?? 0o644);
+    return new addon.Database(
+      path,
+      opts.type,
+      opts.readonly,
+      opts.create ?? false,
+      opts.mode ?? 0o644,
+      opts.cacheBytes ?? 0,
+    );
   } catch (e) {
     throw withCode(e);
   }

@@ -278,9 +278,7 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
       list,
     );
     if (r.nulKey) throw nulKeysError(s.path);
-    const colon: Array<[string, string]> = [];
-    for (const [k, v] of unpackRecords(r.colon)) colon.push([k.toString('latin1'), v.toString('latin1')]);
-    for (const e of groupEntries(colon)) if (!touched.has(e.address)) decide(e);
+    for (const e of groupEntries(asText(unpackRecords(r.colon)))) if (!touched.has(e.address)) decide(e);
     if (o.dryRun) decideTouched(db);
     return r;
   });
@@ -353,6 +351,10 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
     });
   }
   return report;
+}
+
+function* asText(records: Iterable<[Buffer, Buffer]>): Generator<[string, string]> {
+  for (const [k, v] of records) yield [k.toString('latin1'), v.toString('latin1')];
 }
 
 /** One key's entry as groupEntries makes it, for a listing. */

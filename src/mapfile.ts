@@ -63,8 +63,8 @@ function unlinkQuietly(path: string): void {
  * NUL-free keys. Writers look at the first record only (a map made with
  * `makemap -N` has a NUL on every key); readers check every key as they go.
  */
-function openDb(s: MapSettings, fd: number, readonly: boolean): Database {
-  const db = openDatabase(fdPath(fd), { type: 'unknown', readonly });
+function openDb(s: MapSettings, fd: number, readonly: boolean, cacheBytes = 0): Database {
+  const db = openDatabase(fdPath(fd), { type: 'unknown', readonly, cacheBytes });
   try {
     if (db.type !== s.type) throw typeMismatchError(s.path, db.type, s.type);
     if (!readonly) {
@@ -284,12 +284,26 @@ interface Copy {
   changed: boolean;
 }
 
-function openCopy(s: MapSettings, queued: QueuedLogin[], createIfMissing: boolean, deadline: number): Copy {
+/**
+ * The page cache a long change gets for its copy: the whole file, so that
+ * changes all over it (both keys of many IPv6 entries) are not written out
+ * and read back again and again, up to a bound on the memory it takes.
+ */
+const wholeFileCache = (size: number): number => Math.min(256 * 2 ** 20, Math.ceil(size * 1.25) + 2 ** 20);
+
+function openCopy(
+  s: MapSettings,
+  queued: QueuedLogin[],
+  createIfMissing: boolean,
+  deadline: number,
+  bigCache = false,
+): Copy {
   const live = lockLive(s, createIfMissing, deadline);
   try {
     const fd = translated(s.path, writingCopyOf(s.path), () => copyLive(s, live), 'io');
     try {
-      const db = translated(s.path, 'open map', () => openDb(s, fd, false));
+      const cache = bigCache ? wholeFileCache(live.st.size) : 0;
+      const db = translated(s.path, 'open map', () => openDb(s, fd, false, cache));
       try {
         return { live, fd, db, queued, changed: applyQueued(db, queued, s) };
       } catch (e) {
@@ -481,7 +495,7 @@ export function updateMapInSteps(s: MapSettings, work: SteppedWork): number {
     if (lock === null) throw lockTimeoutError(s.path, s.lockTimeoutMs);
     const heldSince = Date.now();
     try {
-      const c = openCopy(s, readQueued(s), false, deadline);
+      const c = openCopy(s, readQueued(s), false, deadline, true);
       let changed = c.changed;
       try {
         if (first && work.start !== undefined) changed = work.start(c.db) || changed;

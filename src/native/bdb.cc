@@ -135,7 +135,7 @@ class Database : public Napi::ObjectWrap<Database> {
     });
   }
 
-  // new Database(path, type: 'hash'|'btree'|'unknown', readonly, create, mode)
+  // new Database(path, type: 'hash'|'btree'|'unknown', readonly, create, mode, cacheBytes?)
   explicit Database(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Database>(info) {
     Napi::Env env = info.Env();
     path_ = info[0].As<Napi::String>().Utf8Value();
@@ -143,6 +143,7 @@ class Database : public Napi::ObjectWrap<Database> {
     bool readonly = info[2].As<Napi::Boolean>().Value();
     bool create = info[3].As<Napi::Boolean>().Value();
     int mode = info[4].As<Napi::Number>().Int32Value();
+    double cacheBytes = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : 0;
 
     DBTYPE dbtype = DB_UNKNOWN;
     if (type == "hash") dbtype = DB_HASH;
@@ -152,6 +153,18 @@ class Database : public Napi::ObjectWrap<Database> {
     int rc = db_create(&db_, nullptr, 0);
     if (rc != 0) throw MakeError(env, "db_create", path_, rc);
     db_->set_errcall(db_, CaptureDbMessage);
+    // libdb's own cache is 256 KB: enough to walk a file in order, not to
+    // reach both keys of many IPv6 entries (in different pages) without
+    // writing out and reading back pages over and over.
+    if (cacheBytes > 0) {
+      rc = db_->set_cachesize(db_, static_cast<u_int32_t>(cacheBytes / 1073741824.0),
+                              static_cast<u_int32_t>(static_cast<uint64_t>(cacheBytes) % 1073741824u), 1);
+      if (rc != 0) {
+        db_->close(db_, DB_NOSYNC);
+        db_ = nullptr;
+        throw MakeError(env, "set_cachesize", path_, rc);
+      }
+    }
     u_int32_t flags = (readonly ? DB_RDONLY : 0) | (create ? DB_CREATE : 0);
     lastDbMessage.clear();
     rc = db_->open(db_, nullptr, path_.c_str(), nullptr, dbtype, flags, mode);
