@@ -80,7 +80,7 @@ export function tlsExchange(at: EngineNode, files: EngineTls, request: Buffer, t
 
 /** What s_client's standard error says went wrong. */
 function opensslError(stderr: string): TlsExchangeError {
-  const errno = /^connect:errno=(\d+)/m.exec(stderr)?.[1];
+  const errno = /^connect:errno=(\d+)/m.exec(stderr)?.[1] ?? (/Connection refused/.test(stderr) ? '111' : undefined);
   if (errno !== undefined) {
     const code = errno === '111' ? 'ECONNREFUSED' : `errno ${errno}`;
     return { code, phase: 'connect', message: code };
