@@ -1,9 +1,10 @@
 // The engine's primary through Sentinel for the long-lived clients
 // (poprelayd, its mirror, poprelay's commands): one node-redis client of
 // the primary at a time, confirmed with ROLE. A lost connection, a
-// -READONLY answer or the Sentinels naming another node (asked every
-// second: a failover notice can be missed while disconnected; the
-// question cannot) end it and the Sentinels are asked again; their list
+// -READONLY answer, a failover notice (sentinel-notices.ts) or the
+// Sentinels naming another node (asked every second: a notice can be
+// missed while disconnected; the question cannot) end it and the
+// Sentinels are asked again; their list
 // is refreshed from the Sentinels themselves (SENTINEL sentinels), so that
 // Sentinels added later are found and removed ones are not waited for.
 
@@ -14,6 +15,7 @@ import { asEngineClient, nodeClient, tlsOptions, type EngineClient, type NodeCli
 import { withoutSecrets, type EngineEndpoint, type EngineNode } from './endpoints.js';
 import { PoprelayError } from './errors.js';
 import { CLOSE_SENTINEL, encodeCommand, parseReply, RespError, type RespValue } from './resp.js';
+import { watchFailovers } from './sentinel-notices.js';
 import { showNode } from './sentinel.js';
 
 type SentinelEndpoint = EngineEndpoint & { sentinels: EngineNode[]; service: string };
@@ -153,6 +155,7 @@ export class SentinelClient implements EngineClient {
   private closed = false;
   private finding = false;
   private readonly timer: NodeJS.Timeout;
+  private readonly notices: { stop(): void };
 
   constructor(
     private readonly e: SentinelEndpoint,
@@ -161,6 +164,15 @@ export class SentinelClient implements EngineClient {
     this.sentinels = [...e.sentinels];
     void this.find();
     this.timer = setInterval(() => void this.check(), CHECK_MS);
+    this.notices = watchFailovers(
+      e,
+      () => this.sentinels,
+      (to) => {
+        const now = this.current;
+        if (now !== null && !sameNode(now.node, to))
+          this.lost(now.client, `failover notice: the Sentinels promoted ${showNode(to)}`);
+      },
+    );
   }
 
   get isReady(): boolean {
@@ -278,6 +290,7 @@ export class SentinelClient implements EngineClient {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    this.notices.stop();
     const c = this.current;
     this.current = null;
     await c?.client.close().catch(() => undefined);
@@ -286,6 +299,7 @@ export class SentinelClient implements EngineClient {
   destroy(): void {
     this.closed = true;
     clearInterval(this.timer);
+    this.notices.stop();
     this.current?.client.destroy();
     this.current = null;
   }

@@ -81,6 +81,33 @@ describe('engine = redis+sentinel://', () => {
     expect(list.stdout + list.stderr).not.toContain(PASSWORD);
   });
 
+  it('a failover without a crash (SENTINEL FAILOVER): poprelayd moves on the notice, the hook on ROLE', async () => {
+    const before = await set.primaryPort();
+    expect(await ask(set.sentinelPorts[0]!, ['SENTINEL', 'FAILOVER', 'poprelay'])).toContain('+OK');
+    const promoted = await set.promotedFrom(before);
+    await eventually(
+      () => daemon.log().includes(`connected to the primary 127.0.0.1:${promoted}`),
+      60_000,
+      'poprelayd on the new primary',
+    );
+    // The demoted primary keeps its connections: what moved poprelayd was the notice (or the question each second).
+    expect(daemon.log()).toMatch(
+      new RegExp(`failover notice: the Sentinels promoted 127\\.0\\.0\\.1:${promoted}|now name`),
+    );
+    await eventually(
+      async () => (await ask(before, ['ROLE'], undefined, PASSWORD)).includes('slave'),
+      60_000,
+      'the old primary to be a replica',
+      100,
+    );
+    // The hook still remembers the old primary; its ROLE answer sends the hook to the Sentinels.
+    expect(readFileSync(enginePrimaryFile(hostA.map), 'utf8')).toBe(`127.0.0.1 ${before}\n`);
+    expect((await login('198.51.100.45')).stderr).toContain('recorded 198.51.100.45 in the engine');
+    expect(readFileSync(enginePrimaryFile(hostA.map), 'utf8')).toBe(`127.0.0.1 ${promoted}\n`);
+    expect(await held('198.51.100.45')).toMatch(/^\d+$/);
+    expect(await eventually(() => allowed('198.51.100.45'), 30_000, 'poprelayd to allow 198.51.100.45')).toBe(true);
+  });
+
   it('after the primary is SIGKILLed and the replica promoted, every client uses the new primary', async () => {
     const old = await set.primary();
     await old.kill();
