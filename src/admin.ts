@@ -11,6 +11,7 @@ import {
   outJson,
   parseCommandLine,
   stringOption,
+  table,
   UsageError,
   type OptionSpec,
   type OptionValues,
@@ -23,9 +24,11 @@ import { actAsMapOwner } from './privilege.js';
 import { entryStats, mapStats } from './stats.js';
 import { openStore, type RelayStore } from './store.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
+import { WHO_COMMAND } from './admin-who.js';
+import { REPORT_COMMAND } from './admin-report.js';
 
 const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
-not in the map; flush: not confirmed; doctor: a check failed); 2 an error: bad usage, a malformed
+not in the map; flush: not confirmed; doctor: a check failed; who: nobody); 2 an error: bad usage, a malformed
 address, a config or map problem (the map is then left untouched).`;
 
 export const ADMIN_USAGE = `Usage: poprelay COMMAND [OPTIONS]
@@ -39,6 +42,9 @@ Commands:
   stats [--json]         counts, map size, oldest and newest entry
   flush [--yes]          remove every dated entry, keeping permanent ones
   doctor                 check the installation: config, map, Dovecot, sweep, MTA, the hook itself
+  who ADDR [--json]      the users who logged in from ADDR within timeout_minutes, and their services
+  report --since DAYS [--json]
+                         which users relied on POP-before-SMTP in the last DAYS days, and how much
 
 Options of every command:
   --config FILE  settings file (default: $POPRELAY_CONFIG, else /etc/poprelay/poprelay.ini,
@@ -51,14 +57,14 @@ errors to stderr as "poprelay: ...".
 ${EXIT_STATUS}
 `;
 
-interface Command {
+export interface Command {
   usage: string;
   args: string[];
   options?: OptionSpec;
   run(ctx: Context): number | Promise<number>;
 }
 
-interface Context {
+export interface Context {
   /** Loaded on first use, so that doctor can report a broken config as a finding. */
   config(): Config;
   /** The map, or the shared engine when engine is set; opened on first use. */
@@ -87,11 +93,6 @@ function describe(e: RelayEntry, now: number, timeoutSeconds: number) {
     /** A login in the queue beside the map, not yet in it. */
     queued: false,
   };
-}
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  '));
 }
 
 function addressArg(ctx: Context): ReturnType<typeof parseClientAddress> {
@@ -386,6 +387,9 @@ Exit 0 when nothing FAILed, 1 otherwise.
       return checks.some((c) => c.status === 'FAIL') ? 1 : 0;
     },
   },
+
+  who: WHO_COMMAND,
+  report: REPORT_COMMAND,
 };
 
 function confirm(question: string): Promise<boolean> {

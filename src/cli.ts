@@ -61,6 +61,12 @@ export function out(line: string): void {
   process.stdout.write(`${escapeControls(line)}\n`);
 }
 
+/** Rows as columns two spaces apart; the last column is not padded. */
+export function table(rows: string[][]): string[] {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  '));
+}
+
 /** A value as JSON on stdout; JSON.stringify escapes C0 controls, and C1 ones are escaped too. */
 export function outJson(value: unknown): void {
   const text = JSON.stringify(value, null, 2).replace(/[\x7f-\x9f]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);

@@ -57,6 +57,10 @@ export interface Config {
   doveadm: string;
   /** Where the sweep writes its metrics (Prometheus text format); null: nowhere. */
   metricsFile: string | null;
+  /** More distinct users than this from one address within the timeout stop its relaying; null: off. */
+  sharedAddressUsers: number | null;
+  /** Days of per-user login summaries kept in <dbfile>.report (poprelay report); 0: none kept. */
+  reportDays: number;
   /** The shared relay set (Valkey/Redis); null: this host's map only. */
   engine: EngineEndpoint | null;
   /** The most the hook spends on the engine, connecting included. */
@@ -214,6 +218,16 @@ const KEYS = {
     default: 'none',
     allowed: '"none", or an absolute path ending in ".prom"',
     parse: (v: string) => (v === 'none' ? v : absolutePath('.prom')(v)),
+  },
+  shared_address_users: {
+    default: 'off',
+    allowed: '"off", or a whole number of users from 1 to 100000',
+    parse: (v: string): number | 'off' | undefined => (/^off$/i.test(v) ? 'off' : wholeNumber(1, 100000)(v)),
+  },
+  report_days: {
+    default: '90',
+    allowed: 'a whole number of days from 0 to 3660',
+    parse: wholeNumber(0, 3660),
   },
   engine: {
     default: 'none',
@@ -378,6 +392,8 @@ export function parseConfig(text: string, source: string | null): Config {
     dovecotAnvil: p.dovecot_anvil,
     doveadm: p.doveadm,
     metricsFile: p.metrics_file === 'none' ? null : p.metrics_file,
+    sharedAddressUsers: p.shared_address_users === 'off' ? null : p.shared_address_users,
+    reportDays: p.report_days,
     engine,
     engineTimeoutMs: p.engine_timeout_ms,
     policyListen: p.policy_listen === 'none' ? null : p.policy_listen,

@@ -4,22 +4,36 @@
 // all in one batch; only then are the incoming names removed, so a crash in
 // between queues a login twice, which applying makes harmless (an entry
 // never moves back in time). Nothing the front wrote reaches the map
-// without passing here.
+// without passing here. Each login's user and service go to the who
+// journal here too, before anything is queued, so that the shared-address
+// guard (shared-address.ts) keeps a gateway's logins out of the queue.
 
 import { parseClientAddress, type ClientAddress } from './address.js';
 import { isIgnored, type Config } from './config.js';
 import { translated } from './map-errors.js';
 import { unchanged, valuesBeforeQueueing } from './map.js';
 import { clearIncoming, enqueueLogins, readIncoming, type IncomingLogin } from './queue.js';
+import { keepWho } from './shared-address.js';
+import type { UserSeen } from './who.js';
 
 export type Admission =
-  | { login: IncomingLogin; addr: ClientAddress; outcome: 'queued' | 'fresh' | 'permanent' | 'ignored' | 'expired' }
+  | {
+      login: IncomingLogin;
+      addr: ClientAddress;
+      outcome: 'queued' | 'fresh' | 'permanent' | 'ignored' | 'expired' | 'shared';
+      /** 'shared': every user behind the address within the timeout, latest first. */
+      users?: UserSeen[];
+    }
   | { login: IncomingLogin; addr: null; outcome: 'invalid'; problem: string };
 
 type Valid = Extract<Admission, { addr: ClientAddress }>;
 
-/** Admits every incoming login there is now; [] when there is none. */
-export function admitIncoming(cfg: Config, now: number): Admission[] {
+/**
+ * Admits every incoming login there is now; [] when there is none.
+ * `whoProblem` hears why the who journal could not take them (they are
+ * admitted all the same).
+ */
+export function admitIncoming(cfg: Config, now: number, whoProblem?: (e: Error) => void): Admission[] {
   const s = cfg.map;
   const incoming = translated(s.path, 'read the login queue of', () => readIncoming(s.path), 'io');
   if (incoming.length === 0) return [];
@@ -52,6 +66,28 @@ export function admitIncoming(cfg: Config, now: number): Admission[] {
       const n = a.addr.keys.length;
       a.outcome = unchanged(values.slice(at, at + n), a.login.time, cfg.refreshSeconds) ?? 'queued';
       at += n;
+    }
+  }
+  const kept = out.filter(
+    (a): a is Valid => a.outcome === 'queued' || a.outcome === 'fresh' || a.outcome === 'permanent',
+  );
+  const guard = keepWho(
+    cfg,
+    kept.map((a) => ({
+      addr: a.addr,
+      time: a.login.time,
+      service: a.login.tag,
+      user: a.login.user,
+      permanent: a.outcome === 'permanent',
+    })),
+    now,
+  );
+  if (guard.problem !== null) whoProblem?.(guard.problem);
+  for (const a of kept) {
+    const users = a.outcome === 'permanent' ? undefined : guard.shared.get(a.addr.text);
+    if (users !== undefined) {
+      a.outcome = 'shared';
+      a.users = users;
     }
   }
   const queued = out.flatMap((a) => (a.outcome === 'queued' ? [{ address: a.addr, time: a.login.time }] : []));

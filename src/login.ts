@@ -13,6 +13,7 @@ import type { ClientAddress } from './address.js';
 import type { Arrivals } from './arrivals.js';
 import type { Config } from './config.js';
 import type { LoginOutcome } from './map.js';
+import type { UserSeen } from './who.js';
 
 const USAGE = `Usage: poprelay-login [--config FILE] [--queue DIR] [--tag NAME] [--] [COMMAND [ARG...]]
 
@@ -225,6 +226,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     actAsMapOwner(cfg.map.path);
     const now = Math.floor(Date.now() / 1000);
     const login = { addr, time: now, who };
+    if (!(await keptWho(cfg, login, env.USER, args.tag, quoteUntrusted))) return !disagree;
     // The map and the engine each on their own: one failing does not keep the login from the other.
     let recorded = true;
     try {
@@ -262,6 +264,82 @@ function logMapOutcome(cfg: Config, l: Recorded, outcome: LoginOutcome): void {
       ? `${l.addr.text} has a permanent entry, left as it is (${l.who})`
       : `recorded ${l.addr.text} (${l.who})${OUTCOME_TEXT[outcome]}`,
   );
+}
+
+/** A login from an address over shared_address_users, with every user behind it. */
+interface SharedLogin extends Recorded {
+  users: UserSeen[];
+}
+
+/** The who journal did not take a batch of logins: one line; they are recorded all the same. */
+function whoNotKept(cfg: Config, e: Error): void {
+  log('warning', `who journal ${cfg.map.path}.who: ${e.message}; these logins are recorded without their users`);
+}
+
+/**
+ * A login recorded directly: its user goes to the who journal, and the
+ * shared-address guard decides; false when the address is over
+ * shared_address_users (its entry then leaves the map, and one line says
+ * who is behind it).
+ */
+async function keptWho(
+  cfg: Config,
+  l: Recorded,
+  user: string | undefined,
+  service: string | undefined,
+  quote: (s: string, max?: number) => string,
+): Promise<boolean> {
+  const { keepWho } = await import('./shared-address.js');
+  let permanent = false;
+  if (cfg.sharedAddressUsers !== null) {
+    const { unchanged, valuesBeforeQueueing } = await import('./map.js');
+    const values = valuesBeforeQueueing(cfg.map, l.addr.keys);
+    permanent = values !== null && unchanged(values, l.time, 0) === 'permanent';
+  }
+  const guard = keepWho(cfg, [{ addr: l.addr, time: l.time, service, user, permanent }], l.time);
+  if (guard.problem !== null) whoNotKept(cfg, guard.problem);
+  const users = guard.shared.get(l.addr.text);
+  if (users === undefined) return true;
+  await stopShared(cfg, [{ ...l, users }], quote);
+  return false;
+}
+
+/**
+ * Stops addresses over shared_address_users: their dated entries leave the
+ * map in one write, and each gets one line naming the users behind it.
+ */
+async function stopShared(
+  cfg: Config,
+  logins: readonly SharedLogin[],
+  quote: (s: string, max?: number) => string,
+): Promise<void> {
+  const { describeUsers, removeShared } = await import('./shared-address.js');
+  const { showUser } = await import('./who.js');
+  let removed: Set<string> | null = null;
+  let problem = '';
+  try {
+    removed = new Set(
+      removeShared(
+        cfg.map,
+        logins.map((l) => l.addr),
+      ).map((a) => a.text),
+    );
+  } catch (e) {
+    problem = e instanceof Error ? e.message : String(e);
+  }
+  for (const l of logins) {
+    const fate =
+      removed === null
+        ? `; its entry could not be removed from the map: ${problem}`
+        : removed.has(l.addr.text)
+          ? '; its entry left the map'
+          : '';
+    log(
+      'warning',
+      `not recorded ${l.addr.text} (${l.who}): a shared address: ${describeUsers(l.users, (u) => showUser(u, quote))} ` +
+        `logged in from it within timeout_minutes, more than shared_address_users = ${cfg.sharedAddressUsers ?? '?'}${fate}`,
+    );
+  }
 }
 
 /** Sends logins to the engine, when there is one; false when that failed (logged for each). */
@@ -363,7 +441,7 @@ async function drain(
       }
       arrivals?.mark();
       const now = Math.floor(Date.now() / 1000);
-      const admitted = admitIncoming(cfg, now);
+      const admitted = admitIncoming(cfg, now, (e) => whoNotKept(cfg, e));
       if (admitted.length === 0) {
         const idle = Math.min(cfg.recorderIdleSeconds * 1000, until - Date.now());
         if (arrivals !== null && idle > 0 && (await loginWithin(arrivals, idle, frontGone)))
@@ -373,6 +451,7 @@ async function drain(
       }
       const toMap: Recorded[] = [];
       const toShare: Recorded[] = [];
+      const shared = new Map<string, SharedLogin>();
       for (const a of admitted) {
         const whose = describeUser(a.login.user, a.login.tag, quoteUntrusted);
         if (a.addr === null) {
@@ -382,6 +461,8 @@ async function drain(
         const l = { addr: a.addr, time: a.login.time, who: whose };
         if (a.outcome === 'ignored') {
           if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
+        } else if (a.outcome === 'shared') {
+          if (!shared.has(l.addr.text)) shared.set(l.addr.text, { ...l, users: a.users ?? [] });
         } else if (a.outcome === 'expired') {
           await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
         } else {
@@ -399,6 +480,7 @@ async function drain(
           mapOk = false;
         }
       }
+      if (shared.size > 0) await stopShared(cfg, [...shared.values()], quoteUntrusted);
       await toEngine(cfg, toShare, now, failed);
     }
   } finally {

@@ -6,14 +6,17 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { addressOfKey, sortByAddress, type ClientAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
 import { isIgnored, type Config } from './config.js';
-import { escapeControls, PoprelayError } from './errors.js';
+import { escapeControls, PoprelayError, quoteUntrusted } from './errors.js';
 import { admitIncoming } from './incoming.js';
 import { describeUnreadable, liveAddresses } from './live.js';
 import type { EngineEndpoint } from './endpoints.js';
 import { liveTime, readEntries, sweepMap, type RelayEntry } from './map.js';
 import { actAsMapOwner } from './privilege.js';
 import { recordSweep } from './stats.js';
+import { describeUsers, removeShared } from './shared-address.js';
 import { formatAgo } from './timefmt.js';
+import { showUser, type UserSeen } from './who.js';
+import { sweepWho } from './who-sweep.js';
 
 export const SWEEP_USAGE = `Usage: poprelay-sweep [--dry-run] [--verbose | --quiet] [--config FILE]
 
@@ -68,11 +71,16 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
   const cfg = configFrom(values);
   // Asked before taking the map owner's rights: run as root, the sweep can
   // read Dovecot's anvil socket, which the hook's user must not.
-  const live = liveSessions(cfg);
+  const asked = liveSessions(cfg);
   actAsMapOwner(cfg.map.path);
   const dryRun = values['dry-run'] === true;
   const left = dryRun ? [] : admitLeftovers(cfg, now);
+  // Who logged in where: the journal expires with the entries, and a shared address's live sessions keep nothing.
+  const who = sweepWho(cfg, now, dryRun);
+  if (who.problem !== null) process.stderr.write(`poprelay-sweep: ${escapeControls(who.problem)}\n`);
+  const live = asked.filter((a) => !who.shared.has(a.text));
   const report = sweepMap(cfg.map, { now, dryRun, live, list: dryRun || values.verbose === true });
+  const stopped = dryRun ? [] : stopSharedAddresses(cfg, who.shared);
   if (!dryRun && cfg.engine !== null) {
     const at = liveTime(now);
     await syncEngine(cfg, cfg.engine, [...live.map((addr) => ({ addr, time: at })), ...left], now);
@@ -108,6 +116,10 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
       out(`kept ${e.address}: last login ${ago(e)} (clock skew?); counted as fresh`);
   }
   if (values.quiet !== true) {
+    for (const [a, users] of stopped)
+      out(
+        `stopped shared address ${a}: ${describeUsers(users, (u) => showUser(u, quoteUntrusted))} within timeout_minutes`,
+      );
     const refreshed =
       report.refreshed > 0 ? `, ${dryRun ? 'would refresh' : 'refreshed'} ${report.refreshed} live` : '';
     out(
@@ -115,6 +127,16 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
     );
   }
   return 0;
+}
+
+/**
+ * The dated entries of addresses over shared_address_users leave the map
+ * (a login recorded before the guard saw the others, a live session, or a
+ * lowered limit); the ones it removed, with their users.
+ */
+function stopSharedAddresses(cfg: Config, shared: Map<string, UserSeen[]>): Array<[string, UserSeen[]]> {
+  const addrs = [...shared.keys()].flatMap((a) => addressOfKey(a) ?? []);
+  return removeShared(cfg.map, addrs).map((a) => [a.text, shared.get(a.text) ?? []]);
 }
 
 /**

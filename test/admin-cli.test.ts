@@ -265,7 +265,7 @@ describe('bad input', () => {
   it.each([
     [
       ['bogus'],
-      'poprelay: unknown command "bogus"; commands: init, list, add, del, check, stats, flush, doctor (see poprelay --help)\n',
+      'poprelay: unknown command "bogus"; commands: init, list, add, del, check, stats, flush, doctor, who, report (see poprelay --help)\n',
     ],
     [['list', '--bogus'], "poprelay: unknown option '--bogus'; see poprelay list --help\n"],
     [['add'], 'poprelay: add takes ADDR; see poprelay add --help\n'],

@@ -47,6 +47,8 @@ describe('the pages and the programs agree', () => {
     ['poprelay.8', BIN.admin, ['doctor']],
     ['poprelay.8', BIN.admin, ['flush']],
     ['poprelay.8', BIN.admin, ['list']],
+    ['poprelay.8', BIN.admin, ['who']],
+    ['poprelay.8', BIN.admin, ['report']],
   ])('%s describes every option of %s %s --help', async (page, bin, sub) => {
     const help = (await execa(bin, [...sub, '--help'])).stdout;
     const text = await rendered(page);
@@ -67,7 +69,7 @@ describe('the pages and the programs agree', () => {
         .split('\n\n')[0]!
         .matchAll(/^ {2}([a-z]+)/gm),
     ].map((m) => m[1]!);
-    expect(commands).toEqual(['init', 'list', 'add', 'del', 'check', 'stats', 'flush', 'doctor']);
+    expect(commands).toEqual(['init', 'list', 'add', 'del', 'check', 'stats', 'flush', 'doctor', 'who', 'report']);
     const text = await rendered('poprelay.8');
     const described = text.split(/^COMMANDS$/m)[1]!.split(/^OPTIONS$/m)[0]!;
     for (const c of commands) expect(described, c).toMatch(new RegExp(`^ {7}${c}\\b`, 'm'));

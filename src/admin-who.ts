@@ -1,0 +1,63 @@
+// poprelay who ADDRESS: the users behind an address now, from the who
+// journal beside the map (who.ts): each user, the service of their last
+// login, when, and how many logins within timeout_minutes.
+
+import { parseClientAddress } from './address.js';
+import type { Command } from './admin.js';
+import { out, outJson, table } from './cli.js';
+import { quoteUntrusted } from './errors.js';
+import { formatAgo, formatTime } from './timefmt.js';
+import { readWho, showUser, usersByAddress } from './who.js';
+
+export const WHO_COMMAND: Command = {
+  usage: `Usage: poprelay who ADDR [--json] [--config FILE]
+
+Lists the users who logged in from ADDR within timeout_minutes, from the
+who journal beside the map (dbfile.who): each user, the service of their
+last login (the hook's tag, such as pop3), when, and how many logins. With
+shared_address_users set, says whether ADDR has more users than that and
+so may not relay. Exit 1 when nobody logged in from ADDR in that time.
+User names that are not plain are shown quoted and escaped.
+  --json   one JSON object instead of text`,
+  args: ['ADDR'],
+  options: { json: { type: 'boolean' } },
+  run: (ctx) => {
+    const addr = parseClientAddress(ctx.args[0] ?? '');
+    const cfg = ctx.config();
+    const since = ctx.now - cfg.map.timeoutSeconds;
+    const users = usersByAddress(readWho(cfg.map.path, new Set([addr.text])), since).get(addr.text) ?? [];
+    const limit = cfg.sharedAddressUsers;
+    const shared = limit !== null && users.length > limit;
+    if (ctx.values.json === true) {
+      outJson({
+        address: addr.text,
+        users: users.map((u) => ({ user: u.user, service: u.service, lastLogin: u.last, logins: u.logins })),
+        sharedAddressUsers: limit,
+        shared,
+      });
+      return users.length > 0 ? 0 : 1;
+    }
+    if (users.length === 0) {
+      out(`${addr.text}: nobody logged in from it within the last ${cfg.map.timeoutSeconds / 60} minutes`);
+      return 1;
+    }
+    const verdict = shared
+      ? `; more than shared_address_users = ${limit}: a shared address, it may not relay`
+      : limit !== null
+        ? ` (shared_address_users = ${limit})`
+        : '';
+    out(
+      `${addr.text}: ${users.length} user${users.length === 1 ? '' : 's'} within the last ${cfg.map.timeoutSeconds / 60} minutes${verdict}`,
+    );
+    const rows = [['USER', 'SERVICE', 'LAST LOGIN', 'LOGINS']];
+    for (const u of users)
+      rows.push([
+        showUser(u.user, quoteUntrusted),
+        u.service === '' ? '-' : u.service,
+        `${formatTime(u.last)} (${formatAgo(u.last, ctx.now)})`,
+        String(u.logins),
+      ]);
+    for (const line of table(rows)) out(line);
+    return 0;
+  },
+};
