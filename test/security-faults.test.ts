@@ -133,23 +133,36 @@ describe('SIGKILL loops on the front and queue path', () => {
   it('a crowd of fronts while their recorders are SIGKILLed at random points: no front hangs, no login is lost, the map verifies, the lock is free', async () => {
     // A 5,000-entry map, so that a kill also lands in the copy of the map, not only in Node's start.
     const s = await site('recorder_idle_seconds = 0\nlock_timeout_ms = 5000\n', tempDir(), 5000);
-    // Each recorder seen is killed at a random point of its life, 0 to 300 ms after it was first seen (at its
-    // start, admitting, copying or renaming the map, letting go of the lock), or lives if it ends before.
+    // Each recorder seen is killed at a point of its life picked at random: as soon as it is seen (Node
+    // starting), once its round has made the logins records, once a copy of the map is under way, or 0 to 1 s
+    // after it was seen; it lives if it ends first. Points by state, not by time: a loaded machine moves
+    // every point later, not past the kills.
+    const phases = ['start', 'records', 'copy', 'later'] as const;
+    type Phase = (typeof phases)[number];
+    const killed: Record<Phase, number> = { start: 0, records: 0, copy: 0, later: 0 };
+    const reached: Record<Exclude<Phase, 'later'>, () => boolean> = {
+      start: () => true,
+      records: () => readQueue(s.map).logins.length > 0,
+      copy: () => existsSync(`${s.map}.poprelay-tmp`),
+    };
     let killing = true;
-    let kills = 0;
-    let midCopy = 0; // kills while a copy of the map was being made
     const killer = (async () => {
-      const due = new Map<number, number>();
+      const fate = new Map<number, { phase: Phase; at: number }>();
       while (killing) {
-        await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 5));
         for (const pid of recorders(s.queue)) {
-          const at = due.get(pid) ?? Date.now() + Math.floor(Math.random() * 300);
-          due.set(pid, at);
-          if (Date.now() < at) continue;
+          let f = fate.get(pid);
+          if (f === undefined) {
+            f = {
+              phase: phases[Math.floor(Math.random() * phases.length)] ?? 'later',
+              at: Date.now() + Math.random() * 1000,
+            };
+            fate.set(pid, f);
+          }
+          if (f.phase === 'later' ? Date.now() < f.at : !reached[f.phase]()) continue;
           try {
-            if (existsSync(`${s.map}.poprelay-tmp`)) midCopy++;
             process.kill(pid, 'SIGKILL');
-            kills++;
+            killed[f.phase]++;
           } catch {
             // ended meanwhile
           }
@@ -176,6 +189,7 @@ describe('SIGKILL loops on the front and queue path', () => {
       await killer;
     }
     // The kills happened, and the fronts saw them.
+    const kills = Object.values(killed).reduce((a, b) => a + b, 0);
     expect(kills).toBeGreaterThan(0);
     expect(stderr).toMatch(/not recorded: the recorder \(.*\) ended with status 137, killed by signal 9/);
     // A recorder the killer missed may still be finishing: wait for it.
@@ -192,9 +206,7 @@ describe('SIGKILL loops on the front and queue path', () => {
     // And the sweep finds nothing left to apply.
     const sweep = await execa(BIN.sweep, ['--config', s.ini]);
     expect(sweep.stdout).toContain(`kept ${5000 + all.length + 1}`);
-    console.log(
-      `SIGKILL loop: ${all.length} logins, ${kills} recorders killed, ${midCopy} of them with a copy of the map under way`,
-    );
+    console.log(`SIGKILL loop: ${all.length} logins, ${kills} recorders killed, by point: ${JSON.stringify(killed)}`);
   });
 
   it('recorders SIGKILLed inside each system call of a round (strace): every login goes in with the next, the map verifies, the lock is free', async () => {
