@@ -17,9 +17,10 @@ import {
   type Config,
 } from './config.js';
 import { askDaemon, sendmailSocketSpec } from './daemon-client.js';
-import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
+import { viaSentinel, withoutSecrets, type EngineEndpoint, type EngineNode } from './endpoints.js';
 import { listenersOf } from './protocols.js';
-import { respCall, RespError, type RespValue } from './resp.js';
+import { EngineError, respCall, respCallTo, RespError, type RespValue } from './resp.js';
+import { askSentinels, showNode } from './sentinel.js';
 import { errnoCode, escapeControls, isPoprelayError, quoteUntrusted } from './errors.js';
 import type { MapSettings } from './config.js';
 import { readEntries, readRecords } from './map.js';
@@ -671,6 +672,7 @@ async function engineChecks(cfg: Config, engine: EngineEndpoint, hook: boolean):
       ),
     );
   }
+  if (checks[0]?.status === 'OK' && viaSentinel(engine)) checks.push(sentinelCheck(cfg, engine));
   if (checks[0]?.status === 'OK') checks.push(engineRoleCheck(cfg, engine, hook));
   for (const [protocol, at] of listenersOf(cfg)) {
     if (at === null) continue;
@@ -689,6 +691,40 @@ async function engineChecks(cfg: Config, engine: EngineEndpoint, hook: boolean):
     }
   }
   return checks;
+}
+
+/**
+ * Through Sentinel: the primary they name, and that it says so (ROLE).
+ * Every client sends ROLE beside its first command: a user that may not
+ * run it leaves only -READONLY to tell a replica, and the engine logs the
+ * refusal in ACL LOG at every login.
+ */
+function sentinelCheck(cfg: Config, engine: EngineEndpoint & { sentinels: EngineNode[]; service: string }): Check {
+  const name = 'engine primary';
+  try {
+    const primary = askSentinels(engine, performance.now() + Math.max(cfg.engineTimeoutMs, 2000));
+    const [role] = respCallTo(engine, primary, [['ROLE']], Math.max(cfg.engineTimeoutMs, 2000));
+    if (role instanceof RespError) {
+      return bad(
+        'WARN',
+        name,
+        `the Sentinels name ${showNode(primary)}; the engine user may not run ROLE (${withoutSecrets(engine, role.message)})`,
+        "add +role to this host's engine user (docs/cluster.md): without it, only -READONLY tells a replica from the primary",
+      );
+    }
+    const said = Array.isArray(role) ? String(role[0]) : JSON.stringify(role);
+    if (said !== 'master')
+      return bad(
+        'FAIL',
+        name,
+        `the Sentinels name ${showNode(primary)}, which says it is a ${said}`,
+        'a failover may be under way: run doctor again',
+      );
+    return ok(name, `the Sentinels of ${engine.service} name ${showNode(primary)}, and it is the primary`);
+  } catch (e) {
+    const why = e instanceof EngineError ? e.message : String(e);
+    return bad('FAIL', name, why, 'check the Sentinels in engine = (HOST:PORT,...) and the service they monitor');
+  }
 }
 
 /**

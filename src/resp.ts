@@ -133,15 +133,23 @@ function exchange(e: EngineEndpoint, at: RespTarget, request: Buffer, timeoutMs:
  */
 export const CLOSE_SENTINEL = Buffer.from('"\r\n');
 
-/** Redis and Valkey's answer to AUTH where no password is set: a Sentinel that asks for none. */
-const NO_PASSWORD_SET = /without any password configured|no password is set/i;
+/**
+ * A Sentinel is sent the engine's user and password, and whether it took
+ * them is judged by its answers to what follows: one that asks for none
+ * refuses them (no password set, no such user) and answers anyway; one that
+ * asks answers NOAUTH. The refusal that matters, or null.
+ */
+export function sentinelRefusal(auth: readonly RespValue[], replies: readonly RespValue[]): RespError | null {
+  if (!replies.some((r) => r instanceof RespError && /^NOAUTH\b/.test(r.message))) return null;
+  return auth.find((r): r is RespError => r instanceof RespError) ?? new RespError('NOAUTH Authentication required');
+}
 
 /**
  * Sends `commands` to `at` (and QUIT, so that the engine closes when it has
  * answered) in one write and returns their replies, in order; throws an
  * EngineError when it cannot be reached, refuses the login or the
  * database, or the whole exchange takes more than `timeoutMs`. A Sentinel
- * (`sentinel`) is sent the password only where it asks for one. Blocking:
+ * (`sentinel`) that asks for no password answers anyway (sentinelRefusal). Blocking:
  * for the short-lived hook, the sweep and doctor.
  */
 export function respCallTo(
@@ -163,13 +171,13 @@ export function respCallTo(
     // A malformed reply is quoted, and a server that echoes what it was sent would echo AUTH.
     throw new EngineError(`engine ${name}: ${withoutSecrets(e, (err as Error).message)}`, false);
   }
-  const refused = replies
-    .slice(0, pre.length)
-    .find((v): v is RespError => v instanceof RespError && !(sentinel && NO_PASSWORD_SET.test(v.message)));
-  if (refused !== undefined) {
+  const refused = sentinel
+    ? sentinelRefusal(replies.slice(0, pre.length), replies.slice(pre.length, pre.length + commands.length))
+    : replies.slice(0, pre.length).find((v): v is RespError => v instanceof RespError);
+  if (refused !== undefined && refused !== null) {
     throw new EngineError(
       // A server that does not know AUTH quotes its arguments: the password.
-      `engine ${name}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'login'}: ${withoutSecrets(e, refused.message)}`,
+      `engine ${name}: refused ${pre[replies.indexOf(refused)]?.[0] ?? 'AUTH'}: ${withoutSecrets(e, refused.message)}`,
       false,
     );
   }

@@ -14,7 +14,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { asEngineClient, nodeClient, tlsOptions, type EngineClient, type NodeClient } from './engine-client.js';
 import { withoutSecrets, type EngineEndpoint, type EngineNode } from './endpoints.js';
 import { PoprelayError } from './errors.js';
-import { CLOSE_SENTINEL, encodeCommand, parseReply, RespError, type RespValue } from './resp.js';
+import { CLOSE_SENTINEL, encodeCommand, parseReply, sentinelRefusal, type RespValue } from './resp.js';
 import { watchFailovers } from './sentinel-notices.js';
 import { showNode } from './sentinel.js';
 
@@ -24,8 +24,6 @@ type SentinelEndpoint = EngineEndpoint & { sentinels: EngineNode[]; service: str
 const CHECK_MS = 1000;
 /** How long one question to one Sentinel may take. */
 const ASK_MS = 1000;
-
-const NO_PASSWORD_SET = /without any password configured|no password is set/i;
 
 /** Replies to `commands` from a Sentinel, after AUTH where it asks for one. */
 function askSentinel(e: SentinelEndpoint, at: EngineNode, commands: string[][]): Promise<RespValue[]> {
@@ -59,10 +57,11 @@ function askSentinel(e: SentinelEndpoint, at: EngineNode, commands: string[][]):
         reject(new Error(`Sentinel ${showNode(at)}: ${withoutSecrets(e, (err as Error).message)}`));
         return;
       }
-      const refused = replies
-        .slice(0, pre.length)
-        .find((v): v is RespError => v instanceof RespError && !NO_PASSWORD_SET.test(v.message));
-      if (refused !== undefined)
+      const refused = sentinelRefusal(
+        replies.slice(0, pre.length),
+        replies.slice(pre.length, pre.length + commands.length),
+      );
+      if (refused !== null)
         reject(new Error(`Sentinel ${showNode(at)}: refused AUTH: ${withoutSecrets(e, refused.message)}`));
       else if (replies.length < all.length) reject(new Error(`Sentinel ${showNode(at)}: closed the connection`));
       else resolve(replies.slice(pre.length, pre.length + commands.length));

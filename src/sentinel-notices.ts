@@ -12,7 +12,6 @@ import type { EngineEndpoint, EngineNode } from './endpoints.js';
 import { encodeCommand, parseReply, RespError } from './resp.js';
 
 const RETRY_MS = 1000;
-const NO_PASSWORD_SET = /without any password configured|no password is set/i;
 
 /**
  * Calls `switched` with the new primary each time a Sentinel announces
@@ -50,7 +49,8 @@ export function watchFailovers(
         for (let r = parseReply(buf); r !== null; r = parseReply(buf)) {
           buf = buf.subarray(r.next);
           const v = r.value;
-          if (v instanceof RespError && !NO_PASSWORD_SET.test(v.message)) s.destroy();
+          // A refused AUTH matters only if the Sentinel then refuses SUBSCRIBE (sentinelRefusal).
+          if (v instanceof RespError && /^NOAUTH\b/.test(v.message)) s.destroy();
           if (!Array.isArray(v) || v[0] !== 'message' || typeof v[2] !== 'string') continue;
           // "<service> <old-ip> <old-port> <new-ip> <new-port>"
           const [name, , , host, port] = v[2].split(' ');

@@ -180,7 +180,8 @@ describe('both ways of a blocking TLS exchange (openssl s_client where installed
 describe('engine = rediss+sentinel://', () => {
   let set: SentinelSet;
   beforeAll(async () => {
-    set = await startSentinelSet({ tls: ca, password: PASSWORD });
+    // Sentinels that ask for a password too (the engine's).
+    set = await startSentinelSet({ tls: ca, password: PASSWORD, sentinelsAskPassword: true });
   }, 120_000);
   afterAll(async () => {
     await set?.stop();

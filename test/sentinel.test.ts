@@ -72,6 +72,19 @@ describe('engine = redis+sentinel://', () => {
     expect(readFileSync(enginePrimaryFile(hostA.map), 'utf8')).toBe(`127.0.0.1 ${await set.primaryPort()}\n`);
   });
 
+  it('doctor names the primary the Sentinels name, and says the engine user may not run ROLE when it may not', async () => {
+    const doctor = async (ini: string) => (await run(BIN.admin, ['doctor', '--config', ini])).stdout;
+    const out = await doctor(hostA.ini);
+    expect(out).toMatch(
+      new RegExp(`engine primary.*name 127\\.0\\.0\\.1:${await set.primaryPort()}, and it is the primary`),
+    );
+    expect(out).not.toContain(PASSWORD);
+    const primary = await set.primary();
+    await primary.acl([`ACL SETUSER norole on >norole-pw ~poprelay:* +@all -role`]);
+    const norole = configured(`engine = ${set.url.replace(`:${PASSWORD}@`, 'norole:norole-pw@')}\n${NOT_LIVE}`);
+    expect(await doctor(norole.ini)).toMatch(/engine primary.*may not run ROLE/);
+  });
+
   it("poprelay's commands work on the primary", async () => {
     const admin = configured(`engine = ${set.url}\n${NOT_LIVE}`);
     expect((await run(BIN.admin, ['add', '--config', admin.ini, '198.51.100.42'])).code).toBe(0);

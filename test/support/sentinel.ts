@@ -72,8 +72,10 @@ export function ask(port: number, words: string[], tls?: EngineTlsFiles, passwor
  * Sentinels as auth-pass), `tls` makes every node and Sentinel TLS only.
  */
 export async function startSentinelSet(
-  o: { kind?: EngineKind; tls?: EngineTlsFiles; password?: string } = {},
+  o: { kind?: EngineKind; tls?: EngineTlsFiles; password?: string; sentinelsAskPassword?: boolean } = {},
 ): Promise<SentinelSet> {
+  // The Sentinels' own password, where they ask for one: the engine's, as docs/cluster.md sets them up.
+  const sentinelPassword = o.sentinelsAskPassword === true ? o.password : undefined;
   const kind = o.kind ?? DEFAULT_KIND;
   const first = await startEngine([], o.password, { kind, tls: o.tls });
   const second = await startEngine([], o.password, { kind, tls: o.tls, replicaOf: first.port });
@@ -113,6 +115,7 @@ export async function startSentinelSet(
         `sentinel down-after-milliseconds ${SERVICE} 1000`,
         `sentinel failover-timeout ${SERVICE} 5000`,
         ...(o.password === undefined ? [] : [`sentinel auth-pass ${SERVICE} ${o.password}`]),
+        ...(sentinelPassword === undefined ? [] : [`requirepass ${sentinelPassword}`]),
         '',
       ].join('\n'),
     );
@@ -126,7 +129,7 @@ export async function startSentinelSet(
       `${kind}-sentinel`,
       proc,
       async () => {
-        if (!(await ask(port, ['PING'], o.tls)).includes('+PONG')) throw new Error('no PONG');
+        if (!(await ask(port, ['PING'], o.tls, sentinelPassword)).includes('+PONG')) throw new Error('no PONG');
       },
       60_000,
       () => output,
@@ -134,7 +137,9 @@ export async function startSentinelSet(
   }
   const primaryPort = async (): Promise<number> => {
     for (const port of sentinelPorts) {
-      const answer = await ask(port, ['SENTINEL', 'get-master-addr-by-name', SERVICE], o.tls).catch(() => '');
+      const answer = await ask(port, ['SENTINEL', 'get-master-addr-by-name', SERVICE], o.tls, sentinelPassword).catch(
+        () => '',
+      );
       const m = /\$\d+\r\n127\.0\.0\.1\r\n\$\d+\r\n(\d+)\r\n/.exec(answer);
       if (m !== null) return Number(m[1]);
     }
@@ -146,7 +151,7 @@ export async function startSentinelSet(
   await eventually(
     async () => {
       for (const port of sentinelPorts) {
-        const answer = await ask(port, ['SENTINEL', 'master', SERVICE], o.tls).catch(() => '');
+        const answer = await ask(port, ['SENTINEL', 'master', SERVICE], o.tls, sentinelPassword).catch(() => '');
         if (!/num-slaves\r\n\$1\r\n1\r\n/.test(answer) || !/num-other-sentinels\r\n\$1\r\n2\r\n/.test(answer))
           return false;
       }
