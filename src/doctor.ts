@@ -100,6 +100,7 @@ interface DovecotService {
   executable?: string;
   user?: string;
   vsz_limit?: string;
+  process_limit?: string;
 }
 
 /** The service blocks of `doveconf -n` output, by name. */
@@ -121,7 +122,7 @@ export function parseDoveconfServices(text: string): Map<string, DovecotService>
       depth = Math.max(0, depth - 1);
       if (depth === 0) current = undefined;
     } else if (current && depth === 1) {
-      const kv = /^(executable|user|vsz_limit) = (.*)$/.exec(line);
+      const kv = /^(executable|user|vsz_limit|process_limit) = (.*)$/.exec(line);
       if (kv) current[kv[1] as keyof DovecotService] = kv[2] ?? '';
     }
   }
@@ -209,8 +210,18 @@ function dovecotChecks(paths: DoctorPaths): { checks: Check[]; service?: HookSer
     // doveconf -n leaves out defaults: the service then has default_vsz_limit.
     const vsz = svc.vsz_limit ?? /^default_vsz_limit = (.*)$/m.exec(text)?.[1] ?? '256M';
     service = { hook: words.slice(1), user: svc.user || 'root', vsz };
+    const runs = `post-login service ${post} runs ${service.hook.join(' ')} as ${service.user}, vsz_limit = ${vsz}`;
+    // The front is the service's process until its recorder ends, and a recorder may wait
+    // (recorder_idle_seconds, the map's lock): with one process, Dovecot drops the logins behind it.
     checks.push(
-      ok(name, `post-login service ${post} runs ${service.hook.join(' ')} as ${service.user}, vsz_limit = ${vsz}`),
+      svc.process_limit === '1'
+        ? bad(
+            'WARN',
+            name,
+            `${runs}, process_limit = 1: while a recorder waits for more logins or for the map, Dovecot drops the logins that wait for that one process`,
+            `remove process_limit from service ${post} (the default is 100), or set it to 2 or more`,
+          )
+        : ok(name, runs),
     );
   }
   return { checks, service };

@@ -32,7 +32,7 @@ export function lockTimeoutError(path: string, lockTimeoutMs: number): PoprelayE
   return new PoprelayError(
     'ERR_MAP_LOCK_TIMEOUT',
     `map ${path} stayed locked by another process for more than lock_timeout_ms = ${lockTimeoutMs} ms; ` +
-      `find the holder with: fuser -v ${path} ${path}.lock`,
+      `find the holder with "fuser -v ${path} ${path}.lock".`,
   );
 }
 
@@ -76,9 +76,10 @@ export function mapError(e: unknown, path: string, doing: string, otherwise: Oth
     case 'EPERM':
       return new PoprelayError(
         'ERR_MAP_PERMISSION',
-        `cannot ${doing} ${path} as user ${userDescription()}: permission denied. ` +
-          `Writers need read access to the map and write access to its directory ${dir} ` +
-          `(poprelay renames a new copy into place); readers need read access to the map.`,
+        `cannot ${doing} ${path} as user ${userDescription()}: permission denied` +
+          `${offender.startsWith(`${path}.queue`) ? ` on its queue ${offender}` : ''}. ` +
+          `Writers need read access to the map and write access to its directory ${dir} and its queue ` +
+          `${path}.queue (poprelay renames a new copy into place); readers need read access to the map.`,
         { cause: e },
       );
     case 'ELOOP':

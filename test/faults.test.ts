@@ -292,7 +292,7 @@ describe('missing permissions', () => {
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toBe(
       `poprelay: cannot write a new copy of the map in ${dir} for ${map} as user poprelay (uid ${uid}): permission denied. ` +
-        `Writers need read access to the map and write access to its directory ${dir} (poprelay renames a new copy into place); readers need read access to the map.`,
+        `Writers need read access to the map and write access to its directory ${dir} and its queue ${map}.queue (poprelay renames a new copy into place); readers need read access to the map.`,
     );
     r = await as(BIN.sweep, ['--config', ini]);
     expect(r.exitCode).toBe(1);

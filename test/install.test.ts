@@ -473,6 +473,20 @@ describe('poprelay doctor', () => {
     );
   });
 
+  it('warns of a post-login service with process_limit = 1: a waiting recorder would keep logins out', async () => {
+    const t = await installed();
+    writeFileSync(
+      t.conf,
+      readFileSync(t.conf, 'utf8').replace(/^( *)user = poprelay$/m, '$1user = poprelay\n$1process_limit = 1'),
+    );
+    const r = await doctor(t);
+    expect(r.statuses['dovecot pop3'], r.stdout).toBe('WARN');
+    expect(r.statuses['dovecot imap'], r.stdout).toBe('OK');
+    expect(r.stdout).toMatch(
+      /process_limit = 1: while a recorder waits .*\n +fix: remove process_limit from service poprelay-pop3/,
+    );
+  });
+
   it('warns when the cron entry runs the sweep as the hook user, who cannot ask Dovecot which sessions are live', async () => {
     const t = await installed();
     writeFileSync(t.cron, readFileSync(t.cron, 'utf8').replace('\troot\t', '\tpoprelay\t'));

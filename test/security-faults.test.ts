@@ -473,7 +473,7 @@ describe('a lock held for ever', () => {
       const said = results.flatMap((r) => lines(r.stderr));
       for (const ip of ips)
         expect(said).toContain(
-          `poprelay: not recorded ${ip} (user=bob, service=pop3): map ${s.map} stayed locked by another process for more than lock_timeout_ms = 1500 ms; find the holder with: fuser -v ${s.map} ${s.map}.lock The login is queued and goes in once the map can take it.`,
+          `poprelay: not recorded ${ip} (user=bob, service=pop3): map ${s.map} stayed locked by another process for more than lock_timeout_ms = 1500 ms; find the holder with "fuser -v ${s.map} ${s.map}.lock". The login is queued and goes in once the map can take it.`,
         );
       expect(sorted(readQueue(s.map).logins.map((q) => q.address.text))).toEqual(sorted(ips));
       expect(readQueue(s.map).incoming).toEqual([]);
