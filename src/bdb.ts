@@ -17,10 +17,11 @@ export interface Database {
   /** Up to `max` more records of a whole-database walk, packed; null at the end. `restart` begins a new walk. */
   scan(max: number, restart?: boolean): Buffer | null;
   /**
-   * One walk of the whole database for the sweep, in C: every key without
-   * ':' is decided as values.ts decides its value (see SweepScan); keys
-   * with ':' come back as records for the caller to pair, and the keys in
-   * `skip` not at all.
+   * One walk of the whole database for the sweep, in C: every entry (a
+   * key without ':', or an IPv6 address's keys) decided as map.ts and
+   * values.ts decide it (see SweepScan in native/bdb.cc); other keys with
+   * ':' come back as records for the caller, and the keys in `skip` not at
+   * all.
    */
   sweepScan(cutoff: number, now: number, skip: readonly Buffer[], list: boolean): SweepScan;
   /**
@@ -42,13 +43,13 @@ export interface Database {
 
 /** What Database.sweepScan() found. */
 export interface SweepScan {
-  /** Entry pack of the expired keys without ':', each with its value. */
+  /** Entry pack of the expired entries, each with its (newest) value. */
   expired: Buffer;
   expiredCount: number;
-  /** Keys without ':' that stay: dated at or after the cutoff. */
+  /** Entries that stay: dated at or after the cutoff. */
   kept: number;
   permanent: number;
-  /** Records (as scan() packs them) of every key with ':'. */
+  /** Records (as scan() packs them) of the keys with ':' left to the caller. */
   colon: Buffer;
   /** Records of the kept keys dated after `now`; empty unless listed. */
   future: Buffer;
@@ -230,4 +231,18 @@ export function* unpackEntries(pack: Buffer): Generator<[Buffer[], Buffer]> {
     }
     yield [keys, value];
   }
+}
+
+/** The pack without the one-key entries whose key is in `keys`. */
+export function withoutEntries(pack: Buffer, keys: ReadonlySet<string>): Buffer {
+  const kept: Buffer[] = [];
+  let off = 0;
+  for (const [entryKeys, value] of unpackEntries(pack)) {
+    const size = 8 + value.length + entryKeys.reduce((n, k) => n + 4 + k.length, 0);
+    const [first] = entryKeys;
+    if (!(entryKeys.length === 1 && first !== undefined && keys.has(first.toString('latin1'))))
+      kept.push(pack.subarray(off, off + size));
+    off += size;
+  }
+  return Buffer.concat(kept);
 }

@@ -11,7 +11,15 @@ import { PoprelayError } from './errors.js';
 import { mapError, nulKeysError, translated } from './map-errors.js';
 import { enqueueLogin, readQueue, type QueuedLogin } from './queue.js';
 import { applyLogin, classifyValue, entryTime } from './values.js';
-import { EntryFate, packEntry, unpackEntries, unpackRecords, type Database } from './bdb.js';
+import {
+  EntryFate,
+  packEntry,
+  unpackEntries,
+  unpackRecords,
+  withoutEntries,
+  type Database,
+  type SweepScan,
+} from './bdb.js';
 import { unixNow } from './timefmt.js';
 
 export { ensureMap, readRecords, updateMap } from './mapfile.js';
@@ -220,9 +228,9 @@ const SWEEP_STEP = 4096;
 
 /**
  * Removes dated entries older than the timeout. One walk of the published
- * file, without a lock and in the addon, picks the expired entries (IPv6
- * pairs and the addresses this sweep writes itself are decided here); the
- * removals then happen in a private copy under the lock, each entry
+ * file, without a lock and in the addon, picks the expired entries (only
+ * odd keys and the addresses this sweep writes itself are decided here);
+ * the removals then happen in a private copy under the lock, each entry
  * re-checked there, so a login recorded meanwhile is never lost. The copy
  * is published once, or once per batch when writers wait, so a login never
  * waits for more than one batch.
@@ -270,6 +278,15 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
       groupEntries(records).forEach(decide);
     }
   };
+  // IPv4 keys the walk decided that are decided here after all, with their v4-mapped twin.
+  const takenBack = new Set<string>();
+  const takeBack = (r: SweepScan, key: string, value: string): void => {
+    takenBack.add(key);
+    const c = classifyValue(value);
+    if (c.kind === 'permanent') r.permanent--;
+    else if (c.kind === 'invalid' || c.time < cutoff) r.expiredCount--;
+    else r.kept--;
+  };
   const walk = withPublished(s, (db) => {
     const r = db.sweepScan(
       cutoff,
@@ -278,13 +295,29 @@ export function sweepMap(s: MapSettings, o: SweepOptions): SweepReport {
       list,
     );
     if (r.nulKey) throw nulKeysError(s.path);
-    for (const e of groupEntries(asText(unpackRecords(r.colon)))) if (!touched.has(e.address)) decide(e);
+    for (const e of groupEntries(asText(unpackRecords(r.colon)))) {
+      if (touched.has(e.address)) continue;
+      // A v4-mapped key (::ffff:a.b.c.d, made by hand) is one entry with its
+      // IPv4 address's key, which the walk decided on its own: taken back.
+      const v4 = e.address.includes(':') ? null : db.get(enc(e.address));
+      if (v4 === null) {
+        decide(e);
+        continue;
+      }
+      takeBack(r, e.address, v4.toString('latin1'));
+      const records = e.keys.map((k): [string, string] => [k, db.get(enc(k))?.toString('latin1') ?? '']);
+      groupEntries([...records, [e.address, v4.toString('latin1')]]).forEach(decide);
+    }
     if (o.dryRun) decideTouched(db);
     return r;
   });
+  if (takenBack.size > 0) walk.expired = withoutEntries(walk.expired, takenBack);
   report.kept += walk.kept;
   report.permanent += walk.permanent;
-  if (list) for (const [k, v] of unpackRecords(walk.future)) report.future.push(entryOf(k, v));
+  if (list) {
+    for (const [k, v] of unpackRecords(walk.future))
+      if (!takenBack.has(k.toString('latin1'))) report.future.push(entryOf(k, v));
+  }
   const listRemoved = (pack: Buffer, status: Buffer | null): void => {
     let i = 0;
     for (const [[k], v] of unpackEntries(pack)) {

@@ -154,8 +154,16 @@ describe('the sweep in the addon', () => {
     '192.0.2.9': ' 1', // not all digits: permanent
     '192.0.2.10': String(CUTOFF - 1), // expired, but skipped
     'not-an-address': '12', // any key without ':' is its own entry
-    '2001:db8::1': String(CUTOFF - 1),
+    '2001:db8::1': String(CUTOFF - 1), // an IPv6 pair with one permanent key: permanent
     'ipv6:2001:db8:0:0:0:0:0:1': 'OK',
+    'ipv6:2001:db8:0:0:0:0:0:2': String(CUTOFF - 1), // a pair, both expired: one entry
+    '2001:db8::2': '99999999999',
+    'ipv6:2001:0db8:0:0:0:0:0:3': String(CUTOFF - 1), // leading zeros: still 2001:db8::3
+    '2001:db8::3': String(T), // the newer time counts
+    '2001:db8::4': String(CUTOFF - 1), // alone: goes with its other key too
+    '::ffff:192.0.2.20': String(CUTOFF - 1), // v4-mapped: an IPv4 address, left to the caller
+    'ff02::1': String(CUTOFF - 1), // multicast: no client address, left to the caller
+    'host:x': '12', // no address at all, left to the caller
   };
 
   function filled(name: string): string {
@@ -166,7 +174,7 @@ describe('the sweep in the addon', () => {
     return path;
   }
 
-  it('sweepScan decides every key without ":" as values.ts does, and hands back the rest', () => {
+  it('sweepScan decides each key as values.ts does and pairs IPv6 keys as address.ts does; the rest it hands back', () => {
     const db = openDatabase(filled('scan.db'), { type: 'hash', readonly: true });
     const r = db.sweepScan(CUTOFF, T, [b('192.0.2.10')], true);
     db.close();
@@ -178,16 +186,19 @@ describe('the sweep in the addon', () => {
         [['192.0.2.7'], '0000000001'],
         [['192.0.2.8'], '99999999999'],
         [['not-an-address'], '12'],
+        [['ipv6:2001:db8:0:0:0:0:0:2', '2001:db8::2'], String(CUTOFF - 1)],
+        [['2001:db8::4', 'ipv6:2001:db8:0:0:0:0:0:4'], String(CUTOFF - 1)],
       ].sort(),
     );
-    expect(r.expiredCount).toBe(5);
-    expect(r.kept).toBe(2);
-    expect(r.permanent).toBe(3);
+    expect(r.expiredCount).toBe(7);
+    expect(r.kept).toBe(3);
+    expect(r.permanent).toBe(4);
     expect([...unpackRecords(r.future)].map(([k]) => k.toString())).toEqual(['192.0.2.3']);
     expect(r.futureCount).toBe(1);
     expect([...unpackRecords(r.colon)].map(([k, v]): [string, string] => [k.toString(), v.toString()]).sort()).toEqual([
-      ['2001:db8::1', String(CUTOFF - 1)],
-      ['ipv6:2001:db8:0:0:0:0:0:1', 'OK'],
+      ['::ffff:192.0.2.20', String(CUTOFF - 1)],
+      ['ff02::1', String(CUTOFF - 1)],
+      ['host:x', '12'],
     ]);
     expect(r.nulKey).toBe(false);
     // Each decision is classifyValue's.

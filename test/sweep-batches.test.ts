@@ -6,7 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import type { Database } from '../src/bdb.js';
+import { openDatabase, type Database } from '../src/bdb.js';
 import { putEntry, readEntries, readQueued, sweepMap } from '../src/map.js';
 import { lookupKeys, updateMapInSteps } from '../src/mapfile.js';
 import { enqueueLogin } from '../src/queue.js';
@@ -134,6 +134,34 @@ describe('the sweep', () => {
     ]);
     expect(byAddress.get('192.0.2.3')).toBe(T - 10);
     expect(byAddress.get('192.0.2.2')).toBeLessThanOrEqual(T);
+  });
+
+  it('decides keys made by hand as one entry with their address: a v4-mapped key with its IPv4 key, IPv6 keys in any form', async () => {
+    const s = settings(dir, 'by-hand.db');
+    const db = openDatabase(s.path, { type: 'hash', readonly: false, create: true });
+    const put = (k: string, v: string): void => db.put(Buffer.from(k), Buffer.from(v));
+    put('192.0.2.30', String(T - 5000));
+    put('::ffff:192.0.2.30', 'OK'); // permanent wins
+    put('192.0.2.31', String(T - 10));
+    put('::ffff:192.0.2.31', String(T - 5000)); // the newer time counts
+    put('192.0.2.32', String(T - 5000));
+    put('::ffff:192.0.2.32', String(T - 5000)); // both go, one entry
+    put('ipv6:2001:0db8:0:0:0:0:0:9', String(T - 5000));
+    put('2001:db8::9', String(T - 10)); // leading zeros: the same address
+    put('ff02::1', String(T - 5000)); // no client address: its own entry
+    db.close();
+    const r = sweepMap(s, { now: T });
+    expect(r.removed.map((e) => e.address).sort()).toEqual(['192.0.2.32', 'ff02::1']);
+    expect(r).toMatchObject({ removedCount: 2, kept: 2, permanent: 1 });
+    await expectVerified(s.path);
+    expect((await dumpMap(s.path)).map(([k]) => k)).toEqual([
+      '192.0.2.30',
+      '192.0.2.31',
+      '2001:db8::9',
+      '::ffff:192.0.2.30',
+      '::ffff:192.0.2.31',
+      'ipv6:2001:0db8:0:0:0:0:0:9',
+    ]);
   });
 
   it('counts the same without listing, and a dry run writes nothing', async () => {

@@ -7,17 +7,21 @@
 
 #include <db.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -119,6 +123,118 @@ void PackEntry(std::vector<uint8_t>& out, const DBT& key, const DBT& val) {
   PackBytes(out, val.data, val.size);
   PackBytes(out, key.data, key.size);
 }
+
+// An entry of several keys, as packEntry() in bdb.ts packs it.
+void PackKeys(std::vector<uint8_t>& out, const std::vector<std::string>& keys, const std::string& value) {
+  uint32_t n = static_cast<uint32_t>(keys.size());
+  const uint8_t* s = reinterpret_cast<const uint8_t*>(&n);
+  out.insert(out.end(), s, s + 4);
+  PackBytes(out, value.data(), static_cast<uint32_t>(value.size()));
+  for (const std::string& k : keys) PackBytes(out, k.data(), static_cast<uint32_t>(k.size()));
+}
+
+// The two keys of an IPv6 login as src/address.ts writes them: sendmail's
+// "ipv6:" and eight %x groups, and the RFC 5952 text (compressIPv6()).
+void AppendHex(std::string& out, uint16_t v) {
+  static const char kDigits[] = "0123456789abcdef";
+  char buf[4];
+  int n = 0;
+  do {
+    buf[n++] = kDigits[v & 15];
+    v >>= 4;
+  } while (v != 0);
+  while (n > 0) out += buf[--n];
+}
+
+std::string SendmailKey(const uint16_t g[8]) {
+  std::string out = "ipv6:";
+  for (int i = 0; i < 8; i++) {
+    if (i > 0) out += ':';
+    AppendHex(out, g[i]);
+  }
+  return out;
+}
+
+std::string CompressedKey(const uint16_t g[8]) {
+  int bestStart = -1, bestLen = 1;
+  for (int i = 0; i < 8;) {
+    if (g[i] != 0) {
+      i++;
+      continue;
+    }
+    int j = i;
+    while (j < 8 && g[j] == 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  std::string out;
+  for (int i = 0; i < 8; i++) {
+    if (i == bestStart) {
+      out += "::";
+      i += bestLen - 1;
+      continue;
+    }
+    if (!out.empty() && out.back() != ':') out += ':';
+    AppendHex(out, g[i]);
+  }
+  return out;
+}
+
+// The IPv6 address a key with ':' stands for, as 16 bytes, as
+// addressOfKey() in src/address.ts reads it: the text, or "ipv6:" and
+// eight groups, of an address parseClientAddress() accepts as IPv6 (any
+// case, leading zeros, "::" anywhere it fits, a trailing dotted quad
+// without leading zeros, as inet_pton reads them too). Empty for any
+// other key (a v4-mapped one is an IPv4 address): the caller decides it.
+struct Addr16 {
+  uint8_t b[16];
+  bool operator==(const Addr16& o) const { return std::memcmp(b, o.b, 16) == 0; }
+};
+
+struct Addr16Hash {
+  size_t operator()(const Addr16& a) const {
+    uint64_t x, y;
+    std::memcpy(&x, a.b, 8);
+    std::memcpy(&y, a.b + 8, 8);
+    return std::hash<uint64_t>()(x * 0x9E3779B97F4A7C15ull ^ y);
+  }
+};
+
+bool PairedAddress(const uint8_t* key, u_int32_t size, Addr16* addr) {
+  static const char kPrefix[] = "ipv6:";
+  bool prefixed = size > 5 && std::memcmp(key, kPrefix, 5) == 0;
+  const char* text = reinterpret_cast<const char*>(key) + (prefixed ? 5 : 0);
+  size_t len = size - (prefixed ? 5 : 0);
+  if (len > 45) return false;
+  if (prefixed && std::count(text, text + len, ':') != 7) return false;
+  char buf[46];
+  std::memcpy(buf, text, len);
+  buf[len] = 0;
+  if (inet_pton(AF_INET6, buf, addr->b) != 1) return false;
+  uint16_t g[8];
+  for (int i = 0; i < 8; i++) g[i] = static_cast<uint16_t>(addr->b[2 * i] << 8 | addr->b[2 * i + 1]);
+  bool zero5 = g[0] == 0 && g[1] == 0 && g[2] == 0 && g[3] == 0 && g[4] == 0;
+  if (zero5 && g[5] == 0xffff) return false;  // v4-mapped: an IPv4 address
+  if (zero5 && g[5] == 0 && !(g[6] == 0 && g[7] == 1)) return false;  // unspecified, IPv4-compatible
+  if (g[0] >> 8 == 0xff) return false;  // multicast
+  return true;
+}
+
+// The keys of the IPv6 addresses seen by the walk, with their values:
+// records in one arena, each address's chained in the order seen, so that
+// a million keys cost no allocation each.
+struct Seen {
+  size_t off;
+  uint32_t klen, vlen;
+  int64_t next;
+};
+
+struct Chain {
+  int64_t head, tail;
+};
 
 class Database : public Napi::ObjectWrap<Database> {
  public:
@@ -269,16 +385,18 @@ class Database : public Napi::ObjectWrap<Database> {
   }
 
   // sweepScan(cutoff, now, skip, list): one walk of the whole database
-  // deciding every key without ':' (an IPv4 address, or a key that is no
-  // address: each its own entry) as values.ts does, so that a sweep of a
-  // million entries makes no JS object per record. Keys with ':' (IPv6,
-  // whose two keys make one entry) and the keys in `skip` are left to the
-  // caller: the former come back as records, the latter not at all.
-  // Returns { expired: entry pack (see RemoveExpired) of the expired keys
-  // with their values, expiredCount, kept, permanent, colon: records of the
-  // ':' keys, future: records of kept keys dated after `now` (only with
-  // `list`; futureCount always), nulKey: a key ends with NUL (the walk
-  // stops there) }. Records are packed as Scan() packs them.
+  // deciding its entries as map.ts's groupEntries() and values.ts would,
+  // so that a sweep of a million entries makes no JS object per record: a
+  // key without ':' (an IPv4 address, or a key that is no address) is its
+  // own entry; the keys of one IPv6 address (PairedAddress) are one entry.
+  // The keys in `skip` are left out; any other key with ':' (v4-mapped, no
+  // client address, no address at all) comes back as a record for the
+  // caller to decide. Returns { expired: entry pack (see RemoveExpired) of
+  // the expired entries, an IPv6 one with both its keys, each with its
+  // value (the newest), expiredCount, kept, permanent, colon: the records
+  // handed back, future: a record for each kept entry dated after `now`
+  // (only with `list`; futureCount always), nulKey: a key ends with NUL
+  // (the walk stops there) }. Records are packed as Scan() packs them.
   Napi::Value SweepScan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     double cutoff = info[0].As<Napi::Number>().DoubleValue();
@@ -297,6 +415,9 @@ class Database : public Napi::ObjectWrap<Database> {
     std::vector<uint8_t> expired, colon, future;
     double expiredCount = 0, kept = 0, permanent = 0, futureCount = 0;
     bool nulKey = false;
+    std::unordered_map<Addr16, Chain, Addr16Hash> pairs;
+    std::vector<char> arena;
+    std::vector<Seen> seen;
     for (;;) {
       DBT key = EmptyDbt();
       DBT val = EmptyDbt();
@@ -311,11 +432,24 @@ class Database : public Napi::ObjectWrap<Database> {
         nulKey = true;
         break;
       }
+      if (!skip.empty() && skip.count(std::string(reinterpret_cast<const char*>(k), key.size)) > 0) continue;
       if (std::memchr(k, ':', key.size) != nullptr) {
-        PackRecord(colon, key, val);
+        Addr16 addr;
+        if (!PairedAddress(k, key.size, &addr)) {
+          PackRecord(colon, key, val);
+          continue;
+        }
+        int64_t at = static_cast<int64_t>(seen.size());
+        seen.push_back({arena.size(), key.size, val.size, -1});
+        arena.insert(arena.end(), reinterpret_cast<const char*>(k), reinterpret_cast<const char*>(k) + key.size);
+        arena.insert(arena.end(), static_cast<const char*>(val.data), static_cast<const char*>(val.data) + val.size);
+        auto [it, added] = pairs.try_emplace(addr, Chain{at, at});
+        if (!added) {
+          seen[static_cast<size_t>(it->second.tail)].next = at;
+          it->second.tail = at;
+        }
         continue;
       }
-      if (!skip.empty() && skip.count(std::string(reinterpret_cast<const char*>(k), key.size)) > 0) continue;
       double t;
       switch (Classify(val, &t)) {
         case kPermanent:
@@ -340,6 +474,60 @@ class Database : public Napi::ObjectWrap<Database> {
       }
     }
     c->close(c);
+    // An IPv6 address's keys as groupEntries() in map.ts makes them one
+    // entry: permanent if one key is, else the newer time, invalid (time 0)
+    // only when every key is; an expired one goes with both keys, even if
+    // the walk saw one.
+    for (const auto& [addr, chain] : pairs) {
+      bool isPermanent = false, allInvalid = true;
+      double newest = 0;
+      const Seen* newestAt = &seen[static_cast<size_t>(chain.head)];
+      for (int64_t i = chain.head; i >= 0; i = seen[static_cast<size_t>(i)].next) {
+        const Seen& r = seen[static_cast<size_t>(i)];
+        DBT v = EmptyDbt();
+        v.data = arena.data() + r.off + r.klen;
+        v.size = r.vlen;
+        double t = 0;
+        EntryKind kind = Classify(v, &t);
+        if (kind == kPermanent) isPermanent = true;
+        if (kind != kDated) continue;
+        if (allInvalid || t > newest) {
+          newest = t;
+          newestAt = &r;
+        }
+        allInvalid = false;
+      }
+      const std::string newestValue(arena.data() + newestAt->off + newestAt->klen, newestAt->vlen);
+      if (isPermanent) {
+        permanent++;
+      } else if (allInvalid || newest < cutoff) {
+        uint16_t g[8];
+        for (int i = 0; i < 8; i++) g[i] = static_cast<uint16_t>(addr.b[2 * i] << 8 | addr.b[2 * i + 1]);
+        std::vector<std::string> keys;
+        for (int64_t i = chain.head; i >= 0; i = seen[static_cast<size_t>(i)].next) {
+          const Seen& r = seen[static_cast<size_t>(i)];
+          keys.emplace_back(arena.data() + r.off, r.klen);
+        }
+        for (std::string k : {SendmailKey(g), CompressedKey(g)}) {
+          if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+        }
+        PackKeys(expired, keys, newestValue);
+        expiredCount++;
+      } else {
+        kept++;
+        if (newest > now) {
+          futureCount++;
+          if (list) {
+            DBT k = EmptyDbt(), v = EmptyDbt();
+            k.data = arena.data() + newestAt->off;
+            k.size = newestAt->klen;
+            v.data = arena.data() + newestAt->off + newestAt->klen;
+            v.size = newestAt->vlen;
+            PackRecord(future, k, v);
+          }
+        }
+      }
+    }
     Napi::Object out = Napi::Object::New(env);
     out.Set("expired", Napi::Buffer<uint8_t>::Copy(env, expired.data(), expired.size()));
     out.Set("expiredCount", Napi::Number::New(env, expiredCount));
