@@ -25,23 +25,28 @@ export class Answers {
 
   /** Whether `addr` may relay now: the engine's answer, or when it cannot answer in time, the cache's. */
   async mayRelay(addr: ClientAddress): Promise<boolean> {
+    return (await this.ask(addr)).relay;
+  }
+
+  /** As mayRelay, saying whether the answer came from the cache (the engine could not answer in time). */
+  async ask(addr: ClientAddress): Promise<{ relay: boolean; cached: boolean }> {
     if (this.client.isReady) {
       try {
         const found = await withTimeout(lookupShared(this.client, addr), LOOKUP_TIMEOUT_MS);
         if (found === null) {
           this.yes.delete(addr.text);
-          return false;
+          return { relay: false, cached: false };
         }
         this.remember(addr.text, found.expiresAtMs ?? this.now() + PERMANENT_CACHE_MS);
-        return true;
+        return { relay: true, cached: false };
       } catch {
         // The engine is slow or just went away: the cache answers.
       }
     }
     const until = this.yes.get(addr.text);
-    if (until !== undefined && until > this.now()) return true;
+    if (until !== undefined && until > this.now()) return { relay: true, cached: true };
     this.yes.delete(addr.text);
-    return false;
+    return { relay: false, cached: true };
   }
 
   /** Forgets an address (the engine said it was deleted or expired). */

@@ -17,6 +17,7 @@ import {
   type ListenEndpoint,
 } from './endpoints.js';
 import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
+import { parseUserLimit, type UserLimit } from './user-limit.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/poprelay/poprelay.ini';
 /**
@@ -71,6 +72,12 @@ export interface Config {
   readsocketListen: ListenEndpoint | null;
   /** poprelayd keeps dbfile equal to the shared set. */
   mirror: boolean;
+  /** poprelayd logs one line per relay decision. */
+  auditLog: boolean;
+  /** Recipients per user per period in poprelayd's policy answers; null: none. */
+  userLimit: UserLimit | null;
+  /** What a recipient over user_limit gets: a 4xx deferral, or no relaying. */
+  userLimitAction: 'defer' | 'refuse';
 }
 
 export type LiveSessions = 'yes' | 'no' | 'auto';
@@ -258,6 +265,22 @@ const KEYS = {
     allowed: '"yes" or "no"',
     parse: parseBool,
   },
+  audit_log: {
+    default: 'yes',
+    allowed: '"yes" or "no"',
+    parse: parseBool,
+  },
+  user_limit: {
+    default: 'none',
+    allowed:
+      '"none", or N/PERIOD: N recipients (1 to 9999999) per PERIOD, a whole number with s, m, h or d (at most 31d), such as 200/1h',
+    parse: (v: string): UserLimit | 'none' | undefined => (v === 'none' ? v : parseUserLimit(v)),
+  },
+  user_limit_action: {
+    default: 'defer',
+    allowed: '"defer" (a 4xx for that recipient) or "refuse" (no relaying: the next restriction decides)',
+    parse: (v: string): 'defer' | 'refuse' | undefined => (v === 'defer' || v === 'refuse' ? v : undefined),
+  },
 } satisfies Record<string, KeySpec<unknown>>;
 
 type KeyName = keyof typeof KEYS;
@@ -400,6 +423,9 @@ export function parseConfig(text: string, source: string | null): Config {
     socketmapListen: p.socketmap_listen === 'none' ? null : p.socketmap_listen,
     readsocketListen: p.readsocket_listen === 'none' ? null : p.readsocket_listen,
     mirror: p.mirror,
+    auditLog: p.audit_log,
+    userLimit: p.user_limit === 'none' ? null : p.user_limit,
+    userLimitAction: p.user_limit_action,
   };
 }
 

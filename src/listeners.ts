@@ -11,12 +11,11 @@ import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 
-import type { ClientAddress } from './address.js';
 import type { DaemonLog } from './daemon-log.js';
 import type { ListenEndpoint } from './endpoints.js';
 import { peerCredentials } from './bdb.js';
 import { errnoCode } from './errors.js';
-import { framer, ProtocolError, type ProtocolName } from './protocols.js';
+import { framer, ProtocolError, type Decision, type ProtocolName, type Request } from './protocols.js';
 
 /** Connections one listener holds; at that, a new one evicts the longest-idle (of the peer that holds most). */
 export const MAX_CONNECTIONS = 256;
@@ -47,7 +46,8 @@ export const MAX_PENDING = 64;
  */
 export const MAX_UNREAD = 64;
 
-export type Decide = (addr: ClientAddress) => Promise<boolean>;
+/** poprelayd's decision on one request; a failure answers no. */
+export type Decide = (req: Request) => Promise<Decision>;
 
 /** One client connection, as eviction sees it. */
 class Connection {
@@ -102,15 +102,15 @@ function serveConnection(
     );
     socket.destroy();
   };
-  const answer = (requests: Array<ClientAddress | null>): void => {
-    for (const addr of requests) {
+  const answer = (requests: Request[]): void => {
+    for (const req of requests) {
       if (++conn.pending > MAX_PENDING) return drop(`more than ${MAX_PENDING} requests waiting`);
       chain = chain.then(async () => {
-        const relay = addr === null ? false : await decide(addr).catch(() => false);
+        const decision = await decide(req).catch((): Decision => ({ relay: false }));
         conn.pending--;
         if (socket.destroyed) return;
         unread++;
-        socket.write(f.answer(relay), () => {
+        socket.write(f.respond(decision), () => {
           // Taken by the kernel (or the connection is gone): with every answer taken, read on.
           if (--unread === 0 && conn.stalled) {
             conn.stalled = false;
@@ -129,9 +129,9 @@ function serveConnection(
   socket.setTimeout(IDLE_MS, () => socket.destroy());
   socket.on('error', () => undefined); // a reset by the client: nothing to do
   socket.on('data', (data: Buffer) => {
-    let requests: Array<ClientAddress | null>;
+    let requests: Request[];
     try {
-      requests = f.take(data);
+      requests = f.requests(data);
     } catch (e) {
       return drop(e instanceof ProtocolError ? e.message : String(e));
     }
@@ -146,7 +146,7 @@ function serveConnection(
   });
   socket.on('end', () => {
     clearTimeout(deadline);
-    answer(f.end());
+    answer(f.endRequests());
     // Every answer written, the connection ends from this side too.
     void chain.then(() => socket.end());
   });

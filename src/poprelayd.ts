@@ -7,12 +7,15 @@
 import { Answers } from './answers.js';
 import { COMMON_OPTIONS, configFrom, parseCommandLine, UsageError } from './cli.js';
 import { DaemonLog } from './daemon-log.js';
+import { Decider } from './decider.js';
 import { keepConnected } from './engine-client.js';
 import { PoprelayError } from './errors.js';
 import { listen, type Listener } from './listeners.js';
 import { Mirror } from './mirror.js';
 import { actAsMapOwner } from './privilege.js';
 import { listenersOf } from './protocols.js';
+import { LocalCounter } from './user-limit.js';
+import { LocalWho } from './who-index.js';
 
 export const DAEMON_USAGE = `Usage: poprelayd [--config FILE]
 
@@ -63,11 +66,18 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   const log = new DaemonLog();
   const client = keepConnected(engine, (line) => log.say(line.endsWith('connected') ? 'info' : 'error', line));
   const answers = new Answers(client);
+  const decider = new Decider(
+    cfg,
+    answers,
+    new LocalWho(cfg.map.path, cfg.map.timeoutSeconds),
+    new LocalCounter(),
+    log,
+  );
   const servers: Listener[] = [];
   try {
     for (const [protocol, at] of listeners) {
       if (at === null) continue;
-      servers.push(await listen(protocol, at, (addr) => answers.mayRelay(addr), log));
+      servers.push(await listen(protocol, at, (req) => decider.decide(protocol, req), log));
     }
   } catch (e) {
     await Promise.all(servers.map((s) => s.close()));

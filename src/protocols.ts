@@ -6,7 +6,9 @@
 //
 // - Postfix policy delegation (check_policy_service): name=value lines ended
 //   by an empty line; answer "action=OK" or "action=DUNNO" and an empty line.
-//   Never a 4xx: DUNNO lets the rest of smtpd_relay_restrictions decide.
+//   Never a 4xx: DUNNO lets the rest of smtpd_relay_restrictions decide;
+//   user_limit alone answers DEFER_IF_REJECT, which defers only a recipient
+//   that the rest would refuse (a relayed one), never local mail.
 // - The socketmap protocol (sendmail's socket maps, Postfix's socketmap:):
 //   netstrings "NAME KEY", answered "OK OK" (any value relays) or "NOTFOUND ".
 //   sendmail sends keys lowercased, IPv6 as "ipv6:" and eight groups.
@@ -32,15 +34,64 @@ export function listenersOf(
 
 export class ProtocolError extends Error {}
 
+/** What a Postfix policy request says besides the client: for the audit line and user_limit. */
+export interface RequestFields {
+  sender?: string;
+  recipient?: string;
+  queueId?: string;
+  saslUsername?: string;
+}
+
+/** One request: the client address asked about (null when it names none usable), and what else it says. */
+export interface Request {
+  addr: ClientAddress | null;
+  fields: RequestFields;
+}
+
+/** poprelayd's answer: relay or not; `action`, a Postfix policy action to give instead (user_limit). */
+export interface Decision {
+  relay: boolean;
+  action?: string;
+}
+
 export interface Framer {
   /** Complete requests in `data` (with what came before); throws ProtocolError on a malformed or oversized one. */
   take(data: Buffer): Array<ClientAddress | null>;
   /** At the end of the input: a last request without its terminator (readsocket), or nothing. */
   end(): Array<ClientAddress | null>;
   answer(relay: boolean): string;
+  /** As take and end, with each request's fields. */
+  requests(data: Buffer): Request[];
+  endRequests(): Request[];
+  /** The answer to a decision: answer(relay), or the policy's own action where it has one. */
+  respond(d: Decision): string;
   /** Whether the connection closes after one answer. */
   readonly once: boolean;
 }
+
+/** Framers that know nothing but the client address. */
+abstract class AddressOnly {
+  abstract take(data: Buffer): Array<ClientAddress | null>;
+  abstract end(): Array<ClientAddress | null>;
+  abstract answer(relay: boolean): string;
+  requests(data: Buffer): Request[] {
+    return this.take(data).map((addr) => ({ addr, fields: {} }));
+  }
+  endRequests(): Request[] {
+    return this.end().map((addr) => ({ addr, fields: {} }));
+  }
+  respond(d: Decision): string {
+    return this.answer(d.relay);
+  }
+}
+
+/** The policy request's attributes poprelayd reads, by name. */
+const POLICY_FIELDS: Record<string, keyof RequestFields> = {
+  sender: 'sender',
+  recipient: 'recipient',
+  queue_id: 'queueId',
+  sasl_username: 'saslUsername',
+};
 
 /** The most one request may hold, by protocol. */
 export const REQUEST_LIMIT: Record<ProtocolName, number> = { policy: 16_384, socketmap: 1_024, readsocket: 256 };
@@ -58,13 +109,28 @@ class PolicyFramer implements Framer {
   private buf = '';
 
   take(data: Buffer): Array<ClientAddress | null> {
+    return this.requests(data).map((r) => r.addr);
+  }
+
+  requests(data: Buffer): Request[] {
     this.buf += data.toString('latin1');
-    const out: Array<ClientAddress | null> = [];
+    const out: Request[] = [];
     for (let end = this.buf.indexOf('\n\n'); end >= 0; end = this.buf.indexOf('\n\n')) {
       const block = this.buf.slice(0, end);
       this.buf = this.buf.slice(end + 2);
-      const line = block.split('\n').find((l) => l.startsWith('client_address='));
-      out.push(line === undefined ? null : address(line.slice('client_address='.length)));
+      let addr: ClientAddress | null = null;
+      const fields: RequestFields = {};
+      for (const line of block.split('\n')) {
+        const eq = line.indexOf('=');
+        if (eq < 0) continue;
+        const name = line.slice(0, eq);
+        if (name === 'client_address') addr = address(line.slice(eq + 1));
+        else if (Object.hasOwn(POLICY_FIELDS, name)) {
+          const value = line.slice(eq + 1);
+          if (value !== '') fields[POLICY_FIELDS[name] as keyof RequestFields] = value;
+        }
+      }
+      out.push({ addr, fields });
     }
     if (this.buf.length > REQUEST_LIMIT.policy) {
       throw new ProtocolError(`a policy request longer than ${REQUEST_LIMIT.policy} bytes`);
@@ -76,12 +142,20 @@ class PolicyFramer implements Framer {
     return [];
   }
 
+  endRequests(): Request[] {
+    return [];
+  }
+
   answer(relay: boolean): string {
     return relay ? 'action=OK\n\n' : 'action=DUNNO\n\n';
   }
+
+  respond(d: Decision): string {
+    return d.action === undefined ? this.answer(d.relay) : `action=${d.action.replace(/[\r\n]/g, ' ')}\n\n`;
+  }
 }
 
-class SocketmapFramer implements Framer {
+class SocketmapFramer extends AddressOnly implements Framer {
   readonly once = false;
   private buf: Buffer = Buffer.alloc(0);
 
@@ -123,7 +197,7 @@ class SocketmapFramer implements Framer {
   }
 }
 
-class ReadsocketFramer implements Framer {
+class ReadsocketFramer extends AddressOnly implements Framer {
   readonly once = true;
   private buf = '';
   private done = false;

@@ -1,0 +1,63 @@
+// user_limit = N/PERIOD: recipients per user per period in poprelayd's
+// Postfix policy answers. Each recipient poprelayd would let relay counts
+// once against every user behind the client's address (poprelay cannot tell
+// which of them sends, so none of them may go past the limit through it);
+// over the limit the recipient gets user_limit_action. Counted in fixed
+// windows of PERIOD. A counter that fails counts as no limit: mail from
+// users nobody limited is never deferred for it.
+
+export interface UserLimit {
+  max: number;
+  periodSeconds: number;
+  /** As written in poprelay.ini, for messages: "100/1h". */
+  text: string;
+}
+
+const UNIT: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** "N/PERIOD" with PERIOD a whole number and s, m, h or d ("100/1h", "20/10m"); undefined when it is not one. */
+export function parseUserLimit(v: string): UserLimit | undefined {
+  const m = /^([0-9]{1,7})\/([0-9]{1,5})([smhd])$/.exec(v);
+  if (m === null) return undefined;
+  const max = Number(m[1]);
+  const periodSeconds = Number(m[2]) * (UNIT[m[3] ?? 's'] ?? 1);
+  if (max < 1 || periodSeconds < 1 || periodSeconds > 31 * 86_400) return undefined;
+  return { max, periodSeconds, text: v };
+}
+
+/** Counts one more recipient of `user` in window `window`, and returns the count in it. */
+export interface Counter {
+  add(user: string, window: number, periodSeconds: number): Promise<number>;
+}
+
+/** Counts in this process: one MTA host's recipients. */
+export class LocalCounter implements Counter {
+  private readonly counts = new Map<string, { window: number; n: number }>();
+
+  add(user: string, window: number): Promise<number> {
+    const c = this.counts.get(user);
+    if (c === undefined || c.window !== window) {
+      if (c === undefined && this.counts.size > 100_000) this.forgetOld(window);
+      this.counts.set(user, { window, n: 1 });
+      return Promise.resolve(1);
+    }
+    return Promise.resolve(++c.n);
+  }
+
+  private forgetOld(window: number): void {
+    for (const [u, c] of this.counts) if (c.window !== window) this.counts.delete(u);
+  }
+}
+
+/** The first of `users` whose count, with this recipient, goes past the limit; null when none does. */
+export async function overLimit(
+  limit: UserLimit,
+  counter: Counter,
+  users: readonly string[],
+  nowSeconds: number,
+): Promise<string | null> {
+  const window = Math.floor(nowSeconds / limit.periodSeconds);
+  const counts = await Promise.all(users.map((u) => counter.add(u, window, limit.periodSeconds)));
+  const i = counts.findIndex((n) => n > limit.max);
+  return i < 0 ? null : (users[i] ?? null);
+}

@@ -1,0 +1,119 @@
+// poprelayd's audit line and user_limit, with a real Postfix smtpd asking
+// it through the shipped policy line: a relayed recipient's line names the
+// user who logged in (through a real Dovecot) from the client's address,
+// with the sender and recipient Postfix gave; the recipient past a limited
+// user's limit gets the configured action, while local mail and other users
+// are unaffected.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Decider } from '../src/decider.js';
+import { DaemonLog } from '../src/daemon-log.js';
+import { parseClientAddress } from '../src/address.js';
+import { LocalCounter, parseUserLimit, type Counter } from '../src/user-limit.js';
+import { type Dovecot, freePort, PASSWORD, startDovecot } from './support/dovecot.js';
+import { startEngine, type Engine } from './support/engine.js';
+import { pop3Login } from './support/mailclient.js';
+import { checkPeersInstalled } from './support/peers.js';
+import { startPoprelayd, type Daemon } from './support/poprelayd.js';
+import { LOCAL_DOMAIN, startPostfix, type Postfix } from './support/postfix.js';
+import { safeDir } from './support/tmp.js';
+import { eventually } from './support/wait.js';
+
+const INBOUND = `postmaster@${LOCAL_DOMAIN}`;
+const relayed = (n: number): string[] => Array.from({ length: n }, (_, i) => `r${i}@elsewhere.example`);
+
+describe('the audit line and user_limit, as a real Postfix smtpd asks poprelayd', () => {
+  let engine: Engine;
+  let dovecot: Dovecot;
+  let daemon: Daemon;
+  let smtpd: Postfix;
+
+  beforeAll(async () => {
+    checkPeersInstalled();
+    engine = await startEngine();
+    const port = await freePort();
+    // One host: Dovecot's hook and poprelayd share the map, and so the who journal beside it.
+    dovecot = await startDovecot({
+      users: 3,
+      ini: `ignore =\nengine = ${engine.url}\npolicy_listen = inet:127.0.0.1:${port}\nuser_limit = 3/1h\n`,
+    });
+    daemon = await startPoprelayd(dovecot.iniPath, 1);
+    smtpd = await startPostfix(safeDir(), port);
+  });
+  afterAll(async () => {
+    await smtpd?.stop();
+    await daemon?.stop();
+    await dovecot?.stop();
+    await engine?.stop();
+  });
+
+  const login = async (ip: string, user: string): Promise<void> => {
+    expect((await pop3Login({ ...dovecot.pop3, localAddress: ip }, user, PASSWORD)).ok).toBe(true);
+    await eventually(
+      () => new RegExp(`recorded ${ip.replaceAll('.', '\\.')} in the engine \\(user=${user}`).test(dovecot.log()),
+      60_000,
+      `${ip} in the engine`,
+    );
+  };
+
+  it('a relayed recipient gives one line naming the user behind the client, the sender and the recipient', async () => {
+    await login('127.0.0.91', 'user0');
+    expect(await smtpd.rcpt('127.0.0.91', ['r@elsewhere.example'])).toEqual(['250']);
+    expect(await smtpd.rcpt('127.0.0.92', ['r@elsewhere.example'])).toEqual(['554']);
+    const lines = daemon.log().split('\n');
+    expect(lines).toContain(
+      'poprelayd: audit: protocol=policy client=127.0.0.91 decision=relay user=user0 sender=sender@example.net recipient=r@elsewhere.example',
+    );
+    expect(lines).toContain(
+      'poprelayd: audit: protocol=policy client=127.0.0.92 decision=no user=- sender=sender@example.net recipient=r@elsewhere.example',
+    );
+  });
+
+  it("the recipient past a limited user's limit gets a 4xx naming the limit; local mail and other users are unaffected", async () => {
+    await login('127.0.0.93', 'user1');
+    await login('127.0.0.94', 'user2');
+    expect(await smtpd.rcpt('127.0.0.93', [...relayed(4), INBOUND])).toEqual(['250', '250', '250', '450', '250']);
+    expect(await smtpd.rcpt('127.0.0.94', relayed(3))).toEqual(['250', '250', '250']);
+    expect(daemon.log()).toMatch(
+      /^poprelayd: audit: protocol=policy client=127\.0\.0\.93 decision=defer user=user1 sender=sender@example\.net recipient=r3@elsewhere\.example queue_id=[0-9A-F]+ limit=3\/1h over=user1$/m,
+    );
+    // Still over within the period: every further relayed recipient is deferred, with the limit named.
+    expect(await smtpd.rcpt('127.0.0.93', ['r9@elsewhere.example'])).toEqual(['450']);
+  });
+});
+
+describe('Decider: a counter that fails never defers anyone', () => {
+  it('relays as if no limit were set, and says so once', async () => {
+    const lines: string[] = [];
+    const log = new DaemonLog((l) => lines.push(l), false);
+    const broken: Counter = { add: () => Promise.reject(new Error('engine gone')) };
+    const cfg = { auditLog: true, userLimit: parseUserLimit('1/1m') ?? null, userLimitAction: 'defer' as const };
+    const yes = { ask: () => Promise.resolve({ relay: true, cached: false }) };
+    const d = new Decider(cfg, yes, { users: () => ['alice'] }, broken, log);
+    const req = { addr: parseClientAddress('192.0.2.1'), fields: { recipient: 'x@y.example' } };
+    for (let i = 0; i < 3; i++) expect(await d.decide('policy', req)).toEqual({ relay: true });
+    expect(lines.filter((l) => l.includes('user_limit not applied'))).toHaveLength(1);
+    expect(lines.filter((l) => l.includes('decision=relay user=alice'))).toHaveLength(3);
+    // A working counter defers the second recipient; a no is never counted nor turned into a yes.
+    const counted = new Decider(cfg, yes, { users: () => ['alice'] }, new LocalCounter(), log);
+    expect(await counted.decide('policy', req)).toEqual({ relay: true });
+    expect((await counted.decide('policy', req)).action).toMatch(
+      /^DEFER_IF_REJECT 4\.7\.1 alice sent more than 1 recipients/,
+    );
+    const no = new Decider(
+      cfg,
+      { ask: () => Promise.resolve({ relay: false, cached: false }) },
+      { users: () => ['alice'] },
+      broken,
+      log,
+    );
+    expect(await no.decide('policy', req)).toEqual({ relay: false });
+    // Names that are not plain are quoted in the line.
+    const odd = new Decider(cfg, yes, { users: () => ['a b', 'c"d'] }, new LocalCounter(), log);
+    await odd.decide('socketmap', { addr: parseClientAddress('192.0.2.2'), fields: {} });
+    expect(lines.at(-1)).toBe(
+      'poprelayd: audit: protocol=socketmap client=192.0.2.2 decision=relay user="a b","c\\"d"\n',
+    );
+  });
+});
