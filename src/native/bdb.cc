@@ -21,7 +21,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -194,15 +193,6 @@ struct Addr16 {
   bool operator==(const Addr16& o) const { return std::memcmp(b, o.b, 16) == 0; }
 };
 
-struct Addr16Hash {
-  size_t operator()(const Addr16& a) const {
-    uint64_t x, y;
-    std::memcpy(&x, a.b, 8);
-    std::memcpy(&y, a.b + 8, 8);
-    return std::hash<uint64_t>()(x * 0x9E3779B97F4A7C15ull ^ y);
-  }
-};
-
 bool PairedAddress(const uint8_t* key, u_int32_t size, Addr16* addr) {
   static const char kPrefix[] = "ipv6:";
   bool prefixed = size > 5 && std::memcmp(key, kPrefix, 5) == 0;
@@ -223,17 +213,16 @@ bool PairedAddress(const uint8_t* key, u_int32_t size, Addr16* addr) {
   return true;
 }
 
-// The keys of the IPv6 addresses seen by the walk, with their values:
-// records in one arena, each address's chained in the order seen, so that
-// a million keys cost no allocation each.
+// A key of an IPv6 address seen by the walk, its value decided already;
+// the key and value bytes are in one arena. Sorted by address afterwards,
+// so that an address's keys come together without a hash table lookup
+// per key (each a cache miss on a big map).
 struct Seen {
+  Addr16 addr;
+  double time;
   size_t off;
   uint32_t klen, vlen;
-  int64_t next;
-};
-
-struct Chain {
-  int64_t head, tail;
+  EntryKind kind;
 };
 
 class Database : public Napi::ObjectWrap<Database> {
@@ -415,7 +404,6 @@ class Database : public Napi::ObjectWrap<Database> {
     std::vector<uint8_t> expired, colon, future;
     double expiredCount = 0, kept = 0, permanent = 0, futureCount = 0;
     bool nulKey = false;
-    std::unordered_map<Addr16, Chain, Addr16Hash> pairs;
     std::vector<char> arena;
     std::vector<Seen> seen;
     for (;;) {
@@ -439,15 +427,11 @@ class Database : public Napi::ObjectWrap<Database> {
           PackRecord(colon, key, val);
           continue;
         }
-        int64_t at = static_cast<int64_t>(seen.size());
-        seen.push_back({arena.size(), key.size, val.size, -1});
+        double t = 0;
+        EntryKind kind = Classify(val, &t);
+        seen.push_back({addr, t, arena.size(), key.size, val.size, kind});
         arena.insert(arena.end(), reinterpret_cast<const char*>(k), reinterpret_cast<const char*>(k) + key.size);
         arena.insert(arena.end(), static_cast<const char*>(val.data), static_cast<const char*>(val.data) + val.size);
-        auto [it, added] = pairs.try_emplace(addr, Chain{at, at});
-        if (!added) {
-          seen[static_cast<size_t>(it->second.tail)].next = at;
-          it->second.tail = at;
-        }
         continue;
       }
       double t;
@@ -478,53 +462,50 @@ class Database : public Napi::ObjectWrap<Database> {
     // entry: permanent if one key is, else the newer time, invalid (time 0)
     // only when every key is; an expired one goes with both keys, even if
     // the walk saw one.
-    for (const auto& [addr, chain] : pairs) {
+    // Each address's keys in the order the walk saw them.
+    std::sort(seen.begin(), seen.end(), [](const Seen& a, const Seen& b) {
+      int c = std::memcmp(a.addr.b, b.addr.b, 16);
+      return c < 0 || (c == 0 && a.off < b.off);
+    });
+    for (size_t from = 0, to; from < seen.size(); from = to) {
+      const Addr16& addr = seen[from].addr;
+      to = from + 1;
+      while (to < seen.size() && seen[to].addr == addr) to++;
       bool isPermanent = false, allInvalid = true;
       double newest = 0;
-      const Seen* newestAt = &seen[static_cast<size_t>(chain.head)];
-      for (int64_t i = chain.head; i >= 0; i = seen[static_cast<size_t>(i)].next) {
-        const Seen& r = seen[static_cast<size_t>(i)];
-        DBT v = EmptyDbt();
-        v.data = arena.data() + r.off + r.klen;
-        v.size = r.vlen;
-        double t = 0;
-        EntryKind kind = Classify(v, &t);
-        if (kind == kPermanent) isPermanent = true;
-        if (kind != kDated) continue;
-        if (allInvalid || t > newest) {
-          newest = t;
+      const Seen* newestAt = &seen[from];
+      for (size_t i = from; i < to; i++) {
+        const Seen& r = seen[i];
+        if (r.kind == kPermanent) isPermanent = true;
+        if (r.kind != kDated) continue;
+        if (allInvalid || r.time > newest) {
+          newest = r.time;
           newestAt = &r;
         }
         allInvalid = false;
       }
-      const std::string newestValue(arena.data() + newestAt->off + newestAt->klen, newestAt->vlen);
+      DBT newestKey = EmptyDbt(), newestValue = EmptyDbt();
+      newestKey.data = arena.data() + newestAt->off;
+      newestKey.size = newestAt->klen;
+      newestValue.data = arena.data() + newestAt->off + newestAt->klen;
+      newestValue.size = newestAt->vlen;
       if (isPermanent) {
         permanent++;
       } else if (allInvalid || newest < cutoff) {
         uint16_t g[8];
         for (int i = 0; i < 8; i++) g[i] = static_cast<uint16_t>(addr.b[2 * i] << 8 | addr.b[2 * i + 1]);
         std::vector<std::string> keys;
-        for (int64_t i = chain.head; i >= 0; i = seen[static_cast<size_t>(i)].next) {
-          const Seen& r = seen[static_cast<size_t>(i)];
-          keys.emplace_back(arena.data() + r.off, r.klen);
-        }
+        for (size_t i = from; i < to; i++) keys.emplace_back(arena.data() + seen[i].off, seen[i].klen);
         for (std::string k : {SendmailKey(g), CompressedKey(g)}) {
           if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
         }
-        PackKeys(expired, keys, newestValue);
+        PackKeys(expired, keys, std::string(static_cast<const char*>(newestValue.data), newestValue.size));
         expiredCount++;
       } else {
         kept++;
         if (newest > now) {
           futureCount++;
-          if (list) {
-            DBT k = EmptyDbt(), v = EmptyDbt();
-            k.data = arena.data() + newestAt->off;
-            k.size = newestAt->klen;
-            v.data = arena.data() + newestAt->off + newestAt->klen;
-            v.size = newestAt->vlen;
-            PackRecord(future, k, v);
-          }
+          if (list) PackRecord(future, newestKey, newestValue);
         }
       }
     }
