@@ -24,6 +24,19 @@ type SentinelEndpoint = EngineEndpoint & { sentinels: EngineNode[]; service: str
 const CHECK_MS = 1000;
 /** How long one question to one Sentinel may take. */
 const ASK_MS = 1000;
+/** How long the primary may take to answer PING or ROLE before it counts as gone. */
+const ANSWER_MS = 500;
+/** How long connecting to a node may take (node-redis's own bound on the TCP connection is 2 s). */
+const CONNECT_MS = 2500;
+
+const TIMED_OUT = Symbol('timed out');
+
+/** `p`'s value, or TIMED_OUT after `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<typeof TIMED_OUT>((r) => (timer = setTimeout(() => r(TIMED_OUT), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 /** Replies to `commands` from a Sentinel, after AUTH where it asks for one. */
 function askSentinel(e: SentinelEndpoint, at: EngineNode, commands: string[][]): Promise<RespValue[]> {
@@ -130,8 +143,10 @@ export async function connectToPrimary(e: SentinelEndpoint, reconnect = false): 
   let failure: Error | undefined;
   client.on('error', (err: Error) => (failure = err));
   try {
-    await client.connect();
-    const role = await roleOf(client);
+    if ((await within(client.connect(), CONNECT_MS)) === TIMED_OUT)
+      throw new Error(`no connection within ${CONNECT_MS} ms`);
+    const role = await within(roleOf(client), ANSWER_MS);
+    if (role === TIMED_OUT) throw new Error(`no answer to ROLE within ${ANSWER_MS} ms`);
     if (role !== null && role !== 'master') throw new Error(`it is a ${role}, not the primary (a failover under way)`);
   } catch (err) {
     client.destroy();
@@ -209,11 +224,24 @@ export class SentinelClient implements EngineClient {
     const client = nodeClient(this.e, node, false);
     client.on('error', () => this.lost(client, 'connection lost'));
     client.on('end', () => this.lost(client, 'connection closed'));
-    await client.connect();
-    const role = await roleOf(client).catch((err: Error) => {
+    // A node whose host hung accepts connections (the kernel does) and never answers what a client
+    // sends on connecting, nor ROLE: both bounded.
+    const connected = await within(client.connect(), CONNECT_MS).catch((err: Error) => {
       client.destroy();
       throw err;
     });
+    if (connected === TIMED_OUT) {
+      client.destroy();
+      throw new Error(`${showNode(node)}: no connection within ${CONNECT_MS} ms`);
+    }
+    const role = await within(roleOf(client), ANSWER_MS).catch((err: Error) => {
+      client.destroy();
+      throw err;
+    });
+    if (role === TIMED_OUT) {
+      client.destroy();
+      throw new Error(`${showNode(node)} does not answer ROLE within ${ANSWER_MS} ms`);
+    }
     if (role !== null && role !== 'master') {
       client.destroy();
       throw new Error(`${showNode(node)} is a ${role}, not the primary (a failover under way)`);
@@ -240,6 +268,15 @@ export class SentinelClient implements EngineClient {
   private async check(): Promise<void> {
     const now = this.current;
     if (now === null || this.finding) return;
+    // A primary that stopped answering (its host hung) is left at once, so that poprelayd's
+    // answers come from its cache rather than after each lookup's wait.
+    // (Not a subscriber's connection: it answers no PING as a command; the failover notice moves it.)
+    const pong =
+      this.patterns.length > 0 ? 'subscribed' : await within(now.client.ping(), ANSWER_MS).catch(() => 'refused');
+    if (pong === TIMED_OUT && this.current === now) {
+      this.lost(now.client, `no answer to PING within ${ANSWER_MS} ms`);
+      return;
+    }
     try {
       const { primary } = await this.learn();
       if (!sameNode(primary, now.node)) this.lost(now.client, `the Sentinels now name ${showNode(primary)}`);

@@ -101,7 +101,9 @@ export function primaryCall(
   let firstFailure: EngineError | undefined;
   if (known !== null) {
     try {
-      const replies = fromPrimary(e, known, commands, left());
+      // Half the time at most: a remembered node that stopped answering (its host down) must leave
+      // the Sentinels and the node they name now the other half.
+      const replies = fromPrimary(e, known, commands, Math.max(1, Math.ceil(left() / 2)));
       if (replies !== null) return replies;
     } catch (err) {
       if (!(err instanceof EngineError)) throw err;

@@ -160,4 +160,23 @@ describe('engine = redis+sentinel://', () => {
     expect((await login('198.51.100.44')).stderr).toContain('recorded 198.51.100.44 in the engine');
     expect(await held('198.51.100.44')).toMatch(/^\d+$/);
   });
+
+  it('a primary that stops answering (SIGSTOP: its host hung) costs the hook half its budget, not the failover', async () => {
+    const hung = await set.primary();
+    const ini = configured(`engine = ${set.url}\nengine_timeout_ms = 1000\n${NOT_LIVE}`);
+    const hook = (ip: string) => run(BIN.login, ['--config', ini.ini], { env: { IP: ip } });
+    expect((await hook('198.51.100.46')).stderr).toContain('recorded 198.51.100.46 in the engine');
+    process.kill(hung.pid()!, 'SIGSTOP');
+    try {
+      const promoted = await set.promotedFrom(hung.port);
+      // The remembered node never answers; the Sentinels name the promoted one within the same budget.
+      const r = await hook('198.51.100.47');
+      expect(r.stderr).toContain('recorded 198.51.100.47 in the engine');
+      expect(readFileSync(enginePrimaryFile(ini.map), 'utf8')).toBe(`127.0.0.1 ${promoted}\n`);
+      expect(await eventually(() => allowed('198.51.100.47'), 60_000, 'poprelayd to allow 198.51.100.47')).toBe(true);
+      expect(daemon.log()).toMatch(/no answer to PING within 500 ms|failover notice|now name/);
+    } finally {
+      process.kill(hung.pid()!, 'SIGCONT');
+    }
+  });
 });
