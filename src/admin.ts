@@ -25,6 +25,8 @@ import { entryStats, mapStats } from './stats.js';
 import { openStore, type RelayStore } from './store.js';
 import { formatAgo, formatDuration, formatTime } from './timefmt.js';
 import { WHO_COMMAND } from './admin-who.js';
+import { sharedFromJournal } from './shared-address.js';
+import type { UserSeen } from './who.js';
 import { REPORT_COMMAND } from './admin-report.js';
 
 const EXIT_STATUS = `Exit status: 0 success; 1 a negative answer (check: may not relay; del:
@@ -127,7 +129,10 @@ older than timeout_minutes but not yet swept; "permanent" for entries whose
 value is not a number; "invalid value" for all-digit values past the year
 2286 (the sweep removes them). Then the logins still queued beside the map
 ("queued: not yet in the map"), which the next writer or the sweep applies.
-  --json   one JSON array instead of the table (queued logins have "queued": true)`,
+With shared_address_users set, last the addresses with more users than that
+within timeout_minutes ("shared: N users, may not relay").
+  --json   one JSON array instead of the table (queued logins have "queued": true,
+           shared addresses "shared": true and "users": N)`,
     args: [],
     options: JSON_OPTION,
     run: async (ctx) => {
@@ -140,8 +145,16 @@ value is not a number; "invalid value" for all-digit values past the year
           queued: true,
         })),
       ];
+      const cfg = ctx.config();
+      const stopped = cfg.engine === null ? sharedFromJournal(cfg, ctx.now) : new Map<string, UserSeen[]>();
+      const shared = sortByAddress([...stopped], ([a]) => a).map(([address, users]) => ({
+        address,
+        keys: [] as string[],
+        shared: true,
+        users: users.length,
+      }));
       if (ctx.values.json === true) {
-        outJson(items);
+        outJson([...items, ...shared]);
         return 0;
       }
       const rows = [['ADDRESS', 'LAST LOGIN', 'AGE', 'LEFT']];
@@ -165,6 +178,8 @@ value is not a number; "invalid value" for all-digit values past the year
           ]);
         }
       }
+      for (const sh of shared)
+        rows.push([sh.address, '-', '-', `shared: ${sh.users} users, may not relay (poprelay who ${sh.address})`]);
       for (const line of table(rows)) out(line);
       return 0;
     },
@@ -261,7 +276,8 @@ still counts until the sweep removes it, and the answer says so.`,
 Counts the entries (dated, permanent, and expired but not yet swept), and
 shows the map's size, its oldest and newest dated entry, the logins queued
 beside the map and not yet in it, the logins the hook could not record, and
-what the last sweep did. The sweep's metrics_file carries the same numbers.
+what the last sweep did, and with shared_address_users the addresses it
+stops now. The sweep's metrics_file carries the same numbers.
   --json   one JSON object instead of text`,
     args: [],
     options: JSON_OPTION,
@@ -283,7 +299,11 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
         }
         return 0;
       }
-      const stats = mapStats(s, ctx.now);
+      const shared = cfg.sharedAddressUsers === null ? null : sharedFromJournal(cfg, ctx.now);
+      const stats = {
+        ...mapStats(s, ctx.now),
+        ...(shared === null ? {} : { shared: shared.size, sharedAddresses: [...shared.keys()] }),
+      };
       if (ctx.values.json === true) {
         outJson(stats);
         return 0;
@@ -307,6 +327,10 @@ what the last sweep did. The sweep's metrics_file carries the same numbers.
           : `${formatTime(last.at)} (${formatAgo(last.at, ctx.now)}): removed ${last.removed}, ` +
             `refreshed ${last.refreshed} live, ${failures(last.failures)} since the one before, took ${last.durationSeconds} s`;
       out(`last sweep: ${sweep}`);
+      if (shared !== null)
+        out(
+          `shared:     ${shared.size} address${shared.size === 1 ? '' : 'es'} with more than shared_address_users = ${cfg.sharedAddressUsers} users, not relaying${shared.size === 0 ? '' : `: ${[...shared.keys()].slice(0, 10).join(', ')}${shared.size > 10 ? ', ...' : ''}`}`,
+        );
       return 0;
     },
   },

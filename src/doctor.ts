@@ -28,6 +28,7 @@ import { describeUnreadable, liveAddresses } from './live.js';
 import { queueDir, readIncoming, readQueue } from './queue.js';
 import { KEY_PATTERN, KEY_PREFIX } from './relayset.js';
 import { formatAgo, unixNow } from './timefmt.js';
+import { sharedCheck } from './doctor-shared.js';
 
 export interface DoctorPaths {
   /** Passed to doveconf -c; undefined = Dovecot's default. */
@@ -650,6 +651,8 @@ export async function runDoctor(named: string | undefined, paths: DoctorPaths): 
   if (existsSync(dirname(cfg.map.path))) checks.push(dirPathCheck(cfg.map.path));
   checks.push(sweepCheck(paths));
   checks.push(liveCheck(cfg));
+  const shared = sharedCheck(cfg, unixNow());
+  if (shared !== null) checks.push(shared);
   if (cfg.engine !== null) checks.push(...(await engineChecks(cfg, cfg.engine, dovecot.service !== undefined)));
   checks.push(mtaCheck(paths, cfg));
   if (dovecot.service === undefined)

@@ -8,10 +8,10 @@
 // refuse or delay a login: a journal that cannot be written is one line,
 // and the guard then counts what it can see.
 
-import type { ClientAddress } from './address.js';
+import { addressOfKey, type ClientAddress } from './address.js';
 import type { Config, MapSettings } from './config.js';
 import { isPoprelayError } from './errors.js';
-import { updateMap } from './map.js';
+import { unchanged, updateMap, valuesBeforeQueueing } from './map.js';
 import { classifyValue } from './values.js';
 import { appendWho, readWho, usersByAddress, whoLine, type UserSeen, type WhoLine } from './who.js';
 
@@ -108,4 +108,29 @@ export function describeUsers(users: readonly UserSeen[], show: (u: string) => s
   const names = users.slice(0, max).map((u) => show(u.user));
   const more = users.length > max ? `, and ${users.length - max} more` : '';
   return `${users.length} users (${names.join(', ')}${more})`;
+}
+
+/**
+ * The addresses that relay no more for being shared: over
+ * shared_address_users now (the who journal's lines), less those with a
+ * permanent entry in the map, which relay whatever the count.
+ */
+export function stoppedShared(cfg: Config, lines: readonly WhoLine[], now: number): Map<string, UserSeen[]> {
+  const shared = sharedNow(cfg, lines, now);
+  for (const a of [...shared.keys()]) {
+    const addr = addressOfKey(a);
+    const values = addr === null ? null : valuesBeforeQueueing(cfg.map, addr.keys);
+    if (values !== null && unchanged(values, now, 0) === 'permanent') shared.delete(a);
+  }
+  return shared;
+}
+
+/** stoppedShared from the journal as it is; empty when shared_address_users is off or the journal unreadable. */
+export function sharedFromJournal(cfg: Config, now: number): Map<string, UserSeen[]> {
+  if (cfg.sharedAddressUsers === null) return new Map();
+  try {
+    return stoppedShared(cfg, readWho(cfg.map.path), now);
+  } catch {
+    return new Map();
+  }
 }

@@ -48,6 +48,8 @@ export interface MapStats extends EntryStats {
   /** Recording failures the hook counted, in all (the last sweep has those since the one before). */
   recordingFailuresTotal: number;
   lastSweep: SweepRecord | null;
+  /** Addresses over shared_address_users now (who journal); absent when it is off. */
+  shared?: number;
 }
 
 export function sweepRecordFile(dbfile: string): string {
@@ -107,7 +109,7 @@ export function replaceFile(path: string, text: string, mode = 0o644): void {
 /** The numbers the metrics carry. */
 export type MetricNumbers = Pick<
   MapStats,
-  'dated' | 'permanent' | 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep'
+  'dated' | 'permanent' | 'bytes' | 'queued' | 'oldestQueued' | 'recordingFailuresTotal' | 'lastSweep' | 'shared'
 >;
 
 /** What costs no walk of the map: its size, the queue, the failures, the last sweep. */
@@ -175,6 +177,13 @@ export function prometheusText(st: MetricNumbers, now: number): string {
   metric('poprelay_recording_failures_total', 'counter', 'Logins the hook could not record.', [
     ['', st.recordingFailuresTotal],
   ]);
+  if (st.shared !== undefined)
+    metric(
+      'poprelay_shared_addresses',
+      'gauge',
+      'Addresses with more users than shared_address_users within the timeout: they may not relay.',
+      [['', st.shared]],
+    );
   if (st.lastSweep !== null) {
     metric(
       'poprelay_sweep_recording_failures',
@@ -207,7 +216,7 @@ export function recordSweep(
   cfg: Config,
   now: number,
   done: Omit<SweepRecord, 'failuresTotal' | 'failures'>,
-  counts: Pick<MapStats, 'dated' | 'permanent'>,
+  counts: Pick<MapStats, 'dated' | 'permanent' | 'shared'>,
 ): void {
   const beside = besideTheMap(cfg.map);
   const total = beside.recordingFailuresTotal;

@@ -93,7 +93,11 @@ export async function sweepMain(argv: readonly string[]): Promise<number> {
         cfg,
         now,
         { at: now, removed: report.removedCount, refreshed: report.refreshed, durationSeconds },
-        { dated: report.kept, permanent: report.permanent },
+        {
+          dated: report.kept,
+          permanent: report.permanent,
+          ...(cfg.sharedAddressUsers === null ? {} : { shared: who.shared.size }),
+        },
       );
     } catch (e) {
       const what =

@@ -6,11 +6,11 @@
 
 import type { Config } from './config.js';
 import { foldIntoReport } from './report.js';
-import { sharedNow } from './shared-address.js';
+import { stoppedShared } from './shared-address.js';
 import { compactWho, readWho, type UserSeen, type WhoLine } from './who.js';
 
 export interface WhoSweep {
-  /** Addresses over shared_address_users now, with their users. */
+  /** Addresses over shared_address_users now, with their users (a permanent entry is none of them). */
   shared: Map<string, UserSeen[]>;
   /** Logins folded into the report. */
   folded: number;
@@ -40,5 +40,5 @@ export function sweepWho(cfg: Config, now: number, dryRun: boolean): WhoSweep {
   } catch (e) {
     problem = `the who journal ${cfg.map.path}.who: ${(e as Error).message}`;
   }
-  return { shared: sharedNow(cfg, kept, now), folded, problem };
+  return { shared: stoppedShared(cfg, kept, now), folded, problem };
 }

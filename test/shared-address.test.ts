@@ -5,10 +5,12 @@
 // hook names the users in one line, the sweep applies the rule to what is
 // left, and a real Dovecot's logins through the front are held to it too.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { loadConfig } from '../src/config.js';
+import { sharedCheck } from '../src/doctor-shared.js';
 import { type Dovecot, PASSWORD, startDovecot } from './support/dovecot.js';
 import { pop3Login } from './support/mailclient.js';
 import { dumpMap, expectVerified } from './support/maps.js';
@@ -112,15 +114,40 @@ describe('shared_address_users on one host, as sendmail, Postfix and Exim read t
     };
     expect(who.shared).toBe(true);
     expect(who.users.map((u) => u.user).sort()).toEqual(['alice', 'bob', 'carol', 'dave']);
+    // list, stats, doctor's check and the metrics show the addresses stopped.
+    const list = await run(BIN.admin, ['list', '--config', ini]);
+    expect(list.stdout).toMatch(
+      /^192\.0\.2\.10 +- +- +shared: 4 users, may not relay \(poprelay who 192\.0\.2\.10\)$/m,
+    );
+    expect(list.stdout).toMatch(/^2001:db8::10 +- +- +shared: 3 users, may not relay/m);
+    expect(list.stdout).not.toMatch(/^192\.0\.2\.1[123] .*shared/m);
+    const stats = JSON.parse((await run(BIN.admin, ['stats', '--json', '--config', ini])).stdout) as {
+      shared: number;
+      sharedAddresses: string[];
+    };
+    expect([stats.shared, stats.sharedAddresses.sort()]).toEqual([2, ['192.0.2.10', '2001:db8::10']]);
+    expect((await run(BIN.admin, ['stats', '--config', ini])).stdout).toMatch(
+      /^shared: +2 addresses with more than shared_address_users = 2 users, not relaying: /m,
+    );
+    const check = sharedCheck(loadConfig(ini), Math.floor(Date.now() / 1000));
+    expect(check?.status).toBe('WARN');
+    expect(check?.detail).toMatch(
+      /^2 addresses with more than shared_address_users = 2 users within timeout_minutes may not relay: /,
+    );
     expect((await run(BIN.admin, ['who', '192.0.2.11', '--config', ini])).stdout).toMatch(
       /^192\.0\.2\.11: 2 users within the last 15 minutes \(shared_address_users = 2\)\n/,
     );
   });
 
   it('the sweep applies the rule to what is left (a lowered limit), never to a permanent entry', async () => {
-    writeFileSync(ini, `dbfile = ${map}\nignore =\nlive_sessions = no\nshared_address_users = 1\n`);
+    const metrics = join(dir, 'poprelay.prom');
+    writeFileSync(
+      ini,
+      `dbfile = ${map}\nignore =\nlive_sessions = no\nshared_address_users = 1\nmetrics_file = ${metrics}\n`,
+    );
     const r = await run(BIN.sweep, ['--config', ini]);
     expect(r.code).toBe(0);
+    expect(readFileSync(metrics, 'utf8')).toMatch(/^poprelay_shared_addresses 3$/m);
     expect(r.stdout).toMatch(
       /^stopped shared address 192\.0\.2\.11: 2 users \((alice, bob|bob, alice)\) within timeout_minutes\n/,
     );
