@@ -183,6 +183,12 @@ ensure_boot() {
 
 ensure_trixie_boot() {
   ensure_boot "$1" "$PEERS/trixie.log" trixie_installed trixie_cached || true
+  # valkey-server is there for the engine tests, which run it themselves: its unit would take
+  # 127.0.0.1:6379 from redis-server's when test/system.test.ts boots the tree.
+  if [[ -L $1/etc/systemd/system/multi-user.target.wants/valkey-server.service ]]; then
+    chroot "$1" systemctl disable valkey-server.service >>"$PEERS/trixie.log" 2>&1 ||
+      rm -f "$1/etc/systemd/system/multi-user.target.wants/valkey-server.service"
+  fi
 }
 
 # A Debian 12 tree for test/system.test.ts, with the Node.js >= 20 that
