@@ -138,16 +138,17 @@ export async function accountingSection(verdict: Verdict): Promise<string[]> {
   // What keeping the user costs a login: the journal's append per batch of one, and with the guard the read.
   const cfg = loadConfig(hookIni);
   const guarded = { ...cfg, sharedAddressUsers: 3 };
-  const addr = parseClientAddress('203.0.113.9');
+  const addrs = Array.from({ length: 200 }, (_, i) => parseClientAddress(`10.25.${i >> 8}.${i & 255}`));
   const now = Math.floor(Date.now() / 1000);
-  const times = (n: number, f: () => void): number => {
+  const times = (n: number, f: (i: number) => void): number => {
     const t0 = process.cpuUsage();
-    for (let i = 0; i < n; i++) f();
+    for (let i = 0; i < n; i++) f(i);
     const d = process.cpuUsage(t0);
     return (d.user + d.system) / n / 1000;
   };
-  const login = (c: typeof cfg) => () =>
-    keepWho(c, [{ addr, time: now, service: 'pop3', user: 'carol', permanent: false }], now);
+  // Logins from 200 addresses in turn, as a busy server's are.
+  const login = (c: typeof cfg) => (i: number) =>
+    keepWho(c, [{ addr: addrs[i % addrs.length]!, time: now, service: 'pop3', user: `u${i}`, permanent: false }], now);
   const keptMs = times(2000, login(cfg));
   const guardMs = times(2000, login(guarded)); // the journal now holds about 4,100 lines
   // The map alone (the engine is gone by now), as the login-path figures are taken.

@@ -103,9 +103,6 @@ function parseJournal(text: string): WhoLine[] {
   return out;
 }
 
-/** What lineText writes first: the address is found without parsing the line. */
-const ADDRESS_FIELD = /^\{"t":-?[0-9]+,"a":("(?:[^"\\]|\\.)*")/;
-
 /** Every line of the journal; [] when there is none. `about`: only the lines of these addresses (read faster). */
 export function readWho(dbfile: string, about?: ReadonlySet<string>): WhoLine[] {
   let text: string;
@@ -121,12 +118,16 @@ export function readWho(dbfile: string, about?: ReadonlySet<string>): WhoLine[] 
     throw e;
   }
   if (about === undefined) return parseJournal(text);
+  // lineText writes the address second, as this exact text: found by a search rather than a parse of each line.
   const out: WhoLine[] = [];
-  for (const line of text.split('\n')) {
-    const m = ADDRESS_FIELD.exec(line);
-    if (m === null || !about.has(JSON.parse(m[1] ?? '""') as string)) continue;
-    const l = parseLine(line);
-    if (l !== null) out.push(l);
+  for (const a of about) {
+    const needle = `,"a":${JSON.stringify(a)},`;
+    for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + needle.length)) {
+      const start = text.lastIndexOf('\n', at) + 1;
+      const end = text.indexOf('\n', at);
+      const l = parseLine(text.slice(start, end < 0 ? text.length : end));
+      if (l !== null && l.a === a) out.push(l);
+    }
   }
   return out;
 }
