@@ -7,6 +7,7 @@
 import { Answers } from './answers.js';
 import { COMMON_OPTIONS, configFrom, parseCommandLine, UsageError } from './cli.js';
 import { DaemonLog } from './daemon-log.js';
+import { EngineWho } from './engine-who.js';
 import { Decider } from './decider.js';
 import { keepConnected } from './engine-client.js';
 import { PoprelayError } from './errors.js';
@@ -66,13 +67,9 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   const log = new DaemonLog();
   const client = keepConnected(engine, (line) => log.say(line.endsWith('connected') ? 'info' : 'error', line));
   const answers = new Answers(client);
-  const decider = new Decider(
-    cfg,
-    answers,
-    new LocalWho(cfg.map.path, cfg.map.timeoutSeconds),
-    new LocalCounter(),
-    log,
-  );
+  // Who is behind an address: the engine's who keys, with this host's own journal where Dovecot runs here.
+  const who = new EngineWho(client, cfg.map.timeoutSeconds, new LocalWho(cfg.map.path, cfg.map.timeoutSeconds));
+  const decider = new Decider(cfg, answers, who, new LocalCounter(), log);
   const servers: Listener[] = [];
   try {
     for (const [protocol, at] of listeners) {

@@ -1,0 +1,85 @@
+// Who logged in from an address, in a real engine: the record script with
+// users (relayset.ts's RECORD_WHO_SCRIPT) keeps each address's users within
+// the timeout in its who key, stops an address with more users than
+// shared_address_users (its dated entry removed, a permanent one left), and
+// every reader of the relay set (the commands, poprelayd, the mirror's
+// resync) takes the who keys for no address.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { parseClientAddress } from '../src/address.js';
+import { connectOnce, readSharedSet, type EngineClient } from '../src/engine-client.js';
+import { parseEngine } from '../src/endpoints.js';
+import { EngineWho } from '../src/engine-who.js';
+import { engineKey, parseEngineWho, RECORD_WHO_SCRIPT, whoKey } from '../src/relayset.js';
+import { startEngine, type Engine } from './support/engine.js';
+
+const T = Math.floor(Date.now() / 1000);
+const TIMEOUT = 900;
+
+describe('the who keys in a real engine', () => {
+  let engine: Engine;
+  let client: EngineClient;
+
+  beforeAll(async () => {
+    engine = await startEngine();
+    const e = parseEngine(engine.url);
+    if (e === undefined) throw new Error(`not an engine: ${engine.url}`);
+    client = await connectOnce(e);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await engine?.stop();
+  });
+
+  const record = (ip: string, user: string, t: number, limit: number, service = 'pop3'): Promise<unknown> => {
+    const a = parseClientAddress(ip);
+    return client.eval(RECORD_WHO_SCRIPT, {
+      keys: [engineKey(a), whoKey(a)],
+      arguments: [String(t), String(TIMEOUT), '60', user, service, String(limit)],
+    });
+  };
+  const users = async (ip: string, now = T) =>
+    parseEngineWho(await client.get(whoKey(parseClientAddress(ip))), now - TIMEOUT).map((u) => [u.user, u.service]);
+
+  it('keeps the users within the timeout, and stops the address past shared_address_users', async () => {
+    expect(await record('192.0.2.1', 'alice', T - 10, 2)).toBe('recorded');
+    expect(await record('192.0.2.1', 'bob', T - 5, 2, 'imap')).toBe('fresh'); // the entry is younger than refresh
+    expect(await users('192.0.2.1')).toEqual([
+      ['bob', 'imap'],
+      ['alice', 'pop3'],
+    ]);
+    expect(await client.get('poprelay:192.0.2.1')).toBe(String(T - 10));
+    expect(await record('192.0.2.1', 'carol', T, 2)).toBe('shared');
+    expect(await client.get('poprelay:192.0.2.1')).toBeNull();
+    expect((await users('192.0.2.1')).map(([u]) => u)).toEqual(['carol', 'bob', 'alice']);
+    // Its who key lasts as long as its last user's time does.
+    const ttl = await client.pExpireTime(whoKey(parseClientAddress('192.0.2.1')));
+    expect(Math.round(ttl / 1000)).toBe(T + TIMEOUT);
+    // A user past the timeout no longer counts: a login an hour later relays again.
+    expect(await record('192.0.2.1', 'alice', T + 3600, 2)).toBe('recorded');
+    expect(await users('192.0.2.1', T + 3600)).toEqual([['alice', 'pop3']]);
+  });
+
+  it('never touches a permanent entry; -1 stops an address the recorder found shared; 0 is off', async () => {
+    await client.set('poprelay:192.0.2.2', 'OK');
+    for (const u of ['a', 'b', 'c']) expect(await record('192.0.2.2', u, T, 1)).toBe('permanent');
+    expect(await client.get('poprelay:192.0.2.2')).toBe('OK');
+    expect(await record('192.0.2.3', 'a', T, 0)).toBe('recorded');
+    expect(await record('192.0.2.3', 'b', T - 100, -1)).toBe('shared');
+    expect(await client.get('poprelay:192.0.2.3')).toBeNull();
+    for (const u of ['a', 'b', 'c', 'd']) await record('192.0.2.4', u, T, 0);
+    expect(await client.get('poprelay:192.0.2.4')).toBe(String(T));
+    // A name that is anyone's text round-trips.
+    expect(await record('2001:db8::4', 'ev"il\n\\x', T, 0)).toBe('recorded');
+    expect(await users('2001:db8::4')).toEqual([['ev"il\n\\x', 'pop3']]);
+  });
+
+  it('the readers of the relay set see no address in a who key; poprelayd names the users from it', async () => {
+    const set = (await readSharedSet(client)).map((e) => e.addr.text).sort();
+    expect(set).toEqual(['192.0.2.1', '192.0.2.2', '192.0.2.4', '2001:db8::4']);
+    const who = new EngineWho(client, TIMEOUT, { users: () => ['local-user'] });
+    expect(await who.users('192.0.2.1', T + 3600)).toEqual(['alice', 'local-user']);
+    expect(await who.users('2001:DB8::4', T)).toEqual(['ev"il\n\\x', 'local-user']);
+  });
+});
