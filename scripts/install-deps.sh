@@ -136,6 +136,7 @@ bookworm_cached=(sendmail)
 
 # In the tree, in a mount namespace of its own with /proc; no service starts.
 in_tree() {
+  # shellcheck disable=SC2016 # the inner sh expands them
   unshare -m sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"' "$1" "${@:2}"
 }
 
@@ -147,6 +148,7 @@ boot_ready() {
   local -n inst=$2 cached=$3
   [[ -x $t/usr/lib/systemd/systemd && $(cat "$t/.boot-packages" 2>/dev/null) == "${inst[*]} / ${cached[*]}" ]] || return 1
   for p in "${inst[@]}"; do
+    # shellcheck disable=SC2016 # dpkg-query's format, not the shell's
     chroot "$t" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
   done
   for p in "${cached[@]}"; do
