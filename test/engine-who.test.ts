@@ -5,6 +5,8 @@
 // every reader of the relay set (the commands, poprelayd, the mirror's
 // resync) takes the who keys for no address.
 
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
@@ -13,6 +15,9 @@ import { parseEngine } from '../src/endpoints.js';
 import { EngineWho } from '../src/engine-who.js';
 import { engineKey, parseEngineWho, RECORD_WHO_SCRIPT, whoKey } from '../src/relayset.js';
 import { startEngine, type Engine } from './support/engine.js';
+import { BIN } from './support/paths.js';
+import { run } from './support/processes.js';
+import { tempDir } from './support/tmp.js';
 
 const T = Math.floor(Date.now() / 1000);
 const TIMEOUT = 900;
@@ -81,5 +86,14 @@ describe('the who keys in a real engine', () => {
     const who = new EngineWho(client, TIMEOUT, { users: () => ['local-user'] });
     expect(await who.users('192.0.2.1', T + 3600)).toEqual(['alice', 'local-user']);
     expect(await who.users('2001:DB8::4', T)).toEqual(['ev"il\n\\x', 'local-user']);
+    // poprelay who asks the engine too.
+    const dir = tempDir();
+    const ini = join(dir, 'poprelay.ini');
+    writeFileSync(ini, `dbfile = ${join(dir, 'popip.db')}\nignore =\nengine = ${engine.url}\n`);
+    const r = await run(BIN.admin, ['who', '192.0.2.1', '--json', '--config', ini, '--now', String(T + 3600)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { users: Array<{ user: string; service: string }> }).users).toEqual([
+      { user: 'alice', service: 'pop3', lastLogin: T + 3600, logins: 0 },
+    ]);
   });
 });
