@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { LocalWho } from '../src/who-index.js';
 import { type Dovecot, HOOK_USER, PASSWORD, startDovecot } from './support/dovecot.js';
 import { imapLogin, pop3Login } from './support/mailclient.js';
 import { dumpMap, expectVerified } from './support/maps.js';
@@ -209,5 +210,24 @@ describe('the who journal, recorded by hand', () => {
     expect((await dumpMap(other.map)).map(([k]) => k)).toEqual(['192.0.2.31']);
     await expectVerified(map);
     await expectVerified(other.map);
+  });
+});
+
+describe("poprelayd's reading of the journal (LocalWho)", () => {
+  it('reads only what was appended since, and starts again when the sweep replaced the file', async () => {
+    const { ini, map } = setup();
+    const who = new LocalWho(map, 900);
+    expect(who.users('192.0.2.40', T)).toEqual([]); // no journal yet: nobody
+    expect((await login(ini, '192.0.2.40', 'alice')).code).toBe(0);
+    expect(who.users('192.0.2.40', T + 1)).toEqual(['alice']);
+    expect((await login(ini, '192.0.2.40', 'bob')).code).toBe(0);
+    expect(who.users('192.0.2.40', T + 1).sort()).toEqual(['alice', 'bob']);
+    // A user past the timeout is not named.
+    expect(who.users('192.0.2.40', T + 3600)).toEqual([]);
+    // The sweep folds everything away (an hour ahead): a new file, and a login after it.
+    expect((await run(BIN.sweep, ['--config', ini, '--quiet', '--now', String(T + 3600)])).code).toBe(0);
+    expect((await login(ini, '192.0.2.41', 'carol')).code).toBe(0);
+    expect(who.users('192.0.2.41', T + 1)).toEqual(['carol']);
+    expect(who.users('192.0.2.40', T + 1)).toEqual([]);
   });
 });
