@@ -163,7 +163,7 @@ describe('npm run deb', () => {
       expect.arrayContaining(['nodejs (>= 20)', 'libdb5.3', 'adduser', 'cron | cron-daemon | systemd-sysv']),
     );
     expect(depends.join(' ')).not.toMatch(/-dev\b|\bnpm\b|\bg\+\+|\bgcc\b|\bmake\b|node-gyp/);
-    expect(control('control')).toMatch(/^Recommends: dovecot-core$/m);
+    expect(control('control')).toMatch(/^Recommends: dovecot-core, openssl$/m);
   });
 
   it('enables and starts the sweep timer on install, and does not enable poprelayd', () => {
