@@ -1,16 +1,20 @@
 // Section 1 of npm run bench: login latency with a real Dovecot, per
-// post-login variant side by side, the window from +OK to "visible in the
-// map", and the peak RSS of the hook process.
-// BENCH_LOGINS (default 200) sets the logins per variant and concurrency.
+// post-login variant side by side (poprelay-login warm and cold, with the
+// shipped sample poprelay.ini and a 4 KB one whose dbfile line is last,
+// against a /bin/sh `exec "$@"` script), the window from +OK to "visible in
+// the map", and the peak RSS of the hook process.
+// BENCH_LOGINS (default 200) sets the logins per variant and concurrency;
+// BENCH_SAMPLE_INI, the sample poprelay.ini (default etc/poprelay.ini), so
+// that a recorder of another version can be measured with its own sample.
 
-import { copyFileSync, readFileSync, watch, writeFileSync } from 'node:fs';
+import { readFileSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
 import { lookupKeys } from '../src/mapfile.js';
 import { type Dovecot, type HookKind, PASSWORD, startDovecot } from '../test/support/dovecot.js';
 import { pop3Login } from '../test/support/mailclient.js';
-import { makemapSized, settings } from '../test/support/maps.js';
+import { settings } from '../test/support/maps.js';
 import { ROOT } from '../test/support/paths.js';
 import { safeDir } from '../test/support/tmp.js';
 import { type RunningProcess, runningProcesses } from './processes.js';
@@ -25,7 +29,7 @@ export const LOGINS = Number(process.env.BENCH_LOGINS ?? 200);
  * polling often, so that the watcher takes no CPU from the recorders it
  * times.
  */
-async function watchMap(dc: Dovecot, ips: readonly string[], seenAt: Map<string, number>): Promise<void> {
+export async function watchMap(dc: Dovecot, ips: readonly string[], seenAt: Map<string, number>): Promise<void> {
   const s = settings(dc.mapDir, 'popip.db', { lockTimeoutMs: 5000 });
   const look = (): void => {
     const pending = ips.filter((ip) => !seenAt.has(ip));
@@ -61,7 +65,7 @@ async function watchMap(dc: Dovecot, ips: readonly string[], seenAt: Map<string,
  * and flock(1) above it stay, as on a server with a login every few
  * seconds; the round waited for its logins to be visible first.
  */
-async function settle(dc: Dovecot, waitingRecorder: boolean): Promise<void> {
+export async function settle(dc: Dovecot, waitingRecorder: boolean): Promise<void> {
   const busy = (): boolean => {
     const ps = runningProcesses().filter(
       ({ argv }) => argv.some((a) => a.includes(`${dc.dir}/`)) && !argv.some((a) => a.includes('dovecot.conf')),
@@ -82,7 +86,7 @@ async function settle(dc: Dovecot, waitingRecorder: boolean): Promise<void> {
 
 /** etc/poprelay.ini with these keys' values in place of the sample's. */
 function sampleIni(values: Record<string, string>): string {
-  let text = readFileSync(join(ROOT, 'etc/poprelay.ini'), 'utf8');
+  let text = readFileSync(process.env.BENCH_SAMPLE_INI ?? join(ROOT, 'etc/poprelay.ini'), 'utf8');
   for (const [key, value] of Object.entries(values)) {
     const line = new RegExp(`^${key} = .*$`, 'm');
     if (!line.test(text)) throw new Error(`etc/poprelay.ini has no ${key} line`);
@@ -91,61 +95,123 @@ function sampleIni(values: Record<string, string>): string {
   return text;
 }
 
-export async function latencySection(verdict: Verdict, now: number): Promise<string[]> {
+/** The size of the long poprelay.ini, whose dbfile line is its last. */
+const LONG_INI = 4096;
+
+/**
+ * A poprelay.ini of exactly LONG_INI bytes with dbfile last: the sample's
+ * settings (with `values`), after as many of its comment lines as fit and
+ * a comment padding the rest, as an administrator's long, commented file
+ * that appends dbfile would be.
+ */
+function longIni(values: Record<string, string>): string {
+  const lines = sampleIni(values).split('\n');
+  const dbfile = lines.find((l) => l.startsWith('dbfile = ')) ?? '';
+  const settingLines = lines.filter((l) => /^[a-z_]+ = /.test(l) && l !== dbfile);
+  const tail = `${settingLines.join('\n')}\n${dbfile}\n`;
+  let head = '';
+  for (const l of lines.filter((x) => x.startsWith(';'))) {
+    if (head.length + l.length + 1 + tail.length > LONG_INI - 3) break;
+    head += `${l}\n`;
+  }
+  const pad = LONG_INI - head.length - tail.length;
+  const text = `${head};${' '.repeat(pad - 2)}\n${tail}`;
+  if (Buffer.byteLength(text) !== LONG_INI) throw new Error(`the long poprelay.ini is ${text.length} bytes`);
+  return text;
+}
+
+/** What a variant's targets are: added latency against the sh script's, and +OK to visible p99, per concurrency. */
+interface Targets {
+  added: Record<number, number>;
+  window: Record<number, number>;
+}
+const WARM: Targets = { added: { 1: 1.15, 16: 1.25 }, window: { 1: 50, 16: 150 } };
+const COLD: Targets = { added: { 1: 1.25, 16: 1.3 }, window: { 1: 50, 16: 150 } };
+
+interface Variant {
+  label: string;
+  kind: HookKind;
+  /** poprelay.ini's text, given the map's path. */
+  ini?: (dbfile: string) => string;
+  /** poprelay's: whether a recorder waits for more logins (the default recorder_idle_seconds) or each round starts one. */
+  warm?: boolean;
+  targets?: Targets;
+}
+
+const CONCURRENCY = [1, 16];
+
+export async function latencySection(verdict: Verdict): Promise<string[]> {
   const md: string[] = [];
-  const variants: Array<{ label: string; kind: HookKind; ini?: Record<string, string>; map?: number }> = [
+  const base = { ignore: '', log_recorded: 'no' };
+  const cold = { ...base, recorder_idle_seconds: '0' };
+  const variants: Variant[] = [
     { label: 'no post-login script', kind: 'none' },
     { label: '/bin/sh `exec "$@"`', kind: 'sh-exec' },
-    { label: 'do-nothing Node script', kind: 'node-noop' },
-    { label: 'Node continues the login, then records (before the sh front)', kind: 'node-continues' },
-    { label: 'poprelay-login', kind: 'poprelay' },
-    { label: 'poprelay-login, 100,000-entry map', kind: 'poprelay', map: 100_000 },
-    { label: 'poprelay-login, `recorder_idle_seconds = 0`', kind: 'poprelay', ini: { recorder_idle_seconds: '0' } },
+    {
+      label: 'poprelay-login, sample, warm',
+      kind: 'poprelay',
+      ini: (dbfile) => sampleIni({ ...base, dbfile }),
+      warm: true,
+      targets: WARM,
+    },
+    {
+      label: 'poprelay-login, sample, cold',
+      kind: 'poprelay',
+      ini: (dbfile) => sampleIni({ ...cold, dbfile }),
+      targets: COLD,
+    },
+    {
+      label: 'poprelay-login, 4 KB, dbfile last, warm',
+      kind: 'poprelay',
+      ini: (dbfile) => longIni({ ...base, dbfile }),
+      warm: true,
+      targets: WARM,
+    },
+    {
+      label: 'poprelay-login, 4 KB, dbfile last, cold',
+      kind: 'poprelay',
+      ini: (dbfile) => longIni({ ...cold, dbfile }),
+      targets: COLD,
+    },
   ];
-  const [SH, NODE_NOOP, BEFORE, POPRELAY, POPRELAY_100K, COLD] = [1, 2, 3, 4, 5, 6];
-  /** The variants whose window from +OK to "visible in the map" is measured: every round of poprelay's waits for it. */
-  const watched = new Set([BEFORE, POPRELAY, POPRELAY_100K, COLD]);
-  /** The variants whose recorder waits for more logins (the default recorder_idle_seconds). */
-  const waiting = new Set([POPRELAY, POPRELAY_100K]);
+  const [NONE, SH] = [0, 1];
   const dcs: Dovecot[] = [];
   for (const v of variants) {
     const dc = await startDovecot({ hook: v.kind, users: 4 });
-    // The shipped sample, as an administrator keeps it: the front reads it up to dbfile on every login.
-    writeFileSync(dc.iniPath, sampleIni({ dbfile: dc.mapPath, ignore: '', log_recorded: 'no', ...v.ini }));
-    if (v.map !== undefined) {
-      // makemap (as smmta) cannot write the hook's directory: build, then copy in.
-      const built = join(safeDir(), 'big.db');
-      await makemapSized(built, v.map, now);
-      copyFileSync(built, dc.mapPath);
-      await execa('chown', ['poprelay:poprelay', dc.mapPath]);
-    }
+    if (v.ini !== undefined) writeFileSync(dc.iniPath, v.ini(dc.mapPath));
     dcs.push(dc);
   }
   const latencies = new Map<string, number[]>();
   const windows = new Map<string, number[]>();
+  /** For each round of 16: from its last +OK to its last address visible. */
+  const lastWindows = new Map<string, number[]>();
   const failures = new Map<string, number>();
+  /** Each variant's rounds' wall time, for the log: where the section's run time goes. */
+  const spent: number[] = [];
   let serial = 0;
   const push = (m: Map<string, number[]>, key: string, v: number): void => void m.set(key, [...(m.get(key) ?? []), v]);
-  for (const conc of [1, 16]) {
+  for (const conc of CONCURRENCY) {
     for (let round = 0; round < LOGINS / conc; round++) {
       // Rotate the order each round so no variant always goes first.
       for (let k = 0; k < variants.length; k++) {
         const vi = (k + round) % variants.length;
+        const v = variants[vi] as Variant;
         const dc = dcs[vi] as Dovecot;
         const from = Array.from({ length: conc }, () => {
           const i = serial++;
-          return { i, ip: `127.${30 + vi}.${(i >> 8) & 255}.${i & 255 || 1}` };
+          return { i, ip: `127.${30 + vi}.${i >> 7}.${(i & 127) + 1}` };
         });
-        // When each +OK arrived, and when each address was first found in the map (polled every 2 ms).
+        // When each +OK arrived, and when each address was first found in the map.
         const okAt = new Map<string, number>();
         const seenAt = new Map<string, number>();
-        const watching = watched.has(vi)
-          ? watchMap(
-              dc,
-              from.map((f) => f.ip),
-              seenAt,
-            )
-          : Promise.resolve();
+        const watching =
+          v.kind === 'poprelay'
+            ? watchMap(
+                dc,
+                from.map((f) => f.ip),
+                seenAt,
+              )
+            : Promise.resolve();
         const logins = from.map(({ i, ip }) => {
           const start = performance.now();
           return pop3Login({ ...dc.pop3, localAddress: ip }, `user${i % 4}`, PASSWORD).then(
@@ -157,28 +223,41 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
           );
         });
         const key = `${vi}/${conc}`;
+        const roundStart = performance.now();
         for (const t of await Promise.all(logins)) {
           if (Number.isNaN(t)) failures.set(key, (failures.get(key) ?? 0) + 1);
           else push(latencies, key, t);
         }
         await watching;
         for (const [ip, seen] of seenAt) push(windows, key, seen - (okAt.get(ip) ?? NaN));
-        await settle(dc, waiting.has(vi));
+        if (conc > 1 && seenAt.size === from.length)
+          push(lastWindows, key, Math.max(...seenAt.values()) - Math.max(...okAt.values()));
+        await settle(dc, v.warm === true);
+        spent[vi] = (spent[vi] ?? 0) + performance.now() - roundStart;
       }
     }
   }
+  console.log(
+    `latency rounds, seconds per variant: ${variants.map((v, vi) => `${v.label} ${((spent[vi] ?? 0) / 1000).toFixed(1)}`).join('; ')}`,
+  );
   md.push(
     '## 1. Login latency with a real Dovecot',
     '',
     'POP3 `PASS` to `+OK Logged in.`, from distinct loopback addresses, each variant its own Dovecot 2.3 configured',
-    'like `dovecot-conf/` (only the script differs) and `poprelay.ini` the shipped sample (`ignore` empty,',
-    "`log_recorded = no`); rounds rotate through the variants, and each starts once the previous round's",
-    'post-login processes have all exited. Milliseconds.',
+    'like `dovecot-conf/` (only the script differs; poprelay-login with `--queue <dbfile>.queue`, as shipped). poprelay-login',
+    'runs with two poprelay.ini files: the shipped sample (`etc/poprelay.ini`, dbfile its first setting) and one of',
+    `${LONG_INI} bytes whose \`dbfile\` line is its last (comments first, as a long, commented file that appends dbfile);`,
+    'both with `ignore` empty and `log_recorded = no`. **Warm** is the default `recorder_idle_seconds` (10): the recorder',
+    "of a round waits for the next, as on a server with a login every few seconds, and the rounds' fronts leave their",
+    'logins to it and become the login. **Cold** is `recorder_idle_seconds = 0`: every round starts a recorder, as',
+    "a server's first login after a quiet spell (and the crowd with it). Rounds rotate through the variants, and each",
+    "starts once the previous round's post-login processes have exited (a waiting recorder and its front stay).",
+    'Milliseconds.',
     '',
     ...header(['variant', 'concurrency', 'logins', 'failed', 'median', 'p90', 'p99']),
   );
   const med = (vi: number, conc: number): number => stats(latencies.get(`${vi}/${conc}`) ?? []).median;
-  for (const conc of [1, 16]) {
+  for (const conc of CONCURRENCY) {
     variants.forEach((v, vi) => {
       const s = stats(latencies.get(`${vi}/${conc}`) ?? []);
       md.push(row([v.label, conc, s.n, failures.get(`${vi}/${conc}`) ?? 0, ms(s.median), ms(s.p90), ms(s.p99)]));
@@ -186,82 +265,85 @@ export async function latencySection(verdict: Verdict, now: number): Promise<str
   }
   md.push(
     '',
-    'Added latency over "no post-login script" (medians); poprelay-login\'s as a ratio to the `/bin/sh exec "$@"` script\'s',
-    '(target: at most 1.5). The login waits for the sh front only: Node starts after the login has gone on. With the',
-    'default `recorder_idle_seconds` (10) the recorder of a round waits for the next, as on a server with a login every',
-    'few seconds, and the fronts leave their logins to it and become the login; with 0 every round starts a recorder',
-    "(a server's first login after a quiet spell, and the crowd with it).",
+    'Added latency: the median over "no post-login script"\'s; poprelay-login\'s as a ratio to the `/bin/sh exec "$@"`',
+    "script's. Targets: warm at most 1.15 (1 at a time) and 1.25 (16 at once), cold at most 1.25 and 1.3.",
     '',
+    ...header(['variant', 'concurrency', 'added', 'sh adds', 'ratio to sh', 'target', ''], 1),
   );
-  md.push(
-    ...header(
-      [
-        'concurrency',
-        'sh',
-        'Node no-op',
-        'Node continues (before)',
-        'poprelay-login',
-        'ratio to sh',
-        'poprelay-login, 100k map',
-        'ratio to sh',
-        'poprelay-login, idle 0',
-        'ratio to sh',
-      ],
-      0,
-    ),
-  );
-  for (const conc of [1, 16]) {
-    const base = med(0, conc);
-    const add = (vi: number): number => med(vi, conc) - base;
-    md.push(
-      row([
-        conc,
-        ms(add(SH)),
-        ms(add(NODE_NOOP)),
-        ms(add(BEFORE)),
-        ms(add(POPRELAY)),
-        (add(POPRELAY) / add(SH)).toFixed(2),
-        ms(add(POPRELAY_100K)),
-        (add(POPRELAY_100K) / add(SH)).toFixed(2),
-        ms(add(COLD)),
-        (add(COLD) / add(SH)).toFixed(2),
-      ]),
-    );
-    const contention =
-      'the sh script adds only 4 to 11 ms, and every process started beside the logins (a fork, flock(1), the recorder ' +
-      'even at nice 10) takes from what 2 cores give them (docs/design.md).';
-    verdict(`login latency added, concurrency ${conc}, against /bin/sh exec`, add(POPRELAY) / add(SH), 1.5, contention);
-    verdict(
-      `the same with a 100,000-entry map`,
-      add(POPRELAY_100K) / add(SH),
-      1.5,
-      `${contention} With a big map each recording also copies and fsyncs 5 MB.`,
-    );
+  const poprelay = variants.flatMap((v, vi) => (v.targets === undefined ? [] : [{ v, vi, t: v.targets }]));
+  for (const conc of CONCURRENCY) {
+    const none = med(NONE, conc);
+    const sh = med(SH, conc) - none;
+    for (const { v, vi, t } of poprelay) {
+      const added = med(vi, conc) - none;
+      const ratio = added / sh;
+      const limit = t.added[conc] ?? NaN;
+      md.push(row([v.label, conc, ms(added), ms(sh), ratio.toFixed(2), limit, ratio <= limit ? 'met' : '**missed**']));
+      verdict(
+        `login latency added, ${v.label}, ${conc} at a time, against /bin/sh exec`,
+        ratio,
+        limit,
+        v.warm === true
+          ? `the front adds ${ms(added - sh)} ms over the sh script's ${ms(sh)} (medians): it opens the queue, leaves the login, tries the lock and execs, where sh only execs; on 2 cores whatever else runs beside the logins (the waiting recorder waking for the round before, other processes) takes from them. The front reads no poprelay.ini: the sample and the 4 KB file differ only by noise.`
+          : `the front adds ${ms(added - sh)} ms over the sh script's ${ms(sh)} (medians): in a cold round the front forks (the child continues the login) and starts the recorder at once, whose Node start (section 5: over 100 ms of CPU) runs beside the login on one of the 2 cores, at nice 10 but still taking from it. The front reads no poprelay.ini: the sample and the 4 KB file differ only by noise.`,
+      );
+    }
   }
   md.push(
     '',
-    'The window from `+OK` to the address being visible in the map (looked up on each change of its directory), and from `PASS` to visible, in',
-    'milliseconds: the sh front against the hook as it was before it (Node started first, continued the login, then recorded).',
-    'A waiting recorder lets a crowd pass (no new login for 25 ms, at most 250 ms) before it records it.',
+    'The window from `+OK` to the address being visible in the map (looked up on each change of its directory, and every',
+    '50 ms), and `PASS` to visible, in milliseconds. A waiting recorder lets a crowd pass before its round (no new login',
+    'for 25 ms, at most 250 ms: `crowdPassed()` in src/login.ts); a cold round starts Node first. "last +OK to last',
+    'visible": for each round of 16, from its last `+OK` to its last address visible. Target: p99 at most 50 ms (1 at',
+    'a time) and 150 ms (16 at once), warm and cold.',
     '',
-    ...header(['variant', 'concurrency', 'logins', '+OK to visible p50', 'p99', 'PASS to visible p50'], 1),
+    ...header(
+      [
+        'variant',
+        'concurrency',
+        'logins',
+        '+OK to visible p50',
+        'p99',
+        'target (p99)',
+        '',
+        'PASS to visible p50',
+        'last +OK to last visible p50',
+      ],
+      1,
+    ),
   );
-  for (const conc of [1, 16]) {
-    for (const vi of [BEFORE, POPRELAY, COLD]) {
-      const w = stats(windows.get(`${vi}/${conc}`) ?? []);
-      md.push(row([variants[vi]?.label ?? '', conc, w.n, ms(w.median), ms(w.p99), ms(med(vi, conc) + w.median)]));
-    }
-    for (const vi of [POPRELAY, COLD]) {
-      const grew =
-        stats(windows.get(`${vi}/${conc}`) ?? []).median - stats(windows.get(`${BEFORE}/${conc}`) ?? []).median;
-      const saved = med(BEFORE, conc) - med(vi, conc);
+  for (const conc of CONCURRENCY) {
+    for (const { v, vi, t } of poprelay) {
+      const key = `${vi}/${conc}`;
+      const w = stats(windows.get(key) ?? []);
+      const last = stats(lastWindows.get(key) ?? []);
+      const limit = t.window[conc] ?? NaN;
+      // A login never seen counts as missing the target.
+      const p99 = w.n < (latencies.get(key)?.length ?? 0) ? Infinity : w.p99;
+      md.push(
+        row([
+          v.label,
+          conc,
+          w.n,
+          ms(w.median),
+          ms(p99),
+          limit,
+          p99 <= limit ? 'met' : '**missed**',
+          ms(med(vi, conc) + w.median),
+          conc > 1 ? ms(last.median) : '-',
+        ]),
+      );
       verdict(
-        `window to visible, concurrency ${conc}${vi === COLD ? ', recorder_idle_seconds = 0' : ''}: growth over the hook before the front, as a share of the start-up it saved the login`,
-        saved > 0 ? Math.max(grew, 0) / saved : Infinity,
-        1,
-        vi === COLD
-          ? "a recorder started for the login: Node's start-up now comes after +OK, where the hook before the front paid it before, so the window grows by about what the login saves."
-          : 'the recording finishes later than the login gains.',
+        `+OK to visible p99, ${v.label}, ${conc} at a time, in ms`,
+        p99,
+        limit,
+        v.warm === true
+          ? conc > 1
+            ? `the waiting recorder records a crowd only once no login has arrived for 25 ms (at most 250 ms; crowdPassed() in src/login.ts): the first logins of a round of 16 wait for the last one's +OK and 25 ms more (last +OK to last visible, p50: ${ms(stats(lastWindows.get(key) ?? []).median)} ms).`
+            : 'the waiting recorder waits 25 ms after a login in case a crowd follows (crowdPassed() in src/login.ts), then records: the p50 is that wait and the round; the tail, the machine.'
+          : conc > 1
+            ? `a cold round starts Node after the first front left its login (PASS to +OK did not wait for it; +OK to visible does), and it records once started, the round's logins together (last +OK to last visible, p50: ${ms(stats(lastWindows.get(key) ?? []).median)} ms).`
+            : "a cold round starts the recorder after the front left the login: +OK to visible is Node's start (p50 above), then poprelay.ini, libdb and a copy of the map; on 2 cores shared with the login and the rest of the machine its tail is long.",
       );
     }
   }
