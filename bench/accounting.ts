@@ -71,7 +71,8 @@ async function daemon(
   const port = await freePort();
   const ini = join(dir, `${name}.ini`);
   writeFileSync(ini, `${base}policy_listen = inet:127.0.0.1:${port}\n${extra}`);
-  const log = join(dir, `${name}.log`);
+  // Not beside the map: poprelayd watches that directory for the who journal.
+  const log = join(tempDir(), `${name}.log`);
   const fd = openSync(log, 'w');
   const proc = spawn(BIN.daemon, ['--config', ini], { stdio: ['ignore', 'ignore', fd] });
   closeSync(fd);

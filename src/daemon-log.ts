@@ -19,8 +19,32 @@ export class DaemonLog {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** Lines said with soon(), written together at the end of this turn of the event loop. */
+  private pending: string[] = [];
+
   say(level: Level, text: string): void {
-    this.write(`${this.journal ? `<${PRIORITY[level]}>` : ''}poprelayd: ${escapeControls(text)}\n`);
+    this.flush(); // in the order said
+    this.write(this.line(level, text));
+  }
+
+  /**
+   * Says `text` with the other lines of this turn of the event loop, in one
+   * write: an audit line per answer would otherwise cost a write per answer.
+   */
+  soon(level: Level, text: string): void {
+    if (this.pending.length === 0) setImmediate(() => this.flush());
+    this.pending.push(this.line(level, text));
+  }
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    const lines = this.pending.join('');
+    this.pending = [];
+    this.write(lines);
+  }
+
+  private line(level: Level, text: string): string {
+    return `${this.journal ? `<${PRIORITY[level]}>` : ''}poprelayd: ${escapeControls(text)}\n`;
   }
 
   /** Says `text` unless a line of the same `kind` was said within LOG_EVERY_MS; then counts it. */

@@ -38,21 +38,27 @@ export class Decider {
       this.audit({ protocol, client: null, decision: 'no', users: [], fields: req.fields });
       return { relay: false };
     }
-    // Asked together: the who lookup (one more GET in the engine) adds no wait to the answer.
-    const [{ relay, cached }, users] = await Promise.all([
-      this.answers.ask(req.addr),
-      Promise.resolve()
-        .then(() => this.who.users(req.addr?.text ?? '', nowSeconds))
-        .catch((): string[] => []), // nobody named: the decision stands
-    ]);
+    // Asked together: the who lookup (one more GET in the engine) adds no wait to the answer. Without the
+    // audit line or user_limit nobody needs the names.
+    let named: string[] | Promise<string[]> = [];
+    if (this.cfg.auditLog || this.cfg.userLimit !== null) {
+      try {
+        const u = this.who.users(req.addr.text, nowSeconds);
+        named = Array.isArray(u) ? u : u.catch((): string[] => []); // handled at once, not only once awaited
+      } catch {
+        named = []; // nobody named: the decision stands
+      }
+    }
+    const { relay, cached } = await this.answers.ask(req.addr);
+    const users = Array.isArray(named) ? named : await named;
     const limit = this.cfg.userLimit;
     let decision: Decision = { relay };
     let said: AuditDecision = relay ? 'relay' : 'no';
     let over: string | null = null;
-    const named = users.filter((u) => u !== '');
-    if (relay && limit !== null && protocol === 'policy' && req.fields.recipient !== undefined && named.length > 0) {
+    const limited = users.filter((u) => u !== '');
+    if (relay && limit !== null && protocol === 'policy' && req.fields.recipient !== undefined && limited.length > 0) {
       try {
-        over = await overLimit(limit, this.counter, named, nowSeconds);
+        over = await overLimit(limit, this.counter, limited, nowSeconds);
       } catch (e) {
         this.log.limited(
           'warning',
@@ -79,6 +85,6 @@ export class Decider {
   }
 
   private audit(a: Parameters<typeof auditLine>[0]): void {
-    if (this.cfg.auditLog || a.decision === 'defer' || a.decision === 'refuse') this.log.say('info', auditLine(a));
+    if (this.cfg.auditLog || a.decision === 'defer' || a.decision === 'refuse') this.log.soon('info', auditLine(a));
   }
 }
