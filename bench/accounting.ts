@@ -6,12 +6,15 @@
 // shared-address guard's read) against a whole recorded login.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, statSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 import { parseClientAddress } from '../src/address.js';
 import { loadConfig } from '../src/config.js';
+import { connectOnce } from '../src/engine-client.js';
+import { parseEngine } from '../src/endpoints.js';
+import { whoKey } from '../src/relayset.js';
 import { keepWho } from '../src/shared-address.js';
 import { freePort, terminate } from '../test/support/dovecot.js';
 import { startEngine } from '../test/support/engine.js';
@@ -98,6 +101,10 @@ async function answersPerSecond(port: number, clients: readonly string[]): Promi
   return (REQUESTS / (performance.now() - t0)) * 1000;
 }
 
+function fail(what: string): never {
+  throw new Error(`not an engine URL: ${what}`);
+}
+
 export async function accountingSection(verdict: Verdict): Promise<string[]> {
   const engine = await startEngine();
   const dir = tempDir();
@@ -110,6 +117,11 @@ export async function accountingSection(verdict: Verdict): Promise<string[]> {
   for (const ip of clients)
     for (const user of ['alice', 'bob'])
       await run(BIN.login, ['--config', hookIni, '--tag', 'pop3'], { env: { IP: ip, USER: `${user}.${ip}` } });
+  // Storage: the journal's bytes per login, and an address's who key in the engine (two users).
+  const journalBytes = statSync(`${map}.who`).size / (CLIENTS * 2);
+  const probe = await connectOnce(parseEngine(engine.url) ?? fail(engine.url));
+  const whoValue = await probe.get(whoKey(parseClientAddress(clients[0] ?? '')));
+  await probe.close();
   const on = await daemon(dir, 'on', base, 'audit_log = yes\nuser_limit = 9999999/1d\n');
   const off = await daemon(dir, 'off', base, 'audit_log = no\n');
   const rates: Record<'on' | 'off', number[]> = { on: [], off: [] };
@@ -190,5 +202,8 @@ export async function accountingSection(verdict: Verdict): Promise<string[]> {
     `| keep the user (append) | ${keptMs.toFixed(3)} |`,
     `| keep the user and count the address's users (guard on, about 4,100 lines) | ${guardMs.toFixed(3)} |`,
     `| a whole login, recorded directly | ${loginMs.toFixed(1)} |`,
+    '',
+    `Storage: the who journal holds ${journalBytes.toFixed(0)} bytes per login (its lines within timeout_minutes;`,
+    `older ones fold into the per-day report); an address's who key in the engine holds ${whoValue === null ? 'nothing (the hook does not write it yet)' : `${whoValue.length} bytes of JSON for two users`}.`,
   ];
 }

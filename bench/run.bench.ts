@@ -10,6 +10,7 @@ import { it } from 'vitest';
 
 import { libdbVersion } from '../src/bdb.js';
 import { ROOT } from '../test/support/paths.js';
+import { accountingSection } from './accounting.js';
 import { burstSection } from './burst.js';
 import { clusterSection } from './cluster.js';
 import { cpuSection } from './cpu.js';
@@ -53,6 +54,7 @@ it('benchmarks', async () => {
   md.push('', ...(await burstSection(verdict)));
   md.push('', ...(await cpuSection(verdict)));
   md.push('', ...(await clusterSection(verdict)));
+  md.push('', ...(await accountingSection(verdict)));
   md.push('', '## Targets', '', ...verdicts);
   // What else the machine ran meanwhile: the figures are only as quiet as it was.
   const loadLine = md.indexOf('- load average (1, 5, 15 min): LOAD');
