@@ -146,7 +146,7 @@ within timeout_minutes ("shared: N users, may not relay").
         })),
       ];
       const cfg = ctx.config();
-      const stopped = cfg.engine === null ? sharedFromJournal(cfg, ctx.now) : new Map<string, UserSeen[]>();
+      const stopped = await sharedAddresses(ctx, cfg);
       const shared = sortByAddress([...stopped], ([a]) => a).map(([address, users]) => ({
         address,
         keys: [] as string[],
@@ -286,20 +286,31 @@ stops now. The sweep's metrics_file carries the same numbers.
       const s = cfg.map;
       const when = (e: { address: string; lastLogin: number } | null): string =>
         e === null ? '-' : `${e.address}, last login ${formatTime(e.lastLogin)} (${formatAgo(e.lastLogin, ctx.now)})`;
+      const shared = cfg.sharedAddressUsers === null ? null : await sharedAddresses(ctx, cfg);
+      const sharedLine = (): void => {
+        if (shared !== null)
+          out(
+            `shared:     ${shared.size} address${shared.size === 1 ? '' : 'es'} with more than shared_address_users = ${cfg.sharedAddressUsers} users, not relaying${shared.size === 0 ? '' : `: ${[...shared.keys()].slice(0, 10).join(', ')}${shared.size > 10 ? ', ...' : ''}`}`,
+          );
+      };
       if (cfg.engine !== null) {
         // The engine expires entries itself: nothing is queued, expired or swept there.
         const store = await ctx.store();
-        const shared = { engine: store.where, ...entryStats(await store.entries(), ctx.now, s.timeoutSeconds) };
-        if (ctx.values.json === true) outJson(shared);
+        const stats = {
+          engine: store.where,
+          ...entryStats(await store.entries(), ctx.now, s.timeoutSeconds),
+          ...(shared === null ? {} : { shared: shared.size, sharedAddresses: [...shared.keys()] }),
+        };
+        if (ctx.values.json === true) outJson(stats);
         else {
-          out(`engine:     ${shared.engine}`);
-          out(`entries:    ${shared.entries} (${shared.dated} dated, ${shared.permanent} permanent)`);
-          out(`oldest:     ${when(shared.oldest)}`);
-          out(`newest:     ${when(shared.newest)}`);
+          out(`engine:     ${stats.engine}`);
+          out(`entries:    ${stats.entries} (${stats.dated} dated, ${stats.permanent} permanent)`);
+          out(`oldest:     ${when(stats.oldest)}`);
+          out(`newest:     ${when(stats.newest)}`);
+          sharedLine();
         }
         return 0;
       }
-      const shared = cfg.sharedAddressUsers === null ? null : sharedFromJournal(cfg, ctx.now);
       const stats = {
         ...mapStats(s, ctx.now),
         ...(shared === null ? {} : { shared: shared.size, sharedAddresses: [...shared.keys()] }),
@@ -327,10 +338,7 @@ stops now. The sweep's metrics_file carries the same numbers.
           : `${formatTime(last.at)} (${formatAgo(last.at, ctx.now)}): removed ${last.removed}, ` +
             `refreshed ${last.refreshed} live, ${failures(last.failures)} since the one before, took ${last.durationSeconds} s`;
       out(`last sweep: ${sweep}`);
-      if (shared !== null)
-        out(
-          `shared:     ${shared.size} address${shared.size === 1 ? '' : 'es'} with more than shared_address_users = ${cfg.sharedAddressUsers} users, not relaying${shared.size === 0 ? '' : `: ${[...shared.keys()].slice(0, 10).join(', ')}${shared.size > 10 ? ', ...' : ''}`}`,
-        );
+      sharedLine();
       return 0;
     },
   },
@@ -415,6 +423,20 @@ Exit 0 when nothing FAILed, 1 otherwise.
   who: WHO_COMMAND,
   report: REPORT_COMMAND,
 };
+
+/** The addresses stopped as shared: from the engine's who keys with engine set, else from the who journal. */
+async function sharedAddresses(ctx: Context, cfg: Config): Promise<Map<string, UserSeen[]>> {
+  if (cfg.engine === null) return sharedFromJournal(cfg, ctx.now);
+  if (cfg.sharedAddressUsers === null) return new Map();
+  const { connectOnce } = await import('./engine-client.js');
+  const { sharedInEngine } = await import('./engine-shared.js');
+  const client = await connectOnce(cfg.engine);
+  try {
+    return await sharedInEngine(cfg, client, ctx.now);
+  } finally {
+    await client.close();
+  }
+}
 
 function confirm(question: string): Promise<boolean> {
   const rl = createInterface({ input: process.stdin, output: process.stderr });

@@ -96,5 +96,17 @@ describe('the who keys in a real engine', () => {
     expect((JSON.parse(r.stdout) as { users: Array<{ user: string; service: string }> }).users).toEqual([
       { user: 'alice', service: 'pop3', lastLogin: T + 3600, logins: 0 },
     ]);
+    // list and stats name the addresses the engine stops as shared (a permanent entry is none of them).
+    writeFileSync(
+      ini,
+      `dbfile = ${join(dir, 'popip.db')}\nignore =\nengine = ${engine.url}\nshared_address_users = 2\n`,
+    );
+    const stats = await run(BIN.admin, ['stats', '--json', '--config', ini, '--now', String(T)]);
+    expect(stats.code, stats.stderr).toBe(0);
+    // (192.0.2.1's login an hour later left only its own user in the key.)
+    expect((JSON.parse(stats.stdout) as { sharedAddresses: string[] }).sharedAddresses).toEqual(['192.0.2.4']);
+    const list = await run(BIN.admin, ['list', '--config', ini, '--now', String(T)]);
+    expect(list.stdout).toMatch(/^192\.0\.2\.4 +- +- +shared: 4 users, may not relay/m);
+    expect(list.stdout).not.toMatch(/^192\.0\.2\.2 .*shared/m);
   });
 });
