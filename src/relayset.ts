@@ -34,7 +34,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 return 'recorded'
 `;
 
-export type EngineOutcome = 'recorded' | 'fresh' | 'permanent';
+export type EngineOutcome = 'recorded' | 'fresh' | 'permanent' | `shared ${string}`;
+
+/** The users a "shared {...}" outcome names, latest first; [] for any other outcome. */
+export const sharedUsers = (outcome: string): Array<{ user: string; service: string; time: number }> =>
+  outcome.startsWith('shared ') ? parseEngineWho(outcome.slice(7), 0) : [];
 
 /** The EVAL command that records `addr` logging in at `now`. */
 export function recordCommand(
@@ -71,8 +75,9 @@ export const whoKey = (addr: ClientAddress): string => `${WHO_PREFIX}${addr.text
  * user, the service, and shared_address_users (0: off; -1: the recorder
  * found the address shared already). The who key keeps the users within the
  * timeout; when they are more than the limit, the address's dated entry is
- * removed and "shared" returned (a permanent entry stays: "permanent");
- * otherwise as RECORD_SCRIPT.
+ * removed and "shared " returned with the who key's JSON, for the line that
+ * names them (a permanent entry stays: "permanent"); otherwise as
+ * RECORD_SCRIPT.
  */
 export const RECORD_WHO_SCRIPT = `
 local t = tonumber(ARGV[1])
@@ -102,7 +107,7 @@ local k = tonumber(ARGV[6])
 if k < 0 or (k > 0 and n > k) then
   if permanent then return 'permanent' end
   if v then redis.call('DEL', KEYS[1]) end
-  return 'shared'
+  return 'shared ' .. cjson.encode(kept)
 end
 if v then
   if permanent then return 'permanent' end
