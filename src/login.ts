@@ -378,7 +378,7 @@ async function failWaiting(e: unknown, queue: string, failed: Failed, quote: (s:
  */
 const RUN_MS = 25_000;
 /** A crowd: a waiting recorder lets it pass (no login for QUIET_MS, at most CROWD_MS) before it takes the CPU. */
-const QUIET_MS = 25;
+const QUIET_MS = 5;
 const CROWD_MS = 250;
 
 /**
