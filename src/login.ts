@@ -128,6 +128,11 @@ interface Recorded {
   addr: ClientAddress;
   time: number;
   who: string;
+  /** Who logged in, and to what, for the engine's who key. */
+  user?: string;
+  service?: string;
+  /** The shared-address guard stopped it here: the engine stops the address too. */
+  shared?: boolean;
 }
 
 type Modules = [
@@ -225,7 +230,7 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     }
     actAsMapOwner(cfg.map.path);
     const now = Math.floor(Date.now() / 1000);
-    const login = { addr, time: now, who };
+    const login: Recorded = { addr, time: now, who, user: env.USER ?? '', service: args.tag ?? '' };
     if (!(await keptWho(cfg, login, env.USER, args.tag, quoteUntrusted))) return !disagree;
     // The map and the engine each on their own: one failing does not keep the login from the other.
     let recorded = true;
@@ -312,6 +317,7 @@ async function stopShared(
   cfg: Config,
   logins: readonly SharedLogin[],
   quote: (s: string, max?: number) => string,
+  inEngine = false,
 ): Promise<void> {
   const { describeUsers, removeShared } = await import('./shared-address.js');
   const { showUser } = await import('./who.js');
@@ -332,12 +338,17 @@ async function stopShared(
       removed === null
         ? `; its entry could not be removed from the map: ${problem}`
         : removed.has(l.addr.text)
-          ? '; its entry left the map'
-          : '';
+          ? inEngine
+            ? '; its entry left the engine and the map'
+            : '; its entry left the map'
+          : inEngine
+            ? '; its entry left the engine'
+            : '';
     log(
       'warning',
-      `not recorded ${l.addr.text} (${l.who}): a shared address: ${describeUsers(l.users, (u) => showUser(u, quote))} ` +
-        `logged in from it within timeout_minutes, more than shared_address_users = ${cfg.sharedAddressUsers ?? '?'}${fate}`,
+      `not recorded ${l.addr.text}${inEngine ? ' in the engine' : ''} (${l.who}): a shared address: ` +
+        `${describeUsers(l.users, (u) => showUser(u, quote))} logged in from it ${inEngine ? 'on the POP/IMAP hosts ' : ''}` +
+        `within timeout_minutes, more than shared_address_users = ${cfg.sharedAddressUsers ?? '?'}${fate}`,
     );
   }
 }
@@ -347,10 +358,24 @@ async function toEngine(cfg: Config, logins: readonly Recorded[], now: number, f
   if (cfg.engine === null || logins.length === 0) return true;
   try {
     const outcomes = (await import('./engine-record.js')).recordInEngine(cfg, cfg.engine, logins, now);
+    const stopped: SharedLogin[] = [];
+    const { sharedUsers } = await import('./relayset.js');
     logins.forEach((l, i) => {
-      if (cfg.logRecorded)
-        log('info', `recorded ${l.addr.text} in the engine (${l.who})${ENGINE_TEXT[outcomes[i] ?? 'recorded']}`);
+      const outcome = outcomes[i] ?? 'recorded';
+      if (outcome.startsWith('shared ')) {
+        // Stopped here already, and said so; otherwise the users of every POP/IMAP host made it shared.
+        if (l.shared !== true)
+          stopped.push({
+            ...l,
+            users: sharedUsers(outcome).map((u) => ({ user: u.user, service: u.service, last: u.time, logins: 1 })),
+          });
+      } else if (cfg.logRecorded)
+        log(
+          'info',
+          `recorded ${l.addr.text} in the engine (${l.who})${ENGINE_TEXT[outcome as keyof typeof ENGINE_TEXT] ?? ''}`,
+        );
     });
+    if (stopped.length > 0) await stopShared(cfg, stopped, (await import('./errors.js')).quoteUntrusted, true);
     return true;
   } catch (e) {
     for (const l of logins) await failed(e, l.addr.text, l.who, 'in the engine ');
@@ -458,7 +483,13 @@ async function drain(
           log('warning', `rejected (${whose}): ${a.problem}`);
           continue;
         }
-        const l = { addr: a.addr, time: a.login.time, who: whose };
+        const l: Recorded = {
+          addr: a.addr,
+          time: a.login.time,
+          who: whose,
+          user: a.login.user ?? '',
+          service: a.login.tag ?? '',
+        };
         if (a.outcome === 'ignored') {
           if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
         } else if (a.outcome === 'shared') {

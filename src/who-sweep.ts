@@ -26,16 +26,15 @@ export function sweepWho(cfg: Config, now: number, dryRun: boolean): WhoSweep {
   try {
     if (dryRun) kept = readWho(cfg.map.path).filter((l) => l.t >= since);
     else {
-      const c = compactWho(cfg.map.path, since, cfg.map.lockTimeoutMs);
-      kept = c.kept;
-      if (c.old.length > 0) {
+      const c = compactWho(cfg.map.path, since, cfg.map.lockTimeoutMs, (old) => {
         try {
-          foldIntoReport(cfg.map.path, c.old, cfg.reportDays, now);
-          folded = c.old.length;
+          foldIntoReport(cfg.map.path, old, cfg.reportDays, now);
+          folded = old.length;
         } catch (e) {
-          problem = `the report ${cfg.map.path}.report did not take ${c.old.length} expired logins: ${(e as Error).message}`;
+          problem = `the report ${cfg.map.path}.report did not take ${old.length} expired logins: ${(e as Error).message}`;
         }
-      }
+      });
+      kept = c.kept;
     }
   } catch (e) {
     problem = `the who journal ${cfg.map.path}.who: ${(e as Error).message}`;

@@ -168,48 +168,65 @@ export function showUser(user: string, quote: (s: string, max?: number) => strin
 
 /**
  * The sweep's compaction: under LOCK_EX, the lines at or after `since` go
- * into a new journal renamed over the name; the older ones are returned
- * (for the report). Nothing happens, and [] comes back, when no line is
- * older. A dry run only reads.
+ * into a new journal renamed over the name, and `fold` gets the older ones
+ * while both files are still locked, so that another sweep neither reads
+ * them again (it re-checks, once locked, that its file is still the one the
+ * name holds) nor folds beside this one. Nothing is rewritten when no line
+ * is older and none is malformed.
  */
-export function compactWho(dbfile: string, since: number, waitMs: number): { kept: WhoLine[]; old: WhoLine[] } {
+export function compactWho(
+  dbfile: string,
+  since: number,
+  waitMs: number,
+  fold: (old: WhoLine[]) => void,
+): { kept: WhoLine[]; old: WhoLine[] } {
   const path = whoFile(dbfile);
-  let opened: { fd: number };
-  try {
-    opened = openRegular(path, C.O_RDWR);
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return { kept: [], old: [] };
-    throw e;
-  }
-  const { fd } = opened;
-  try {
-    if (!flock(fd, 'ex', waitMs)) throw new Error(`${path} stayed locked for ${waitMs} ms`);
-    const text = readFileSync(fd, 'utf8');
-    const lines = parseJournal(text);
-    const kept = lines.filter((l) => l.t >= since);
-    const old = lines.filter((l) => l.t < since);
-    // Nothing to fold and nothing malformed to drop: the file stays as it is.
-    if (old.length === 0 && kept.length === text.split('\n').filter((l) => l !== '').length) return { kept, old };
-    const tmp = `${path}.tmp-${process.pid}`;
+  for (let tries = 1; ; tries++) {
+    let fd: number;
     try {
-      unlinkSync(tmp);
-    } catch {
-      // none left over
-    }
-    const out = createExclusive(tmp, MODE);
-    try {
-      writeSync(out, kept.map(lineText).join(''));
-      fsyncSync(out);
+      fd = openRegular(path, C.O_RDWR).fd;
     } catch (e) {
-      closeSync(out);
-      unlinkSync(tmp);
+      if (errnoCode(e) === 'ENOENT') return { kept: [], old: [] };
       throw e;
     }
-    closeSync(out);
-    renameSync(tmp, path);
-    syncDirectory(dirname(path));
-    return { kept, old };
-  } finally {
-    closeSync(fd); // lets the appenders that waited go on, to the new file
+    try {
+      if (!flock(fd, 'ex', waitMs)) throw new Error(`${path} stayed locked for ${waitMs} ms`);
+      if (lstatSync(path, { throwIfNoEntry: false })?.ino !== fstatSync(fd).ino) {
+        if (tries < 3) continue; // another sweep replaced it while this one waited: the new one
+        throw new Error(`${path} kept changing under this sweep`);
+      }
+      const text = readFileSync(fd, 'utf8');
+      const lines = parseJournal(text);
+      const kept = lines.filter((l) => l.t >= since);
+      const old = lines.filter((l) => l.t < since);
+      if (old.length === 0 && kept.length === text.split('\n').filter((l) => l !== '').length) return { kept, old };
+      const tmp = `${path}.tmp-${process.pid}`;
+      try {
+        unlinkSync(tmp);
+      } catch {
+        // none left over
+      }
+      const out = createExclusive(tmp, MODE);
+      try {
+        flock(out, 'ex', 0); // nobody else has it yet: the appenders that find it at the name wait for the fold
+        writeSync(out, kept.map(lineText).join(''));
+        fsyncSync(out);
+        renameSync(tmp, path);
+        syncDirectory(dirname(path));
+        fold(old);
+      } catch (e) {
+        try {
+          unlinkSync(tmp);
+        } catch {
+          // renamed already, or gone
+        }
+        throw e;
+      } finally {
+        closeSync(out);
+      }
+      return { kept, old };
+    } finally {
+      closeSync(fd); // lets the appenders that waited go on, to the new file
+    }
   }
 }

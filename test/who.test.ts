@@ -180,7 +180,7 @@ describe('the who journal, recorded by hand', () => {
     const n = 40;
     const logins = Array.from({ length: n }, (_, i) => login(ini, `192.0.2.${100 + (i % 50)}`, `user${i}`));
     // Every line is older than the sweeps' --now: each compaction folds all it finds into the report.
-    const sweeps = Array.from({ length: 6 }, () =>
+    const sweeps = Array.from({ length: 10 }, () =>
       run(BIN.sweep, ['--config', ini, '--quiet', '--now', String(T + 3600)]),
     );
     const results = await Promise.all([...logins, ...sweeps]);
