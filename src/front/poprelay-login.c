@@ -273,11 +273,41 @@ static int run_recorder(char **argv, int lock_fd) {
   return WEXITSTATUS(status);
 }
 
+/* The continued login's wait status, once reaped. */
+static int login_reaped, login_wstatus;
+
+/* Lets the continued login go first: script-login hands the client back to
+ * the mail process, which then answers it, and a recorder's Node start
+ * beside it on a small machine would delay that answer. Bounded by `ms`: a
+ * login that goes on longer is not waited for. */
+static void let_login_go_first(pid_t login, long ms) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  struct timespec now, end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  end.tv_nsec += ms * 1000000L;
+  end.tv_sec += end.tv_nsec / 1000000000L;
+  end.tv_nsec %= 1000000000L;
+  for (;;) {
+    if (waitpid(login, &login_wstatus, WNOHANG) == login) {
+      login_reaped = 1;
+      break;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = (end.tv_sec - now.tv_sec) * 1000000000L + (end.tv_nsec - now.tv_nsec);
+    if (left <= 0) break;
+    struct timespec wait = {left / 1000000000L, left % 1000000000L};
+    if (sigtimedwait(&chld, NULL, &wait) < 0 && errno == EAGAIN) break;
+  }
+  sigprocmask(SIG_UNBLOCK, &chld, NULL);
+}
+
 static int login_status(pid_t login) {
-  int status;
-  while (waitpid(login, &status, 0) < 0)
+  while (!login_reaped && waitpid(login, &login_wstatus, 0) < 0)
     if (errno != EINTR) return 1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return WIFEXITED(login_wstatus) ? WEXITSTATUS(login_wstatus) : 128 + WTERMSIG(login_wstatus);
 }
 
 int main(int argc, char **argv) {
@@ -360,7 +390,10 @@ int main(int argc, char **argv) {
         if (read_recorder(&r) != 0) break;
         rargv = recorder_argv(&r, own, options, count);
       }
-      if (login == 0) login = continue_login(command);
+      if (login == 0) {
+        login = continue_login(command);
+        let_login_go_first(login, LOGIN_FIRST_MS);
+      }
       /* The clock the file system stamps files with. */
       clock_gettime(CLOCK_REALTIME_COARSE, &started);
       int status = run_recorder(rargv, qfd);
@@ -377,6 +410,7 @@ int main(int argc, char **argv) {
 
   /* Whatever the front cannot vouch for is recorded directly, by a recorder of its own. */
   login = continue_login(command);
+  let_login_go_first(login, LOGIN_FIRST_MS);
   if (read_recorder(&r) == 0) {
     char *own[] = {"--dovecot-log", NULL};
     run_recorder(recorder_argv(&r, own, options, count), -1);

@@ -21,6 +21,8 @@
 /* The recorder's bound: it ends its own rounds well within it. */
 #define RUN_SECONDS 60
 #define KILL_GRACE_SECONDS 5
+/* The longest a front lets the continued login go before it starts a recorder. */
+#define LOGIN_FIRST_MS 50
 /* Recorders one front starts at most, one after the other. */
 #define MAX_ROUNDS 100
 
