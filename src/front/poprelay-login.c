@@ -233,7 +233,7 @@ static int run_recorder(char **argv, int lock_fd) {
   if (pid == 0) {
     if (lock_fd >= 0 && dup2(lock_fd, LOCK_FD) < 0) _exit(127);
     errno = 0;
-    (void)!nice(10);
+    (void)!nice(RECORDER_NICE);
     setenv("MALLOC_ARENA_MAX", "1", 1);
     execv(argv[0], argv);
     say('\4', "not recorded: cannot run %s: %s", argv[0], strerror(errno));

@@ -18,6 +18,9 @@
 /* The fd on which a recorder started with --lock-fd holds the queue's lock. */
 #define LOCK_FD 3
 
+/* The recorder's niceness: the logins going on beside it get the CPU first. */
+#define RECORDER_NICE 10
+
 /* The recorder's bound: it ends its own rounds well within it. */
 #define RUN_SECONDS 60
 #define KILL_GRACE_SECONDS 5
