@@ -6,6 +6,7 @@
 import type { Command } from './admin.js';
 import { out, outJson, table, UsageError } from './cli.js';
 import { quoteUntrusted } from './errors.js';
+import { readRelayed } from './relay-counts.js';
 import { dayOf, fold, readReport, usersSince } from './report.js';
 import { readWho, showUser } from './who.js';
 
@@ -17,9 +18,11 @@ the last DAYS days, today included (UTC days), most logins first: their
 logins, on how many days, from how many distinct addresses, over which
 services, and their last day. It reads what poprelay keeps beside the map:
 the sweep's summary (dbfile.report, kept report_days days) and the who
-journal (dbfile.who) for the logins the sweep has not folded in yet. Users
-who appear here are the ones to move to SMTP AUTH before turning
-POP-before-SMTP off.
+journal (dbfile.who) for the logins the sweep has not folded in yet. Where
+poprelayd runs on this host, RELAYED counts the relay decisions it made for
+the addresses each user logged in from (dbfile.relayed; every user behind
+an address counts each one). Users who appear here are the ones to move to
+SMTP AUTH before turning POP-before-SMTP off.
   --since DAYS   how many days back, from 1 to 3660
   --json         one JSON array instead of the table`,
   args: [],
@@ -34,7 +37,7 @@ POP-before-SMTP off.
     const cfg = ctx.config();
     const sinceDay = dayOf(ctx.now - (days - 1) * 86_400);
     const report = fold(readReport(cfg.map.path), readWho(cfg.map.path));
-    const users = usersSince(report, sinceDay);
+    const users = usersSince(report, sinceDay, readRelayed(cfg.map.path));
     if (ctx.values.json === true) {
       outJson(users);
       return 0;
@@ -42,7 +45,7 @@ POP-before-SMTP off.
     const kept = days > cfg.reportDays ? ` (report_days = ${cfg.reportDays}: older days are not kept)` : '';
     out(`${users.length} user${users.length === 1 ? '' : 's'} logged in from ${sinceDay} to ${dayOf(ctx.now)}${kept}`);
     if (users.length === 0) return 0;
-    const rows = [['USER', 'LOGINS', 'DAYS', 'ADDRESSES', 'SERVICES', 'LAST DAY']];
+    const rows = [['USER', 'LOGINS', 'DAYS', 'ADDRESSES', 'SERVICES', 'LAST DAY', 'RELAYED']];
     for (const u of users)
       rows.push([
         showUser(u.user, quoteUntrusted),
@@ -50,7 +53,8 @@ POP-before-SMTP off.
         String(u.days),
         String(u.addresses),
         u.services.join(',') || '-',
-        u.lastDay,
+        u.lastDay || '-',
+        String(u.relayed),
       ]);
     for (const line of table(rows)) out(line);
     return 0;

@@ -29,6 +29,8 @@ export class Decider {
     private readonly who: WhoSource,
     private readonly counter: Counter,
     private readonly log: DaemonLog,
+    /** Where each relay decision counts for the users behind the address (poprelay report). */
+    private readonly counts: { add(users: readonly string[], nowSeconds: number): void } | null = null,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -72,6 +74,7 @@ export class Decider {
         said = this.cfg.userLimitAction;
       }
     }
+    if (said === 'relay' && limited.length > 0) this.counts?.add(limited, nowSeconds);
     this.audit({
       protocol,
       client: req.addr.text,

@@ -15,6 +15,7 @@ import { listen, type Listener } from './listeners.js';
 import { Mirror } from './mirror.js';
 import { actAsMapOwner } from './privilege.js';
 import { listenersOf } from './protocols.js';
+import { RelayCounts } from './relay-counts.js';
 import { LocalCounter } from './user-limit.js';
 import { LocalWho } from './who-index.js';
 
@@ -69,7 +70,8 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   const answers = new Answers(client);
   // Who is behind an address: the engine's who keys, with this host's own journal where Dovecot runs here.
   const who = new EngineWho(client, cfg.map.timeoutSeconds, new LocalWho(cfg.map.path, cfg.map.timeoutSeconds));
-  const decider = new Decider(cfg, answers, who, new LocalCounter(), log);
+  const counts = new RelayCounts(cfg.map.path, cfg.reportDays, (text) => log.limited('warning', 'relayed', text));
+  const decider = new Decider(cfg, answers, who, new LocalCounter(), log, counts);
   const servers: Listener[] = [];
   try {
     for (const [protocol, at] of listeners) {
@@ -90,6 +92,7 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   });
   log.say('info', 'stopping');
   await Promise.all(servers.map((s) => s.close()));
+  counts.close();
   await mirror?.close();
   await client.close().catch(() => undefined);
   return 0;

@@ -136,10 +136,16 @@ export interface UserUse {
   services: string[];
   /** The last day with a login. */
   lastDay: string;
+  /** Relay decisions poprelayd on this host made for the addresses this user logged in from (0 without it). */
+  relayed: number;
 }
 
-/** Each user's use on the days from `sinceDay` on, most logins first. */
-export function usersSince(report: Report, sinceDay: string): UserUse[] {
+/** Each user's use on the days from `sinceDay` on, most logins first; `relayed`: poprelayd's counts per day and user. */
+export function usersSince(
+  report: Report,
+  sinceDay: string,
+  relayed: Record<string, Record<string, number>> = {},
+): UserUse[] {
   const by = new Map<string, { logins: number; days: Set<string>; addresses: Set<string>; services: Set<string> }>();
   for (const [day, users] of Object.entries(report)) {
     if (day < sinceDay) continue;
@@ -153,6 +159,14 @@ export function usersSince(report: Report, sinceDay: string): UserUse[] {
       for (const s of u.services) acc.services.add(s);
     }
   }
+  const relayedBy = new Map<string, number>();
+  for (const [day, users] of Object.entries(relayed)) {
+    if (day < sinceDay) continue;
+    for (const [user, n] of Object.entries(users)) {
+      relayedBy.set(user, (relayedBy.get(user) ?? 0) + n);
+      if (!by.has(user)) by.set(user, { logins: 0, days: new Set(), addresses: new Set(), services: new Set() });
+    }
+  }
   return [...by]
     .map(([user, a]) => ({
       user,
@@ -161,6 +175,7 @@ export function usersSince(report: Report, sinceDay: string): UserUse[] {
       addresses: a.addresses.size,
       services: [...a.services].sort(),
       lastDay: [...a.days].sort().at(-1) ?? '',
+      relayed: relayedBy.get(user) ?? 0,
     }))
     .sort((x, y) => y.logins - x.logins || (x.user < y.user ? -1 : 1));
 }

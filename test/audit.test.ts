@@ -14,7 +14,9 @@ import { LocalCounter, parseUserLimit, type Counter } from '../src/user-limit.js
 import { type Dovecot, freePort, PASSWORD, startDovecot } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { pop3Login } from './support/mailclient.js';
+import { BIN } from './support/paths.js';
 import { checkPeersInstalled } from './support/peers.js';
+import { run } from './support/processes.js';
 import { startPoprelayd, type Daemon } from './support/poprelayd.js';
 import { LOCAL_DOMAIN, startPostfix, type Postfix } from './support/postfix.js';
 import { safeDir } from './support/tmp.js';
@@ -83,6 +85,19 @@ describe('the audit line and user_limit, as a real Postfix smtpd asks poprelayd'
     );
     // Still over within the period: every further relayed recipient is deferred, with the limit named.
     expect(await smtpd.rcpt('127.0.0.93', ['r9@elsewhere.example'])).toEqual(['450']);
+  });
+
+  it('poprelay report counts the relay decisions poprelayd made for each user (written when it stops)', async () => {
+    await daemon.stop();
+    const r = await run(BIN.admin, ['report', '--since', '1', '--json', '--config', dovecot.iniPath]);
+    expect(r.code, r.stderr).toBe(0);
+    const users = JSON.parse(r.stdout) as Array<{ user: string; logins: number; relayed: number }>;
+    // user1: the three recipients within the limit; past it, poprelayd deferred (Postfix took the local one all the same).
+    expect(users.map((u) => [u.user, u.logins, u.relayed]).sort()).toEqual([
+      ['user0', 1, 1],
+      ['user1', 1, 3],
+      ['user2', 1, 3],
+    ]);
   });
 });
 

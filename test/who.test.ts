@@ -148,7 +148,7 @@ describe('the who journal, recorded by hand', () => {
     expect((await login(ini, '192.0.2.9', 'carol')).code).toBe(0);
     const table = await run(BIN.admin, ['report', '--since', '30', '--config', ini]);
     expect(table.stdout).toMatch(
-      /^3 users logged in from \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d\nUSER +LOGINS +DAYS +ADDRESSES +SERVICES +LAST DAY\nalice +3 +1 +3 +pop3 /,
+      /^3 users logged in from \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d\nUSER +LOGINS +DAYS +ADDRESSES +SERVICES +LAST DAY +RELAYED\nalice +3 +1 +3 +pop3 +\S+ +0\n/,
     );
     expect(table.stdout).toMatch(/^carol +1 +1 +1 +pop3 /m);
     // Days beyond report_days leave the report at the next fold.
