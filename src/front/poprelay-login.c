@@ -154,8 +154,9 @@ static int leave_login(int qfd, const char *ip, const char *tag, const char *use
   return 0;
 }
 
-/* Whether a login waits in the queue (a regular file at a name f[0-9]*_*); with `since`, one left after that
- * clock tick (one left within it waits for the next recorder or the sweep). */
+/* Whether a login waits in the queue (a regular file at a name f[0-9]*_*); with `since`, one stamped after
+ * it (a file system that stamps coarsely may stamp one left just after it earlier: that login waits for the
+ * next recorder or the sweep). */
 static int waiting(int qfd, const struct timespec *since) {
   int fd = openat(qfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   DIR *dir = fd < 0 ? NULL : fdopendir(fd);
@@ -394,8 +395,8 @@ int main(int argc, char **argv) {
         login = continue_login(command);
         let_login_go_first(login, LOGIN_FIRST_MS);
       }
-      /* The clock the file system stamps files with. */
-      clock_gettime(CLOCK_REALTIME_COARSE, &started);
+      /* The fine clock: a file stamped before it (finely or coarsely) was left before the recorder started. */
+      clock_gettime(CLOCK_REALTIME, &started);
       int status = run_recorder(rargv, qfd);
       failed = status != 0;
       flock(qfd, LOCK_UN);
