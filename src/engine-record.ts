@@ -15,7 +15,7 @@ import type { ClientAddress } from './address.js';
 import type { Config } from './config.js';
 import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { PoprelayError } from './errors.js';
-import { recordCommand, type EngineOutcome } from './relayset.js';
+import { recordCommand, recordWhoCommand, type EngineOutcome } from './relayset.js';
 import { EngineError, respCall, RespError } from './resp.js';
 import { clearMissed, missedLogins, noteMissed } from './engine-catchup.js';
 import { openRegular } from './safefs.js';
@@ -99,13 +99,15 @@ function mark(path: string, now: number): void {
 export function recordInEngine(
   cfg: Config,
   engine: EngineEndpoint,
-  logins: ReadonlyArray<{ addr: ClientAddress; time: number }>,
+  logins: ReadonlyArray<EngineLogin>,
   now: number,
 ): EngineOutcome[] {
   const missedFile = engineMissedFile(cfg.map.path);
   const since = enginePausedSince(cfg.map.path, now);
+  // A login the shared-address guard stopped is never caught up: that would record its address.
+  const missable = logins.filter((l) => l.shared !== true);
   if (since !== null) {
-    noteMissed(missedFile, logins, now);
+    noteMissed(missedFile, missable, now);
     throw new PoprelayError(
       'ERR_ENGINE_PAUSED',
       `engine ${engine.display} failed ${now - since} s ago; hooks leave it alone for ${ENGINE_PAUSE_SECONDS} s ` +
@@ -118,7 +120,19 @@ export function recordInEngine(
     const replies = respCall(
       engine,
       [
-        ...logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, cfg.refreshSeconds)),
+        ...logins.map((l) =>
+          l.user === undefined
+            ? recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, cfg.refreshSeconds)
+            : recordWhoCommand(
+                l.addr,
+                l.time,
+                cfg.map.timeoutSeconds,
+                cfg.refreshSeconds,
+                l.user,
+                l.service ?? '',
+                l.shared === true ? -1 : (cfg.sharedAddressUsers ?? 0),
+              ),
+        ),
         ...behind.logins.map((l) => recordCommand(l.addr, l.time, cfg.map.timeoutSeconds, 0)),
       ],
       cfg.engineTimeoutMs,
@@ -127,6 +141,7 @@ export function recordInEngine(
     const outcomes = replies.slice(0, logins.length).map((reply) => {
       if (reply instanceof RespError)
         throw new PoprelayError('ERR_ENGINE', `engine ${engine.display}: ${withoutSecrets(engine, reply.message)}`);
+      if (typeof reply === 'string' && reply.startsWith('shared ')) return reply as EngineOutcome;
       if (reply !== 'recorded' && reply !== 'fresh' && reply !== 'permanent') {
         throw new PoprelayError(
           'ERR_ENGINE',
@@ -139,10 +154,19 @@ export function recordInEngine(
       clearMissed(missedFile, behind);
     return outcomes;
   } catch (e) {
-    noteMissed(missedFile, logins, now);
+    noteMissed(missedFile, missable, now);
     if (e instanceof EngineError && e.unreachable) mark(engineDownFile(cfg.map.path), now);
     throw e;
   }
+}
+
+/** A login for the engine; with its user (the who key, and shared_address_users there), and whether the guard stopped it here. */
+export interface EngineLogin {
+  addr: ClientAddress;
+  time: number;
+  user?: string;
+  service?: string;
+  shared?: boolean;
 }
 
 /** Logins the sweep sends in one exchange: bounded answers, and a deadline per batch. */

@@ -7,7 +7,7 @@ import { connectOnce, readSharedSet } from './engine-client.js';
 import { withoutSecrets, type EngineEndpoint } from './endpoints.js';
 import { isPoprelayError, PoprelayError } from './errors.js';
 import { removeAddress, type RelayEntry } from './map.js';
-import { engineKey, RECORD_SCRIPT } from './relayset.js';
+import { engineKey, RECORD_SCRIPT, whoKey } from './relayset.js';
 import type { RelayStore } from './store.js';
 import { entryTime } from './values.js';
 
@@ -72,6 +72,8 @@ export async function engineStore(cfg: Config, engine: EngineEndpoint): Promise<
     },
     remove: async (addr) => {
       const shared = (await asked(engine, client.del(engineKey(addr)))) > 0;
+      // Its users go with it: they would count towards shared_address_users at its next login.
+      await asked(engine, client.del(whoKey(addr)));
       // The hook records each login in this host's map too: del ends the right here as well.
       return removedFromMap(cfg, addr) || shared;
     },

@@ -231,7 +231,11 @@ export async function recordFromEnv(args: HookArgs, env: NodeJS.ProcessEnv): Pro
     actAsMapOwner(cfg.map.path);
     const now = Math.floor(Date.now() / 1000);
     const login: Recorded = { addr, time: now, who, user: env.USER ?? '', service: args.tag ?? '' };
-    if (!(await keptWho(cfg, login, env.USER, args.tag, quoteUntrusted))) return !disagree;
+    if (!(await keptWho(cfg, login, env.USER, args.tag, quoteUntrusted))) {
+      // The engine stops it too (its other POP/IMAP hosts' logins may have made it relay there).
+      await toEngine(cfg, [{ ...login, shared: true }], now, failed);
+      return !disagree;
+    }
     // The map and the engine each on their own: one failing does not keep the login from the other.
     let recorded = true;
     try {
@@ -494,6 +498,7 @@ async function drain(
           if (cfg.logRecorded) log('info', `not recorded ${l.addr.text} (${whose}): in the ignore list`);
         } else if (a.outcome === 'shared') {
           if (!shared.has(l.addr.text)) shared.set(l.addr.text, { ...l, users: a.users ?? [] });
+          toShare.push({ ...l, shared: true });
         } else if (a.outcome === 'expired') {
           await failed(new Error('it waited in the queue longer than timeout_minutes'), l.addr.text, whose);
         } else {

@@ -237,9 +237,13 @@ describe('each role runs its programs with nothing refused', () => {
 
   it('pop: the hook records, the sweep reads run_id (INFO) and re-seeds, del (doctor removes its test entry)', async () => {
     const { ini, map, s } = configured(`engine = ${url('pop')}\n`);
-    const login = await run(BIN.login, ['--config', ini], { env: { IP: '198.51.100.10' } });
+    const login = await run(BIN.login, ['--config', ini, '--tag', 'pop3'], {
+      env: { IP: '198.51.100.10', USER: 'alice' },
+    });
     expect(login.stderr).toContain('recorded 198.51.100.10 in the engine');
     expect(value('poprelay:198.51.100.10')).toMatch(/^\d+$/);
+    // Its user, in the who key the same script writes (GET and SET on poprelay:who:*, nothing more).
+    expect(Object.keys(JSON.parse(String(value('poprelay:who:198.51.100.10') ?? '{}')) as object)).toEqual(['alice']);
     const sweep = await run(BIN.sweep, ['--config', ini]);
     expect(sweep.stderr).toBe('');
     expect(sweep.code).toBe(0);
