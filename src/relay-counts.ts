@@ -53,8 +53,8 @@ export function readRelayed(dbfile: string): RelayedDays {
 }
 
 export class RelayCounts {
-  private pending: RelayedDays = {};
-  private any = false;
+  /** day -> user -> decisions, since the last write (Maps: counted at every answer). */
+  private pending = new Map<string, Map<string, number>>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -69,26 +69,23 @@ export class RelayCounts {
   /** One relay decision for every named user behind the address. */
   add(users: readonly string[], nowSeconds: number): void {
     if (this.keepDays === 0) return;
-    const day = (this.pending[dayOf(nowSeconds)] ??= {});
-    for (const u of users) {
-      if (u === '') continue;
-      setOwn(day, u, (Object.hasOwn(day, u) ? (day[u] ?? 0) : 0) + 1);
-      this.any = true;
-    }
+    const key = dayOf(nowSeconds);
+    let day = this.pending.get(key);
+    if (day === undefined) this.pending.set(key, (day = new Map()));
+    for (const u of users) if (u !== '') day.set(u, (day.get(u) ?? 0) + 1);
   }
 
   /** Merges what was counted into the file. */
   flush(nowSeconds = Math.floor(Date.now() / 1000)): void {
-    if (!this.any) return;
+    if (this.pending.size === 0) return;
     const counted = this.pending;
-    this.pending = {};
-    this.any = false;
+    this.pending = new Map();
     const path = relayedFile(this.dbfile);
     try {
       const days = readRelayed(this.dbfile);
-      for (const [day, users] of Object.entries(counted)) {
+      for (const [day, users] of counted) {
         const d = (days[day] ??= {});
-        for (const [u, n] of Object.entries(users)) setOwn(d, u, (Object.hasOwn(d, u) ? (d[u] ?? 0) : 0) + n);
+        for (const [u, n] of users) setOwn(d, u, (Object.hasOwn(d, u) ? (d[u] ?? 0) : 0) + n);
       }
       const oldest = dayOf(nowSeconds - (this.keepDays - 1) * 86_400);
       for (const day of Object.keys(days)) if (day < oldest) delete days[day];
