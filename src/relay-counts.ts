@@ -6,12 +6,8 @@
 // renamed into place; days older than report_days leave it. A file that
 // cannot be written is one line; no answer ever waits for it.
 
-import { closeSync, fsyncSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
-
-import { errnoCode } from './errors.js';
 import { dayOf } from './report.js';
-import { createExclusive, openRegular, syncDirectory } from './safefs.js';
+import { readRegularText, replaceFile } from './safefs.js';
 
 /** Per day ("YYYY-MM-DD"), per user: relay decisions. */
 export type RelayedDays = Record<string, Record<string, number>>;
@@ -25,18 +21,8 @@ function setOwn<T>(o: Record<string, T>, key: string, value: T): void {
 }
 
 export function readRelayed(dbfile: string): RelayedDays {
-  let text: string;
-  try {
-    const { fd } = openRegular(relayedFile(dbfile));
-    try {
-      text = readFileSync(fd, 'utf8');
-    } finally {
-      closeSync(fd);
-    }
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return {};
-    throw e;
-  }
+  const text = readRegularText(relayedFile(dbfile));
+  if (text === null) return {};
   const out: RelayedDays = {};
   try {
     const o = JSON.parse(text) as { days?: Record<string, Record<string, unknown>> };
@@ -89,21 +75,7 @@ export class RelayCounts {
       }
       const oldest = dayOf(nowSeconds - (this.keepDays - 1) * 86_400);
       for (const day of Object.keys(days)) if (day < oldest) delete days[day];
-      const tmp = `${path}.tmp-${process.pid}`;
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // none left over
-      }
-      const fd = createExclusive(tmp, 0o640);
-      try {
-        writeSync(fd, `${JSON.stringify({ days })}\n`);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
-      syncDirectory(dirname(path));
+      replaceFile(path, `${JSON.stringify({ days })}\n`, 0o640);
     } catch (e) {
       this.problem(`the relay counts ${path} were not written: ${e instanceof Error ? e.message : String(e)}`);
     }

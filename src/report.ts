@@ -6,11 +6,11 @@
 // feature, from what poprelay keeps itself rather than from a mail log.
 // Written as a new file renamed into place: a reader sees one whole summary.
 
-import { closeSync, fsyncSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 import { errnoCode } from './errors.js';
-import { createExclusive, openRegular, syncDirectory } from './safefs.js';
+import { readRegularText, replaceFile, syncDirectory } from './safefs.js';
 import type { WhoLine } from './who.js';
 
 /** One user's day. */
@@ -34,18 +34,8 @@ export const dayOf = (t: number): string => new Date(t * 1000).toISOString().sli
 
 /** The summary; empty when there is none or it is not one (the directory is the hook user's). */
 export function readReport(dbfile: string): Report {
-  let text: string;
-  try {
-    const { fd } = openRegular(reportFile(dbfile));
-    try {
-      text = readFileSync(fd, 'utf8');
-    } finally {
-      closeSync(fd);
-    }
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return {};
-    throw e;
-  }
+  const text = readRegularText(reportFile(dbfile));
+  if (text === null) return {};
   try {
     const o = JSON.parse(text) as { days?: unknown };
     return typeof o.days === 'object' && o.days !== null ? sane(o.days as Record<string, unknown>) : {};
@@ -105,24 +95,7 @@ export function foldIntoReport(dbfile: string, lines: readonly WhoLine[], keepDa
   const report = fold(readReport(dbfile), lines);
   const oldest = dayOf(now - (keepDays - 1) * 86_400);
   for (const day of Object.keys(report)) if (day < oldest) delete report[day];
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    unlinkSync(tmp);
-  } catch {
-    // none left over
-  }
-  const fd = createExclusive(tmp, MODE);
-  try {
-    writeSync(fd, `${JSON.stringify({ days: report })}\n`);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  syncDirectory(dirname(path));
+  replaceFile(path, `${JSON.stringify({ days: report })}\n`, MODE);
 }
 
 /** One user's use over a span of days. */

@@ -6,7 +6,21 @@
 // libdb is pointed at the very file we opened (/proc/self/fd/N), never at
 // its name again (docs/security.md).
 
-import { closeSync, constants as C, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  constants as C,
+  existsSync,
+  fchmodSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
+import { dirname } from 'node:path';
 
 const SAFE = C.O_NOFOLLOW | C.O_NONBLOCK;
 
@@ -84,4 +98,45 @@ export function syncDirectory(dir: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** A regular file's text, opened as openRegular opens it; null when there is no such file. */
+export function readRegularText(path: string): string | null {
+  let fd: number;
+  try {
+    fd = openRegular(path).fd;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  try {
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Writes `text` to `path` as a new file (O_EXCL, synced) renamed into place,
+ * so that a reader sees the old file or the new one, never half of one.
+ */
+export function replaceFile(path: string, text: string, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    unlinkSync(tmp);
+  } catch {
+    // none left over
+  }
+  const fd = createExclusive(tmp, mode);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  syncDirectory(dirname(path));
 }

@@ -2,13 +2,12 @@
 // prints them and the sweep writes them as Prometheus metrics
 // (metrics_file), so the two always agree.
 
-import { closeSync, lstatSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { lstatSync } from 'node:fs';
 
 import type { Config, MapSettings } from './config.js';
 import { failuresSoFar } from './failures.js';
 import { readEntries, readQueued, type RelayEntry } from './map.js';
-import { createExclusive, openRegular, syncDirectory } from './safefs.js';
+import { readRegularText, replaceFile } from './safefs.js';
 
 /** What the last sweep did, kept beside the map in <dbfile>.sweep (JSON). */
 export interface SweepRecord {
@@ -58,17 +57,13 @@ export function sweepRecordFile(dbfile: string): string {
 
 /** The last sweep's record; null when there is none or it is not one (the directory is the hook user's). */
 export function readSweepRecord(dbfile: string): SweepRecord | null {
-  let text: string;
+  let text: string | null;
   try {
-    const { fd } = openRegular(sweepRecordFile(dbfile));
-    try {
-      text = readFileSync(fd, 'utf8');
-    } finally {
-      closeSync(fd);
-    }
+    text = readRegularText(sweepRecordFile(dbfile));
   } catch {
     return null;
   }
+  if (text === null) return null;
   try {
     const r = JSON.parse(text) as Record<string, unknown>;
     const n = (f: keyof SweepRecord): number =>
@@ -85,25 +80,6 @@ export function readSweepRecord(dbfile: string): SweepRecord | null {
   } catch {
     return null;
   }
-}
-
-/**
- * Writes `text` to `path` as a new file renamed into place, so that a
- * reader (node_exporter, poprelay stats) sees the old file or the new one.
- */
-export function replaceFile(path: string, text: string, mode = 0o644): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = createExclusive(tmp, mode);
-  try {
-    writeSync(fd, text);
-  } catch (e) {
-    closeSync(fd);
-    unlinkSync(tmp);
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  syncDirectory(dirname(path));
 }
 
 /** The numbers the metrics carry. */
@@ -223,7 +199,7 @@ export function recordSweep(
   // A count below the last one means the file was removed: counting starts again.
   const previous = Math.min(total, beside.lastSweep?.failuresTotal ?? 0);
   const record: SweepRecord = { ...done, failuresTotal: total, failures: total - previous };
-  replaceFile(sweepRecordFile(cfg.map.path), `${JSON.stringify(record)}\n`);
+  replaceFile(sweepRecordFile(cfg.map.path), `${JSON.stringify(record)}\n`, 0o644);
   if (cfg.metricsFile !== null)
-    replaceFile(cfg.metricsFile, prometheusText({ ...counts, ...beside, lastSweep: record }, now));
+    replaceFile(cfg.metricsFile, prometheusText({ ...counts, ...beside, lastSweep: record }, now), 0o644);
 }

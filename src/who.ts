@@ -24,7 +24,7 @@ import { dirname } from 'node:path';
 
 import { flock } from './bdb.js';
 import { errnoCode } from './errors.js';
-import { createExclusive, openRegular, syncDirectory } from './safefs.js';
+import { createExclusive, openRegular, readRegularText, syncDirectory } from './safefs.js';
 
 /** One login as the journal keeps it. */
 export interface WhoLine {
@@ -105,18 +105,8 @@ function parseJournal(text: string): WhoLine[] {
 
 /** Every line of the journal; [] when there is none. `about`: only the lines of these addresses (read faster). */
 export function readWho(dbfile: string, about?: ReadonlySet<string>): WhoLine[] {
-  let text: string;
-  try {
-    const { fd } = openRegular(whoFile(dbfile));
-    try {
-      text = readFileSync(fd, 'utf8');
-    } finally {
-      closeSync(fd);
-    }
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return [];
-    throw e;
-  }
+  const text = readRegularText(whoFile(dbfile));
+  if (text === null) return [];
   if (about === undefined) return parseJournal(text);
   // lineText writes the address second, as this exact text: found by a search rather than a parse of each line.
   const out: WhoLine[] = [];
