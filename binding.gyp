@@ -1,9 +1,11 @@
 {
   "targets": [
     {
-      "target_name": "poprelay_bdb",
+      "target_name": "poprelay_native",
       "sources": [
+        "src/native/addon.cc",
         "src/native/bdb.cc",
+        "src/native/flock.cc",
         "src/native/exchange.cc",
         "src/native/privilege.cc",
         "src/native/peer.cc"

@@ -12,10 +12,10 @@ import { join } from 'node:path';
 
 import { parseClientAddress } from '../src/address.js';
 import { loadConfig } from '../src/config.js';
-import { connectOnce } from '../src/engine-client.js';
+import { connectOnce } from '../src/engine/client.js';
 import { parseEngine } from '../src/endpoints.js';
-import { whoKey } from '../src/relayset.js';
-import { keepWho } from '../src/shared-address.js';
+import { whoKey } from '../src/engine/relayset.js';
+import { keepWho } from '../src/who/shared-address.js';
 import { freePort, terminate } from '../test/support/dovecot.js';
 import { startEngine } from '../test/support/engine.js';
 import { BIN } from '../test/support/paths.js';

@@ -9,7 +9,7 @@ import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, watch, writeF
 import { basename, dirname, join } from 'node:path';
 import { execa } from 'execa';
 
-import { lookupKeys } from '../src/mapfile.js';
+import { lookupKeys } from '../src/map/file.js';
 import { installHook } from '../test/support/app.js';
 import { PASSWORD, startDovecot } from '../test/support/dovecot.js';
 import { pop3Login } from '../test/support/mailclient.js';

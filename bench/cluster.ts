@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
-import { askDaemon, requestFor } from '../src/daemon-client.js';
+import { askDaemon, requestFor } from '../src/daemon/client.js';
 import { PASSWORD, freePort, startDovecot, terminate } from '../test/support/dovecot.js';
 import { startEngine } from '../test/support/engine.js';
 import { startSentinelSet } from '../test/support/sentinel.js';

@@ -11,7 +11,7 @@ import { readFileSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
-import { lookupKeys } from '../src/mapfile.js';
+import { lookupKeys } from '../src/map/file.js';
 import { type Dovecot, type HookKind, PASSWORD, startDovecot } from '../test/support/dovecot.js';
 import { pop3Login } from '../test/support/mailclient.js';
 import { settings } from '../test/support/maps.js';
@@ -293,7 +293,7 @@ export async function latencySection(verdict: Verdict): Promise<string[]> {
     '',
     'The window from `+OK` to the address being visible in the map (looked up on each change of its directory, and every',
     '50 ms), and `PASS` to visible, in milliseconds. A waiting recorder lets a crowd pass before its round (no new login',
-    'for 25 ms, at most 250 ms: `crowdPassed()` in src/login.ts); a cold round starts Node first. "last +OK to last',
+    'for 25 ms, at most 250 ms: `crowdPassed()` in src/hook/recorder.ts); a cold round starts Node first. "last +OK to last',
     'visible": for each round of 16, from its last `+OK` to its last address visible. Target: p99 at most 50 ms (1 at',
     'a time) and 150 ms (16 at once), warm and cold.',
     '',
@@ -339,8 +339,8 @@ export async function latencySection(verdict: Verdict): Promise<string[]> {
         limit,
         v.warm === true
           ? conc > 1
-            ? `the waiting recorder records a crowd only once no login has arrived for 25 ms (at most 250 ms; crowdPassed() in src/login.ts): the first logins of a round of 16 wait for the last one's +OK and 25 ms more (last +OK to last visible, p50: ${ms(stats(lastWindows.get(key) ?? []).median)} ms).`
-            : 'the waiting recorder waits 25 ms after a login in case a crowd follows (crowdPassed() in src/login.ts), then records: the p50 is that wait and the round; the tail, the machine.'
+            ? `the waiting recorder records a crowd only once no login has arrived for 25 ms (at most 250 ms; crowdPassed() in src/hook/recorder.ts): the first logins of a round of 16 wait for the last one's +OK and 25 ms more (last +OK to last visible, p50: ${ms(stats(lastWindows.get(key) ?? []).median)} ms).`
+            : 'the waiting recorder waits 25 ms after a login in case a crowd follows (crowdPassed() in src/hook/recorder.ts), then records: the p50 is that wait and the round; the tail, the machine.'
           : conc > 1
             ? `a cold round starts Node after the first front left its login (PASS to +OK did not wait for it; +OK to visible does), and it records once started, the round's logins together (last +OK to last visible, p50: ${ms(stats(lastWindows.get(key) ?? []).median)} ms).`
             : "a cold round starts the recorder after the front left the login: +OK to visible is Node's start (p50 above), then poprelay.ini, libdb and a copy of the map; on 2 cores shared with the login and the rest of the machine its tail is long.",

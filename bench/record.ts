@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { parseClientAddress } from '../src/address.js';
-import { recordLogin } from '../src/map.js';
+import { recordLogin } from '../src/map/relay-map.js';
 import { appCopy } from '../test/support/app.js';
 import { makemapSized, settings } from '../test/support/maps.js';
 import { safeDir } from '../test/support/tmp.js';

@@ -8,7 +8,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'vitest';
 
-import { libdbVersion } from '../src/bdb.js';
+import { libdbVersion } from '../src/native.js';
 import { ROOT } from '../test/support/paths.js';
 import { accountingSection } from './accounting.js';
 import { burstSection } from './burst.js';

@@ -23,8 +23,8 @@ const TARGET = 1.5;
  * published map] for each.
  */
 const LOGIN_LOOP = `
-import { queueLogin, recordLogin } from ${JSON.stringify(join(ROOT, 'dist/map.js'))};
-import { lookupKeys } from ${JSON.stringify(join(ROOT, 'dist/mapfile.js'))};
+import { queueLogin, recordLogin } from ${JSON.stringify(join(ROOT, 'dist/map/relay-map.js'))};
+import { lookupKeys } from ${JSON.stringify(join(ROOT, 'dist/map/file.js'))};
 import { parseClientAddress } from ${JSON.stringify(join(ROOT, 'dist/address.js'))};
 const [mode, path, forMs] = process.argv.slice(1);
 const s = { path, type: 'hash', lockTimeoutMs: 30000, mode: 0o644, timeoutSeconds: 900 };

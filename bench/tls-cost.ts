@@ -8,8 +8,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { respCall } from '../src/resp.js';
-import { opensslExchange, workerExchange } from '../src/tls-exchange.js';
+import { respCall } from '../src/engine/resp.js';
+import { opensslExchange, workerExchange } from '../src/engine/tls-exchange.js';
 import { appCopy } from '../test/support/app.js';
 import { startEngine } from '../test/support/engine.js';
 import { startSentinelSet } from '../test/support/sentinel.js';

@@ -16,7 +16,7 @@ cd "$src"
 if ! command -v dpkg-buildpackage >/dev/null || ! command -v dh >/dev/null; then
   die "needs debhelper and dpkg-dev: apt-get install debhelper dpkg-dev"
 fi
-[[ -f build/Release/poprelay_bdb.node && -f build/Release/poprelay-login && -d node_modules ]] || die "the addon and the front are not built: run npm ci first"
+[[ -f build/Release/poprelay_native.node && -f build/Release/poprelay-login && -d node_modules ]] || die "the addon and the front are not built: run npm ci first"
 
 say "building dist/ (npm run build)"
 npm run --silent build
@@ -41,7 +41,7 @@ cp -R debian "$pkg/debian"
 #    debian/copyright) and development dotfiles.
 mkdir -p "$lib/build/Release" "$lib/bin"
 cp -R dist package.json "$lib/"
-install -m 644 build/Release/poprelay_bdb.node "$lib/build/Release/"
+install -m 644 build/Release/poprelay_native.node "$lib/build/Release/"
 mapfile -t modules < <(node scripts/runtime-modules.mjs "$src")
 for m in "${modules[@]}"; do
   mkdir -p "$(dirname "$lib/$m")"

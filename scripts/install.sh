@@ -139,7 +139,7 @@ if [[ $uninstall -eq 1 ]]; then
 fi
 
 # 1. Build, if this checkout is not built yet.
-if [[ ! -f $src/dist/poprelay-login.cjs || ! -f $src/build/Release/poprelay_bdb.node ]]; then
+if [[ ! -f $src/dist/poprelay-login.cjs || ! -f $src/build/Release/poprelay_native.node ]]; then
   say "building (npm ci)"
   run bash -c "cd $(printf %q "$src") && npm ci --no-audit --no-fund"
 fi

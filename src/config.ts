@@ -7,7 +7,6 @@ import { dirname, isAbsolute } from 'node:path';
 import { parse as parseIni } from 'ini';
 
 import { inNetwork, parseNetwork, type ClientAddress, type Network } from './address.js';
-import type { DbType } from './bdb.js';
 import {
   maskEngine,
   parseEngine,
@@ -17,7 +16,6 @@ import {
   type ListenEndpoint,
 } from './endpoints.js';
 import { errnoCode, PoprelayError, quoteUntrusted } from './errors.js';
-import { parseUserLimit, type UserLimit } from './user-limit.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/poprelay/poprelay.ini';
 /**
@@ -30,6 +28,28 @@ export const LEGACY_CONFIG_PATH = '/etc/mail/poprelay.ini';
 export const MOVE_LEGACY_CONFIG = `install -d -m 0755 /etc/poprelay && mv ${LEGACY_CONFIG_PATH} ${DEFAULT_CONFIG_PATH} && chown root:poprelay ${DEFAULT_CONFIG_PATH} && chmod 0640 ${DEFAULT_CONFIG_PATH} (then drop --config ${LEGACY_CONFIG_PATH} from Dovecot's executable lines, if given)`;
 
 /** The map and how to write it: dbfile, dbtype, lock_timeout_ms, map_mode and timeout_minutes, in the units the code uses. */
+export type DbType = 'hash' | 'btree';
+
+/** user_limit = N/PERIOD: recipients per user per period (src/daemon/user-limit.ts counts them). */
+export interface UserLimit {
+  max: number;
+  periodSeconds: number;
+  /** As written in poprelay.ini, for messages: "100/1h". */
+  text: string;
+}
+
+const UNIT: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** "N/PERIOD" with PERIOD a whole number and s, m, h or d ("100/1h", "20/10m"); undefined when it is not one. */
+export function parseUserLimit(v: string): UserLimit | undefined {
+  const m = /^([0-9]{1,7})\/([0-9]{1,5})([smhd])$/.exec(v);
+  if (m === null) return undefined;
+  const max = Number(m[1]);
+  const periodSeconds = Number(m[2]) * (UNIT[m[3] ?? 's'] ?? 1);
+  if (max < 1 || periodSeconds < 1 || periodSeconds > 31 * 86_400) return undefined;
+  return { max, periodSeconds, text: v };
+}
+
 export interface MapSettings {
   path: string;
   type: DbType;

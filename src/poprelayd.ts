@@ -4,20 +4,20 @@
 // shared set. Long-lived, one per MTA host, run by systemd as the map's
 // owner; logs to stderr (the journal).
 
-import { Answers } from './answers.js';
+import { Answers } from './daemon/answers.js';
 import { COMMON_OPTIONS, configFrom, parseCommandLine, UsageError } from './cli.js';
-import { DaemonLog } from './daemon-log.js';
-import { EngineWho } from './engine-who.js';
-import { Decider } from './decider.js';
-import { keepConnected } from './engine-client.js';
+import { DaemonLog } from './daemon/log.js';
+import { EngineWho } from './daemon/engine-who.js';
+import { Decider } from './daemon/decider.js';
+import { keepConnected } from './engine/client.js';
 import { PoprelayError } from './errors.js';
-import { listen, type Listener } from './listeners.js';
-import { Mirror } from './mirror.js';
+import { listen, type Listener } from './daemon/listeners.js';
+import { Mirror } from './daemon/mirror.js';
 import { actAsMapOwner } from './privilege.js';
-import { listenersOf } from './protocols.js';
-import { RelayCounts } from './relay-counts.js';
-import { LocalCounter } from './user-limit.js';
-import { LocalWho } from './who-index.js';
+import { listenersOf } from './daemon/protocols.js';
+import { RelayCounts } from './who/relay-counts.js';
+import { LocalCounter } from './daemon/user-limit.js';
+import { LocalWho } from './daemon/who-index.js';
 
 export const DAEMON_USAGE = `Usage: poprelayd [--config FILE]
 

@@ -7,7 +7,7 @@
 import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-import { dropPrivileges } from './bdb.js';
+import { dropPrivileges } from './native.js';
 import { errnoCode, PoprelayError } from './errors.js';
 
 /**

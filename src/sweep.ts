@@ -7,16 +7,16 @@ import { addressOfKey, sortByAddress, type ClientAddress } from './address.js';
 import { COMMON_OPTIONS, configFrom, nowFrom, out, parseCommandLine, UsageError } from './cli.js';
 import { isIgnored, type Config } from './config.js';
 import { escapeControls, PoprelayError, quoteUntrusted } from './errors.js';
-import { admitIncoming } from './incoming.js';
-import { describeUnreadable, liveAddresses } from './live.js';
+import { admitIncoming } from './hook/incoming.js';
+import { describeUnreadable, liveAddresses } from './hook/live.js';
 import type { EngineEndpoint } from './endpoints.js';
-import { liveTime, readEntries, sweepMap, type RelayEntry } from './map.js';
+import { liveTime, readEntries, sweepMap, type RelayEntry } from './map/relay-map.js';
 import { actAsMapOwner } from './privilege.js';
-import { recordSweep } from './stats.js';
-import { describeUsers, removeShared } from './shared-address.js';
+import { recordSweep } from './map/stats.js';
+import { describeUsers, removeShared } from './who/shared-address.js';
 import { formatAgo } from './timefmt.js';
-import { showUser, type UserSeen } from './who.js';
-import { sweepWho } from './who-sweep.js';
+import { showUser, type UserSeen } from './who/journal.js';
+import { sweepWho } from './who/sweep.js';
 
 export const SWEEP_USAGE = `Usage: poprelay-sweep [--dry-run] [--verbose | --quiet] [--config FILE]
 
@@ -172,7 +172,7 @@ async function syncEngine(
   fresh: ReadonlyArray<{ addr: ClientAddress; time: number }>,
   now: number,
 ): Promise<void> {
-  const { engineMissedFile, engineRunId, recordSeeded, seededRunId, syncToEngine } = await import('./engine-record.js');
+  const { engineMissedFile, engineRunId, recordSeeded, seededRunId, syncToEngine } = await import('./engine/record.js');
   const marker = engineMissedFile(cfg.map.path);
   const missedAt = lstatSync(marker, { throwIfNoEntry: false })?.mtimeMs;
   try {

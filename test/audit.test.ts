@@ -7,10 +7,11 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Decider } from '../src/decider.js';
-import { DaemonLog } from '../src/daemon-log.js';
+import { Decider } from '../src/daemon/decider.js';
+import { DaemonLog } from '../src/daemon/log.js';
 import { parseClientAddress } from '../src/address.js';
-import { LocalCounter, parseUserLimit, type Counter } from '../src/user-limit.js';
+import { parseUserLimit } from '../src/config.js';
+import { LocalCounter, type Counter } from '../src/daemon/user-limit.js';
 import { type Dovecot, freePort, PASSWORD, startDovecot } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { pop3Login } from './support/mailclient.js';

@@ -14,8 +14,8 @@ import {
   unpackEntries,
   unpackRecords,
   type NativeError,
-} from '../src/bdb.js';
-import { classifyValue } from '../src/values.js';
+} from '../src/native.js';
+import { classifyValue } from '../src/map/values.js';
 import { thrown } from './support/errors.js';
 import { holdLock } from './support/locks.js';
 import { dumpHeader, dumpMap, expectVerified } from './support/maps.js';
@@ -141,7 +141,7 @@ describe('the sweep in the addon', () => {
   const T = 1_800_000_000;
   const CUTOFF = T - 900;
 
-  /** Every value form values.ts knows, on keys without ':', and two IPv6 keys. */
+  /** Every value form src/map/values.ts knows, on keys without ':', and two IPv6 keys. */
   const values: Record<string, string> = {
     '192.0.2.1': String(CUTOFF - 1), // expired
     '192.0.2.2': String(CUTOFF), // at the cutoff: kept
@@ -174,7 +174,7 @@ describe('the sweep in the addon', () => {
     return path;
   }
 
-  it('sweepScan decides each key as values.ts does and pairs IPv6 keys as address.ts does; the rest it hands back', () => {
+  it('sweepScan decides each key as src/map/values.ts does and pairs IPv6 keys as address.ts does; the rest it hands back', () => {
     const db = openDatabase(filled('scan.db'), { type: 'hash', readonly: true });
     const r = db.sweepScan(CUTOFF, T, [b('192.0.2.10')], true);
     db.close();

@@ -8,8 +8,8 @@ import { readdirSync } from 'node:fs';
 import { expect, it } from 'vitest';
 
 import type { MapSettings } from '../src/config.js';
-import { readEntries, readQueued } from '../src/map.js';
-import { queueDir } from '../src/queue.js';
+import { readEntries, readQueued } from '../src/map/relay-map.js';
+import { queueDir } from '../src/map/queue.js';
 import { configured, expectVerified, makemapSized } from './support/maps.js';
 import { BIN } from './support/paths.js';
 import { type CrowdLogin, run, runCrowd } from './support/processes.js';

@@ -12,9 +12,9 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { askDaemon } from '../src/daemon-client.js';
+import { askDaemon } from '../src/daemon/client.js';
 import { parseListen } from '../src/endpoints.js';
-import { readEntries } from '../src/map.js';
+import { readEntries } from '../src/map/relay-map.js';
 import { type Dovecot, freePort, HOOK_USER, PASSWORD, startDovecot } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { pop3Login } from './support/mailclient.js';

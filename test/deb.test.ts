@@ -84,7 +84,7 @@ describe('npm run deb', () => {
 
   it('holds the compiled addon, linking the system libdb 5.3, and the built JavaScript', async () => {
     const lib = join(x, 'usr/lib/poprelay');
-    const addon = join(lib, 'build/Release/poprelay_bdb.node');
+    const addon = join(lib, 'build/Release/poprelay_native.node');
     expect(readFileSync(addon).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
     const { stdout: dynamic } = await execa('readelf', ['-d', addon]);
     expect(dynamic).toMatch(/NEEDED.*\[libdb-5\.3\.so\]/);

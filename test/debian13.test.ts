@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readEntries } from '../src/map.js';
+import { readEntries } from '../src/map/relay-map.js';
 import { DOCTOR_ALL_OK, doctorStatuses } from './support/doctor.js';
 import { dovecotVersions, freePort, pop3Greets, terminate } from './support/dovecot.js';
 import { type Endpoint, pop3, pop3Login } from './support/mailclient.js';

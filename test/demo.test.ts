@@ -1,6 +1,6 @@
 // The demos (scripts/demo.ts, scripts/demo-cluster.ts) run as esbuild
 // bundles under build/demo/, so they may use the tests' support code but
-// nothing that loads the addon by a path relative to its own module (src/bdb.ts):
+// nothing that loads the addon by a path relative to its own module (src/native.ts):
 // bundled, that path points nowhere. Running them takes root and the real
 // peers: scripts/demo.sh does; here, what they bundle.
 
@@ -27,5 +27,5 @@ it.each(['demo', 'demo-cluster'])('scripts/%s.ts bundles without the addon', asy
     ],
     { cwd: ROOT },
   );
-  expect(readFileSync(out, 'utf8')).not.toContain('poprelay_bdb.node');
+  expect(readFileSync(out, 'utf8')).not.toContain('poprelay_native.node');
 });

@@ -6,7 +6,7 @@ import { cpSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { readEntries } from '../src/map.js';
+import { readEntries } from '../src/map/relay-map.js';
 import {
   doveconf,
   type DovecotVersion,

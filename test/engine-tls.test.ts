@@ -9,10 +9,10 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { askDaemon } from '../src/daemon-client.js';
-import { engineMissedFile } from '../src/engine-record.js';
+import { askDaemon } from '../src/daemon/client.js';
+import { engineMissedFile } from '../src/engine/record.js';
 import { parseListen } from '../src/endpoints.js';
-import { opensslExchange, workerExchange } from '../src/tls-exchange.js';
+import { opensslExchange, workerExchange } from '../src/engine/tls-exchange.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { NOT_LIVE } from './support/ini.js';

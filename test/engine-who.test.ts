@@ -1,5 +1,5 @@
 // Who logged in from an address, in a real engine: the record script with
-// users (relayset.ts's RECORD_WHO_SCRIPT) keeps each address's users within
+// users (src/engine/relayset.ts's RECORD_WHO_SCRIPT) keeps each address's users within
 // the timeout in its who key, stops an address with more users than
 // shared_address_users (its dated entry removed, a permanent one left), and
 // every reader of the relay set (the commands, poprelayd, the mirror's
@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { connectOnce, readSharedSet, type EngineClient } from '../src/engine-client.js';
+import { connectOnce, readSharedSet, type EngineClient } from '../src/engine/client.js';
 import { parseEngine } from '../src/endpoints.js';
-import { EngineWho } from '../src/engine-who.js';
-import { engineKey, parseEngineWho, RECORD_WHO_SCRIPT, sharedUsers, whoKey } from '../src/relayset.js';
+import { EngineWho } from '../src/daemon/engine-who.js';
+import { engineKey, parseEngineWho, RECORD_WHO_SCRIPT, sharedUsers, whoKey } from '../src/engine/relayset.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { BIN } from './support/paths.js';
 import { run } from './support/processes.js';

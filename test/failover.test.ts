@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { askDaemon } from '../src/daemon-client.js';
+import { askDaemon } from '../src/daemon/client.js';
 import { parseListen } from '../src/endpoints.js';
 import { freePort, startDovecot, type Dovecot, PASSWORD } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';

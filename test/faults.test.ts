@@ -19,10 +19,10 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { openDatabase } from '../src/bdb.js';
+import { openDatabase } from '../src/native.js';
 import { isPoprelayError } from '../src/errors.js';
 import type { MapSettings } from '../src/config.js';
-import { readEntries, recordLogin, updateMap } from '../src/map.js';
+import { readEntries, recordLogin, updateMap } from '../src/map/relay-map.js';
 import { NOT_LIVE } from './support/ini.js';
 import { configured, expectVerified, makemap, settings } from './support/maps.js';
 import { BIN, MAPOP } from './support/paths.js';

@@ -1,13 +1,13 @@
 // The front (C) and the recorder (TypeScript) must agree on the queue's
 // names and the default queue: src/front/protocol.h says them for the
-// front; this fails when src/queue.ts or the config's default disagree.
+// front; this fails when src/map/queue.ts or the config's default disagree.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { parseConfig } from '../src/config.js';
-import { INCOMING_NAME, queueDir } from '../src/queue.js';
+import { INCOMING_NAME, queueDir } from '../src/map/queue.js';
 import { ROOT } from './support/paths.js';
 
 const header = readFileSync(join(ROOT, 'src/front/protocol.h'), 'utf8');

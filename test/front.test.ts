@@ -1,6 +1,6 @@
 // The front's hand-off to the recorder (src/front/poprelay-login.c): a login
 // it can vouch for is left in dbfile.queue and one recorder at a time, the
-// holder of the queue's lock, admits every login left (src/incoming.ts).
+// holder of the queue's lock, admits every login left (src/hook/incoming.ts).
 // Each front here runs with a Node wrapper that notes every recorder it
 // starts, so that the tests see which path a login took and how many Node
 // processes a crowd cost.
@@ -22,8 +22,8 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
-import { readEntries } from '../src/map.js';
-import { queueDir, readQueue } from '../src/queue.js';
+import { readEntries } from '../src/map/relay-map.js';
+import { queueDir, readQueue } from '../src/map/queue.js';
 import { installHook } from './support/app.js';
 import { holdLock, queueLocked } from './support/locks.js';
 import { expectVerified, settings } from './support/maps.js';

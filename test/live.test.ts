@@ -9,9 +9,9 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
-import { liveCheck } from '../src/doctor.js';
-import { liveAddresses, parseWho } from '../src/live.js';
-import { readEntries } from '../src/map.js';
+import { liveCheck } from '../src/commands/doctor.js';
+import { liveAddresses, parseWho } from '../src/hook/live.js';
+import { readEntries } from '../src/map/relay-map.js';
 import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, treeOf, whoOf } from './support/dovecot.js';
 import { holdSession, imapIdleSteps, pop3Login, pop3OpenSteps } from './support/mailclient.js';
 import { settings } from './support/maps.js';

@@ -9,7 +9,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 
-import { readEntries, readQueued, updateMap } from '../src/map.js';
+import { readEntries, readQueued, updateMap } from '../src/map/relay-map.js';
 import { expectVerified, makemap, settings } from './support/maps.js';
 import {
   checkPeersInstalled,

@@ -16,10 +16,10 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { openDatabase } from '../src/bdb.js';
+import { openDatabase } from '../src/native.js';
 import type { MapSettings } from '../src/config.js';
 import { PoprelayError } from '../src/errors.js';
-import { putEntry, readEntries, recordLogin, removeAddress, sweepMap } from '../src/map.js';
+import { putEntry, readEntries, recordLogin, removeAddress, sweepMap } from '../src/map/relay-map.js';
 import { thrown } from './support/errors.js';
 import { holdLock, lockWaiter } from './support/locks.js';
 import { dumpMap, expectVerified, makemap, settings } from './support/maps.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
 
-import type { MapStats } from '../src/stats.js';
+import type { MapStats } from '../src/map/stats.js';
 import { configured } from './support/maps.js';
 import { BIN } from './support/paths.js';
 import { run } from './support/processes.js';

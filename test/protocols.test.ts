@@ -3,8 +3,8 @@
 
 import { describe, expect, it } from 'vitest';
 
-import { relayIn, requestFor } from '../src/daemon-client.js';
-import { framer, ProtocolError, REQUEST_LIMIT, type ProtocolName } from '../src/protocols.js';
+import { relayIn, requestFor } from '../src/daemon/client.js';
+import { framer, ProtocolError, REQUEST_LIMIT, type ProtocolName } from '../src/daemon/protocols.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const texts = (r: Array<{ text: string } | null>): Array<string | null> => r.map((a) => a?.text ?? null);

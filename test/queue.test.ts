@@ -1,4 +1,4 @@
-// The login queue beside the map (src/queue.ts, src/mapfile.ts): what the
+// The login queue beside the map (src/map/queue.ts, src/map/file.ts): what the
 // hook does when the map is busy, what refresh_seconds saves, and how the
 // queue is applied, shown, and never lost.
 
@@ -8,9 +8,9 @@ import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
 import { loadConfig } from '../src/config.js';
-import { admitIncoming } from '../src/incoming.js';
-import { queueLogin, readEntries, readQueued, recordLogin, updateMap } from '../src/map.js';
-import { enqueueLogin, queueDir, readQueue } from '../src/queue.js';
+import { admitIncoming } from '../src/hook/incoming.js';
+import { queueLogin, readEntries, readQueued, recordLogin, updateMap } from '../src/map/relay-map.js';
+import { enqueueLogin, queueDir, readQueue } from '../src/map/queue.js';
 import { holdLock } from './support/locks.js';
 import { configured, dumpMap, expectVerified } from './support/maps.js';
 import { BIN } from './support/paths.js';
@@ -168,7 +168,7 @@ describe('applying the queue', () => {
   });
 });
 
-describe("admitting the front's incoming logins (src/incoming.ts)", () => {
+describe("admitting the front's incoming logins (src/hook/incoming.ts)", () => {
   /** An incoming login as the front leaves it, its mtime the login's time. */
   const leave = (map: string, name: string, time = T): void => {
     mkdirSync(queueDir(map), { recursive: true });

@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 
-import { encodeCommand, parseReply, RespError } from '../src/resp.js';
+import { encodeCommand, parseReply, RespError } from '../src/engine/resp.js';
 
 const all = (text: string) => {
   const buf = Buffer.from(text, 'latin1');

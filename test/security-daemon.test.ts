@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { askDaemon } from '../src/daemon-client.js';
+import { askDaemon } from '../src/daemon/client.js';
 import { parseListen, type ListenEndpoint } from '../src/endpoints.js';
-import { respCall } from '../src/resp.js';
+import { respCall } from '../src/engine/resp.js';
 import { appCopy } from './support/app.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
@@ -107,7 +107,7 @@ function flood(
 
 /** Asks as `user` (setpriv, the built client in the world-readable copy); the answer, or the error's code. */
 async function askAs(user: string, protocol: 'socketmap' | 'readsocket', address: string): Promise<string> {
-  const client = join(appCopy(), 'dist/daemon-client.js');
+  const client = join(appCopy(), 'dist/daemon/client.js');
   const script =
     `const { askDaemon } = await import(${JSON.stringify(client)});` +
     `askDaemon(${JSON.stringify(protocol)}, ${JSON.stringify(at[protocol])}, ${JSON.stringify(address)}, ${ANSWER_MS})` +

@@ -19,8 +19,8 @@ import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readEntries } from '../src/map.js';
-import { queueDir, readQueue } from '../src/queue.js';
+import { readEntries } from '../src/map/relay-map.js';
+import { queueDir, readQueue } from '../src/map/queue.js';
 import { appCopy, installHook } from './support/app.js';
 import { type Dovecot, dovecotVersions, PASSWORD, startDovecot } from './support/dovecot.js';
 import { holdLock, queueLocked } from './support/locks.js';

@@ -12,11 +12,11 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { parseWho } from '../src/live.js';
+import { parseWho } from '../src/hook/live.js';
 import { loadConfig } from '../src/config.js';
-import { liveCheck } from '../src/doctor.js';
-import { readEntries, recordLogin } from '../src/map.js';
-import { queueDir, readQueue } from '../src/queue.js';
+import { liveCheck } from '../src/commands/doctor.js';
+import { readEntries, recordLogin } from '../src/map/relay-map.js';
+import { queueDir, readQueue } from '../src/map/queue.js';
 import { installHook } from './support/app.js';
 import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, whoOf } from './support/dovecot.js';
 import { holdSession } from './support/mailclient.js';

@@ -22,7 +22,7 @@ import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { readEntries, recordLogin, updateMap } from '../src/map.js';
+import { readEntries, recordLogin, updateMap } from '../src/map/relay-map.js';
 import { appCopy, installHook } from './support/app.js';
 import { expectVerified, settings } from './support/maps.js';
 import { BIN } from './support/paths.js';
@@ -317,7 +317,7 @@ describe('output hygiene', () => {
     const dir = safeDir();
     const app = join(dir, 'app');
     await execa('cp', ['-R', appCopy(), app]);
-    writeFileSync(join(app, 'build/Release/poprelay_bdb.node'), 'broken install\nsecond line\n');
+    writeFileSync(join(app, 'build/Release/poprelay_native.node'), 'broken install\nsecond line\n');
     const hook = installHook(dir, process.execPath, app);
     const r = await execa(hook, ['/bin/true'], {
       env: { IP: '192.0.2.30', USER: 'eve\nFAKE\x01\x02 LINE' },
@@ -328,7 +328,7 @@ describe('output hygiene', () => {
     const lines = r.stderr.split('\n').filter((l) => l !== '');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
-      /^\x01\x04\d+ poprelay: not recorded 192\.0\.2\.30 \(user=eve\\x0aFAKE\\x01\\x02 LINE\): .*poprelay_bdb\.node: [^\\]*$/,
+      /^\x01\x04\d+ poprelay: not recorded 192\.0\.2\.30 \(user=eve\\x0aFAKE\\x01\\x02 LINE\): .*poprelay_native\.node: [^\\]*$/,
     );
   });
 

@@ -7,8 +7,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { askDaemon } from '../src/daemon-client.js';
-import { enginePrimaryFile } from '../src/engine-record.js';
+import { askDaemon } from '../src/daemon/client.js';
+import { enginePrimaryFile } from '../src/engine/record.js';
 import { parseListen } from '../src/endpoints.js';
 import { freePort } from './support/dovecot.js';
 import { NOT_LIVE } from './support/ini.js';

@@ -6,10 +6,10 @@ import { existsSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { openDatabase, type Database } from '../src/bdb.js';
-import { putEntry, readEntries, readQueued, sweepMap } from '../src/map.js';
-import { lookupKeys, updateMapInSteps } from '../src/mapfile.js';
-import { enqueueLogin } from '../src/queue.js';
+import { openDatabase, type Database } from '../src/native.js';
+import { putEntry, readEntries, readQueued, sweepMap } from '../src/map/relay-map.js';
+import { lookupKeys, updateMapInSteps } from '../src/map/file.js';
+import { enqueueLogin } from '../src/map/queue.js';
 import { dumpMap, expectVerified, settings } from './support/maps.js';
 import { mapop } from './support/processes.js';
 import { tempDir } from './support/tmp.js';

@@ -6,8 +6,8 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
-import { openDatabase } from '../src/bdb.js';
-import { putEntry, readEntries } from '../src/map.js';
+import { openDatabase } from '../src/native.js';
+import { putEntry, readEntries } from '../src/map/relay-map.js';
 import { configured, dumpMap, expectVerified } from './support/maps.js';
 import { BIN, ROOT } from './support/paths.js';
 import { run } from './support/processes.js';

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readEntries } from '../src/map.js';
+import { readEntries } from '../src/map/relay-map.js';
 import { DOCTOR_ALL_OK, doctorStatuses } from './support/doctor.js';
 import { dovecotVersions, TRIXIE } from './support/dovecot.js';
 import { holdSession, imapIdleSteps, imapLogin, pop3, pop3Login } from './support/mailclient.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { LocalWho } from '../src/who-index.js';
+import { LocalWho } from '../src/daemon/who-index.js';
 import { type Dovecot, HOOK_USER, PASSWORD, startDovecot } from './support/dovecot.js';
 import { imapLogin, pop3Login } from './support/mailclient.js';
 import { dumpMap, expectVerified } from './support/maps.js';

@@ -1,4 +1,4 @@
-/* What the front and the recorder agree on (src/queue.ts reads the same
+/* What the front and the recorder agree on (src/map/queue.ts reads the same
  * names; test/front-protocol.test.ts fails when the two disagree). */
 #ifndef POPRELAY_PROTOCOL_H
 #define POPRELAY_PROTOCOL_H

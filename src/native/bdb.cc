@@ -1,33 +1,21 @@
 // Thin Node-API binding to the system Berkeley DB (the libdb that sendmail
-// and Postfix link) plus flock(2), which Node core lacks. Policy lives in
-// TypeScript; this file only translates calls and errors. The module also
-// carries exchange() (exchange.cc), the hook's blocking socket exchange.
+// and Postfix link). Policy lives in TypeScript; this file only translates
+// calls and errors.
 
 #include <napi.h>
 
 #include <db.h>
 #include <errno.h>
 #include <arpa/inet.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_set>
 #include <vector>
-
-// src/native/exchange.cc
-Napi::Value Exchange(const Napi::CallbackInfo& info);
-Napi::Value DropPrivileges(const Napi::CallbackInfo& info);
-Napi::Value PeerCredentials(const Napi::CallbackInfo& info);
 
 namespace {
 
@@ -81,7 +69,7 @@ const char* TypeName(DBTYPE t) {
   }
 }
 
-// What a map value means, as src/values.ts says: all digits and at most ten
+// What a map value means, as src/map/values.ts says: all digits and at most ten
 // of them is a time; more digits is invalid (no login wrote it); anything
 // else (OK, empty) is permanent. Kept in step with classifyValue() there.
 enum EntryKind { kDated, kInvalid, kPermanent };
@@ -123,7 +111,7 @@ void PackEntry(std::vector<uint8_t>& out, const DBT& key, const DBT& val) {
   PackBytes(out, key.data, key.size);
 }
 
-// An entry of several keys, as packEntry() in bdb.ts packs it.
+// An entry of several keys, as packEntry() in src/native.ts packs it.
 void PackKeys(std::vector<uint8_t>& out, const std::vector<std::string>& keys, const std::string& value) {
   uint32_t n = static_cast<uint32_t>(keys.size());
   const uint8_t* s = reinterpret_cast<const uint8_t*>(&n);
@@ -374,7 +362,7 @@ class Database : public Napi::ObjectWrap<Database> {
   }
 
   // sweepScan(cutoff, now, skip, list): one walk of the whole database
-  // deciding its entries as map.ts's groupEntries() and values.ts would,
+  // deciding its entries as src/map/relay-map.ts's groupEntries() and src/map/values.ts would,
   // so that a sweep of a million entries makes no JS object per record: a
   // key without ':' (an IPv4 address, or a key that is no address) is its
   // own entry; the keys of one IPv6 address (PairedAddress) are one entry.
@@ -458,7 +446,7 @@ class Database : public Napi::ObjectWrap<Database> {
       }
     }
     c->close(c);
-    // An IPv6 address's keys as groupEntries() in map.ts makes them one
+    // An IPv6 address's keys as groupEntries() in src/map/relay-map.ts makes them one
     // entry: permanent if one key is, else the newer time, invalid (time 0)
     // only when every key is; an expired one goes with both keys, even if
     // the walk saw one.
@@ -645,88 +633,9 @@ class Database : public Napi::ObjectWrap<Database> {
   std::string path_;
 };
 
-// A waiter blocks in flock() on a helper thread, so the kernel wakes it when
-// the lock is released; the calling thread waits for that with a deadline.
-// Polling instead cost a wakeup per waiter per millisecond (measurable at
-// 16 concurrent logins on 2 cores) and lost races to writers that relock
-// at once. The helper works on a dup of the fd: flock locks belong to the
-// open file description, so a lock it takes is the caller's lock.
-struct LockWait {
-  std::mutex m;
-  std::condition_variable cv;
-  bool done = false;
-  bool abandoned = false;
-  int err = 0;
-};
-
-void WaitInThread(std::shared_ptr<LockWait> w, int dupfd, int how) {
-  int r;
-  do {
-    r = flock(dupfd, how);
-  } while (r != 0 && errno == EINTR);
-  int err = r == 0 ? 0 : errno;
-  std::lock_guard<std::mutex> g(w->m);
-  if (w->abandoned) {
-    // The caller gave up and closed its fd; drop what we got.
-    if (r == 0) flock(dupfd, LOCK_UN);
-  } else {
-    w->done = true;
-    w->err = err;
-    w->cv.notify_one();
-  }
-  close(dupfd);
-}
-
-Napi::Error FlockError(Napi::Env env, int err) {
-  Napi::Error e = Napi::Error::New(env, std::string("flock: ") + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  return e;
-}
-
-// flock(fd, 'sh'|'ex'|'un', timeoutMs) -> true when held (or released),
-// false when another holder still had it at the deadline (0: do not wait).
-Napi::Value Flock(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  std::string op = info[1].As<Napi::String>().Utf8Value();
-  double timeoutMs = info[2].As<Napi::Number>().DoubleValue();
-  int how;
-  if (op == "sh") how = LOCK_SH;
-  else if (op == "ex") how = LOCK_EX;
-  else if (op == "un") how = LOCK_UN;
-  else throw Napi::TypeError::New(env, "flock operation must be sh, ex or un");
-
-  int r;
-  do {
-    r = flock(fd, how | (how == LOCK_UN ? 0 : LOCK_NB));
-  } while (r != 0 && errno == EINTR);
-  if (r == 0) return Napi::Boolean::New(env, true);
-  if (errno != EWOULDBLOCK) throw FlockError(env, errno);
-  if (timeoutMs <= 0) return Napi::Boolean::New(env, false);
-
-  int dupfd = dup(fd);
-  if (dupfd < 0) throw FlockError(env, errno);
-  auto w = std::make_shared<LockWait>();
-  std::thread(WaitInThread, w, dupfd, how).detach();
-  std::unique_lock<std::mutex> lk(w->m);
-  if (!w->cv.wait_for(lk, std::chrono::duration<double, std::milli>(timeoutMs), [&] { return w->done; })) {
-    w->abandoned = true;
-    return Napi::Boolean::New(env, false);
-  }
-  if (w->err != 0) throw FlockError(env, w->err);
-  return Napi::Boolean::New(env, true);
-}
-
-Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("Database", Database::Define(env));
-  exports.Set("exchange", Napi::Function::New(env, Exchange, "exchange"));
-  exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
-  exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
-  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
-  exports.Set("libdbVersion", Napi::String::New(env, db_version(nullptr, nullptr, nullptr)));
-  return exports;
-}
-
 }  // namespace
 
-NODE_API_MODULE(poprelay_bdb, Init)
+// For the addon's registration (addon.cc).
+Napi::Function DatabaseClass(Napi::Env env) { return Database::Define(env); }
+
+std::string LibdbVersion() { return db_version(nullptr, nullptr, nullptr); }

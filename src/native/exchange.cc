@@ -2,7 +2,7 @@
 // deadline: the hook's exchange with the shared engine (the caller ends its
 // request with QUIT, so the answer ends where the engine closes). Done here
 // because loading node:net costs a short-lived process about a tenth of its
-// start-up; the protocol stays in TypeScript (src/resp.ts).
+// start-up; the protocol stays in TypeScript (src/engine/resp.ts).
 
 #include <napi.h>
 

@@ -66,7 +66,7 @@ function connect(port: number, tls?: EngineTlsFiles): Socket {
 
 /**
  * Whether the server answers PING (after AUTH): with node:net rather than
- * src/resp.ts, whose exchange is the addon's, so that npm run demo:cluster
+ * src/engine/resp.ts, whose exchange is the addon's, so that npm run demo:cluster
  * can bundle this file.
  */
 export function ping(port: number, password: string | undefined, tls?: EngineTlsFiles): Promise<void> {

@@ -6,7 +6,7 @@
 
 import { connect, type Socket } from 'node:net';
 
-import { requestFor } from '../../src/daemon-client.js';
+import { requestFor } from '../../src/daemon/client.js';
 import type { Dovecot } from './dovecot.js';
 import { PASSWORD } from './dovecot.js';
 import { pop3Login } from './mailclient.js';

@@ -1,0 +1,53 @@
+// poprelayd's view of who is behind an address from the engine (the who
+// key the hooks of every POP/IMAP host write, engine/relayset.ts), joined with
+// this host's own who journal (who-index.ts). An engine that cannot answer
+// names nobody; it never changes a decision. Its answer for an address is
+// used again for WHO_CACHE_MS, so that a message's recipients cost one GET.
+
+import type { EngineClient } from '../engine/client.js';
+import { parseClientAddress } from '../address.js';
+import type { WhoSource } from './decider.js';
+import { parseEngineWho, whoKey } from '../engine/relayset.js';
+
+/** How long the engine's answer for an address is used again: a message's recipients ask in a burst. */
+export const WHO_CACHE_MS = 1000;
+const WHO_CACHE_LIMIT = 10_000;
+
+export class EngineWho implements WhoSource {
+  /** Per address: when asked, the local journal's version then, and the users named. */
+  private readonly cache = new Map<string, { at: number; version: number; users: string[] }>();
+
+  constructor(
+    private readonly client: Pick<EngineClient, 'get' | 'isReady'>,
+    private readonly timeoutSeconds: number,
+    private readonly local: (WhoSource & { version(): number }) | null = null,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Synchronous when it has the answer already: no promise to wait for on the hot path. */
+  users(address: string, nowSeconds: number): string[] | Promise<string[]> {
+    const version = this.local?.version() ?? 0;
+    const t = this.now();
+    const cached = this.cache.get(address);
+    // The same answer within WHO_CACHE_MS, unless this host's journal took a login meanwhile.
+    if (cached !== undefined && t - cached.at < WHO_CACHE_MS && cached.version === version) return cached.users;
+    return this.ask(address, nowSeconds, version, t);
+  }
+
+  private async ask(address: string, nowSeconds: number, version: number, t: number): Promise<string[]> {
+    const here = this.local === null ? [] : await this.local.users(address, nowSeconds);
+    if (!this.client.isReady) return here;
+    let shared: string[];
+    try {
+      const value = await this.client.get(whoKey(parseClientAddress(address)));
+      shared = parseEngineWho(value, nowSeconds - this.timeoutSeconds).map((u) => u.user);
+    } catch {
+      return here;
+    }
+    const users = [...new Set([...shared, ...here])];
+    this.cache.delete(address); // re-inserted last: the Map's order is the eviction order
+    this.cache.set(address, { at: t, version, users });
+    if (this.cache.size > WHO_CACHE_LIMIT) this.cache.delete(this.cache.keys().next().value ?? '');
+    return users;
+  }
+}
