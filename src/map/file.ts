@@ -130,7 +130,7 @@ export function lookupKeys(s: MapSettings, keys: readonly string[]): Array<strin
  * Opens the writers' lock file beside the map, creating it if needed. It is
  * never replaced, so a waiter blocks in flock() until the kernel wakes it;
  * a waiter on the map itself would find it renamed away after every write
- * (measured: a record waited 1.5 s behind a sweep of a 1,000,000-entry map).
+ * and wait again, behind a long sweep for the whole of it.
  * Read-only, so that root and the hook's user can share it whoever made it.
  */
 function openLockFile(s: MapSettings): number {

@@ -19,9 +19,8 @@ namespace {
 
 // A waiter blocks in flock() on a helper thread, so the kernel wakes it when
 // the lock is released; the calling thread waits for that with a deadline.
-// Polling instead cost a wakeup per waiter per millisecond (measurable at
-// 16 concurrent logins on 2 cores) and lost races to writers that relock
-// at once. The helper works on a dup of the fd: flock locks belong to the
+// Polling instead costs a wakeup per waiter per tick and loses races to
+// writers that relock at once. The helper works on a dup of the fd: flock locks belong to the
 // open file description, so a lock it takes is the caller's lock.
 struct LockWait {
   std::mutex m;
