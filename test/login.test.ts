@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 
-import { parseHookArgs } from '../src/hook/recorder.js';
+import { parseHookArgs } from '../src/hook/arguments.js';
 import { readEntries } from '../src/map/relay-map.js';
 import { HOSTILE_ADDRESSES, hostileCases } from './support/hostile.js';
 import { holdLock } from './support/locks.js';
