@@ -63,14 +63,10 @@ export class EngineCounter implements Counter {
     // Offline, node-redis fails a command at once; said here in words an operator reads.
     if (!this.client.isReady) return Promise.reject(why(new Error('not connected')));
     const key = countKey(periodSeconds, window, user);
-    let counted: Promise<number>;
-    try {
-      const n = this.client.incrBy(key, 1);
-      const expiry = this.client.expireAtNx(key, (window + 1) * periodSeconds + COUNT_MARGIN_SECONDS);
-      counted = Promise.all([n, expiry]).then(([c]) => c);
-    } catch (e) {
-      return Promise.reject(why(e)); // the Sentinel client throws when it has no primary
-    }
+    const counted = Promise.all([
+      this.client.incrBy(key, 1),
+      this.client.expireAtNx(key, (window + 1) * periodSeconds + COUNT_MARGIN_SECONDS),
+    ]).then(([n]) => n);
     return within(counted, this.timeoutMs).catch((e: unknown) => Promise.reject(why(e)));
   }
 }
