@@ -9,6 +9,7 @@ import { COMMON_OPTIONS, configFrom, parseCommandLine, UsageError } from './cli.
 import { DaemonLog } from './daemon/log.js';
 import { EngineWho } from './daemon/engine-who.js';
 import { Decider } from './daemon/decider.js';
+import { userLimitCounter } from './daemon/engine-counter.js';
 import { keepConnected } from './engine/client.js';
 import { PoprelayError } from './errors.js';
 import { listen, type Listener } from './daemon/listeners.js';
@@ -16,7 +17,6 @@ import { Mirror } from './daemon/mirror.js';
 import { actAsMapOwner } from './privilege.js';
 import { listenersOf } from './daemon/protocols.js';
 import { RelayCounts } from './who/relay-counts.js';
-import { LocalCounter } from './daemon/user-limit.js';
 import { LocalWho } from './daemon/who-index.js';
 
 export const DAEMON_USAGE = `Usage: poprelayd [--config FILE]
@@ -71,7 +71,8 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   // Who is behind an address: the engine's who keys, with this host's own journal where Dovecot runs here.
   const who = new EngineWho(client, cfg.map.timeoutSeconds, new LocalWho(cfg.map.path, cfg.map.timeoutSeconds));
   const counts = new RelayCounts(cfg.map.path, cfg.reportDays, (text) => log.limited('warning', 'relayed', text));
-  const decider = new Decider(cfg, answers, who, new LocalCounter(), log, counts);
+  // user_limit counts in the engine: every MTA host's recipients add to the same count.
+  const decider = new Decider(cfg, answers, who, userLimitCounter(client), log, counts);
   const servers: Listener[] = [];
   try {
     for (const [protocol, at] of listeners) {

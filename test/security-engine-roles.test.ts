@@ -1,12 +1,13 @@
 // The shared engine's users, one per role (docs/cluster.md): an MTA host's
-// reads, a POP/IMAP host's records logins, the administrators' is their own.
+// reads (and counts user_limit's recipients in the count keys alone), a
+// POP/IMAP host's records logins, the administrators' is their own.
 // Each is made with exactly the ACL SETUSER line the docs give (and doctor's
 // fix prints: engineRoleAcl), on a real engine whose default user needs a
 // password, so that nothing runs as anyone else. Each role's programs run
 // under it, and the engine's ACL LOG shows everything they send allowed; the
-// MTA role is refused every command beyond its reads, every write among
-// them, so that whoever reads an MTA host's poprelay.ini cannot grant
-// relaying. A POP/IMAP host's credential can: recording a login is that.
+// MTA role is refused every command beyond its reads and its counts, and
+// every write but a count's, so that whoever reads an MTA host's
+// poprelay.ini cannot grant relaying. A POP/IMAP host's credential can: recording a login is that.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
 import { askDaemon } from '../src/daemon/client.js';
+import { countKey } from '../src/daemon/engine-counter.js';
 import { engineRoleAcl } from '../src/engine/roles.js';
 import { DEFAULT_DOCTOR_PATHS, engineRoleCheck, formatChecks, runDoctor } from '../src/commands/doctor.js';
 import type { EngineEndpoint } from '../src/endpoints.js';
@@ -36,7 +38,7 @@ type Role = (typeof ROLES)[number];
 const SECRET: Record<Role, string> = { mta: 'mta-secret', pop: 'pop-secret', admin: 'admin-secret' };
 /** What each role's line allows, beside AUTH and QUIT, which every connection may send. */
 const ALLOWED: Record<Role, string[]> = {
-  mta: ['get', 'pexpiretime', 'mget', 'scan', 'psubscribe', 'ping', 'dbsize'],
+  mta: ['get', 'pexpiretime', 'mget', 'scan', 'psubscribe', 'incrby', 'expireat', 'ping', 'dbsize'],
   pop: ['eval', 'get', 'set', 'del', 'info', 'ping', 'dbsize'],
   admin: ['eval', 'get', 'set', 'del', 'mget', 'scan', 'ping', 'dbsize'],
 };
@@ -79,10 +81,10 @@ beforeEach(() => {
   asRoot([['ACL', 'LOG', 'RESET']]);
 });
 
-it('the ACL lines are those the docs give: reads only on poprelay:* for MTA hosts', () => {
+it('the ACL lines are those the docs give: reads on poprelay:* and writes on the count keys alone for MTA hosts', () => {
   expect(engineRoleAcl('mta', 0)).toBe(
-    'ACL SETUSER poprelay-mta reset on >PASSWORD %R~poprelay:* &__keyspace@0__:poprelay:* ' +
-      '+get +pexpiretime +mget +scan +psubscribe +ping +dbsize',
+    'ACL SETUSER poprelay-mta reset on >PASSWORD %R~poprelay:* ~poprelay:count:* &__keyspace@0__:poprelay:* ' +
+      '+get +pexpiretime +mget +scan +psubscribe +incrby +expireat +ping +dbsize',
   );
   expect(engineRoleAcl('pop', 0)).toBe(
     'ACL SETUSER poprelay-pop reset on >PASSWORD ~poprelay:* +eval +get +set +del +info +ping +dbsize',
@@ -92,11 +94,11 @@ it('the ACL lines are those the docs give: reads only on poprelay:* for MTA host
   );
   expect(engineRoleAcl(['pop', 'mta'], 0)).toBe(
     'ACL SETUSER poprelay-pop-mta reset on >PASSWORD ~poprelay:* &__keyspace@0__:poprelay:* ' +
-      '+eval +get +set +del +info +pexpiretime +mget +scan +psubscribe +ping +dbsize',
+      '+eval +get +set +del +info +pexpiretime +mget +scan +psubscribe +incrby +expireat +ping +dbsize',
   );
   expect(engineRoleAcl('mta', 3)).toBe(
-    'ACL SETUSER poprelay-mta reset on >PASSWORD %R~poprelay:* &__keyspace@3__:poprelay:* ' +
-      '+get +pexpiretime +mget +scan +psubscribe +ping +dbsize +select',
+    'ACL SETUSER poprelay-mta reset on >PASSWORD %R~poprelay:* ~poprelay:count:* &__keyspace@3__:poprelay:* ' +
+      '+get +pexpiretime +mget +scan +psubscribe +incrby +expireat +ping +dbsize +select',
   );
 });
 
@@ -153,6 +155,7 @@ describe.each(ROLES)('the %s role', (role) => {
       ['GET', 'other:1'],
       ['MGET', 'other:1'],
       ['SET', 'other:1', 'y'],
+      ['INCRBY', 'other:1', '1'],
       ['EVAL', "return redis.call('SET', 'other:1', 'y')", '0'],
     ]);
     // NOPERM, or for a script the engine's refusal of the key inside it.
@@ -167,7 +170,7 @@ describe.each(ROLES)('the %s role', (role) => {
   });
 });
 
-describe('an MTA host reads only', () => {
+describe('an MTA host reads, and writes only its counts', () => {
   it('the mta role cannot write poprelay:*: SET, DEL, EVAL of the record script, FUNCTION, all NOPERM', () => {
     asRoot([['SET', 'poprelay:198.51.100.1', '1700000000']]);
     const replies = as('mta', [
@@ -200,6 +203,46 @@ describe('an MTA host reads only', () => {
       ['psubscribe', '__keyspace@0__:poprelay:*', 1],
     ]);
     asRoot([['DEL', 'poprelay:198.51.100.1']]);
+  });
+
+  it("the mta role counts (INCRBY, EXPIREAT) in poprelay:count:* alone: never an address's key nor a who key", () => {
+    asRoot([
+      ['SET', 'poprelay:198.51.100.5', '1700000000'],
+      ['SET', 'poprelay:who:198.51.100.5', '{}'],
+    ]);
+    const count = countKey(3600, 472_222, 'alice');
+    const [n, expiry, again, get] = as('mta', [
+      ['INCRBY', count, '1'],
+      ['EXPIREAT', count, '4102444800', 'NX'],
+      ['INCRBY', count, '1'],
+      ['GET', count],
+    ]);
+    expect([n, expiry, again, get]).toEqual([1, 1, 2, '2']);
+    const refused = as('mta', [
+      ['INCRBY', 'poprelay:198.51.100.5', '1'],
+      ['INCRBY', 'poprelay:198.51.100.6', '1'],
+      ['INCR', 'poprelay:198.51.100.6'],
+      ['INCR', count],
+      ['EXPIREAT', 'poprelay:198.51.100.5', '1'],
+      ['EXPIREAT', 'poprelay:198.51.100.6', '1'],
+      ['INCRBY', 'poprelay:who:198.51.100.5', '1'],
+      ['EXPIREAT', 'poprelay:who:198.51.100.5', '1'],
+      ['SET', 'poprelay:198.51.100.6', 'OK'],
+      ['SET', count, 'OK'],
+      ['DEL', count],
+      ['PERSIST', count],
+    ]);
+    expect(refused.filter((r) => !noPerm(r))).toEqual([]);
+    expect(
+      asRoot([
+        ['GET', 'poprelay:198.51.100.5'],
+        ['GET', 'poprelay:198.51.100.6'],
+        ['GET', 'poprelay:who:198.51.100.5'],
+        ['GET', count],
+        ['EXPIRETIME', count],
+      ]),
+    ).toEqual(['1700000000', null, '{}', '2', 4102444800]);
+    asRoot([['DEL', 'poprelay:198.51.100.5', 'poprelay:who:198.51.100.5', count]]);
   });
 
   it("poprelay's commands with an MTA host's config cannot add, make permanent, delete or flush", async () => {

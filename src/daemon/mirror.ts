@@ -53,14 +53,13 @@ export class Mirror {
 
   private noted(event: string, channel: string): void {
     const key = channel.slice(channel.indexOf(':') + 1);
-    if (event === 'del' || event === 'expired') this.forgetKey(key);
+    // The who keys change at each login and user_limit's count keys at each counted recipient, on the
+    // same channel: none is an entry, so none costs this map a read.
+    const addr = addressOfEngineKey(key);
+    if (addr === null) return;
+    if (event === 'del' || event === 'expired') this.forget(addr.text);
     this.pending.add(key);
     this.timer ??= setTimeout(() => void this.flush(), BATCH_MS);
-  }
-
-  private forgetKey(key: string): void {
-    const addr = addressOfEngineKey(key);
-    if (addr !== null) this.forget(addr.text);
   }
 
   private async resync(): Promise<void> {

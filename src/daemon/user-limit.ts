@@ -3,8 +3,10 @@
 // once against every user behind the client's address (poprelay cannot tell
 // which of them sends, so none of them may go past the limit through it);
 // over the limit the recipient gets user_limit_action. Counted in fixed
-// windows of PERIOD. A counter that fails counts as no limit: mail from
-// users nobody limited is never deferred for it.
+// windows of PERIOD: in the engine, across every MTA host
+// (engine-counter.ts), or without one here (LocalCounter). A counter that
+// fails counts as no limit: mail from users nobody limited is never
+// deferred for it.
 
 import type { UserLimit } from '../config.js';
 

@@ -24,6 +24,9 @@ export interface EngineClient {
   mGet(keys: string[]): Promise<Array<string | null>>;
   set(key: string, value: string): Promise<unknown>;
   del(keys: string | string[]): Promise<number>;
+  incrBy(key: string, increment: number): Promise<number>;
+  /** EXPIREAT key seconds NX: sets an expiry only where the key has none. */
+  expireAtNx(key: string, unixSeconds: number): Promise<number>;
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   configGet(name: string): Promise<Record<string, string>>;
   configSet(name: string, value: string): Promise<unknown>;
@@ -99,6 +102,8 @@ export function asEngineClient(c: NodeClient): EngineClient {
     mGet: (keys) => c.mGet(keys),
     set: (key, value) => c.set(key, value),
     del: (keys) => c.del(keys),
+    incrBy: (key, increment) => c.incrBy(key, increment),
+    expireAtNx: (key, unixSeconds) => c.expireAt(key, unixSeconds, 'NX'),
     eval: (script, options) => c.eval(script, options),
     configGet: (name) => c.configGet(name),
     configSet: (name, value) => c.configSet(name, value),
@@ -161,13 +166,17 @@ export async function lookupShared(
 /** Every entry of the shared set (SCAN, then MGET in batches). */
 export async function readSharedSet(client: EngineClient): Promise<SharedEntry[]> {
   const out: SharedEntry[] = [];
-  for await (const keys of client.scanIterator({ MATCH: KEY_PATTERN, COUNT: 1000 })) {
-    if (keys.length === 0) continue;
-    const values = await client.mGet(keys);
-    keys.forEach((key, i) => {
+  for await (const found of client.scanIterator({ MATCH: KEY_PATTERN, COUNT: 1000 })) {
+    // The who keys and user_limit's count keys share the prefix: not read, they are no entries.
+    const keys = found.flatMap((key) => {
       const addr = addressOfEngineKey(key);
+      return addr === null ? [] : [{ key, addr }];
+    });
+    if (keys.length === 0) continue;
+    const values = await client.mGet(keys.map((k) => k.key));
+    keys.forEach(({ addr }, i) => {
       const value = values[i];
-      if (addr === null || value === null || value === undefined) return;
+      if (value === null || value === undefined) return;
       out.push({ addr, time: entryTime(value) });
     });
   }

@@ -15,9 +15,20 @@ export const keyspaceChannel = (db: number): string => `__keyspace@${db}__:${KEY
 /** The engine's key for an address: its canonical text (IPv6 compressed, lowercase). */
 export const engineKey = (addr: ClientAddress): string => `${KEY_PREFIX}${addr.text}`;
 
+/**
+ * The keys under the prefix that are no address: each address's who key
+ * (below) and user_limit's count keys (daemon/engine-counter.ts). Said
+ * here, so that every reader of the relay set skips them by name rather
+ * than by their text failing to parse as an address.
+ */
+export const WHO_PREFIX = `${KEY_PREFIX}who:`;
+export const COUNT_PREFIX = `${KEY_PREFIX}count:`;
+export const COUNT_PATTERN = `${COUNT_PREFIX}*`;
+
 /** The address a key names, or null for a key that is not one of ours. */
 export function addressOfEngineKey(key: string): ClientAddress | null {
-  return key.startsWith(KEY_PREFIX) ? addressOfKey(key.slice(KEY_PREFIX.length)) : null;
+  if (!key.startsWith(KEY_PREFIX) || key.startsWith(WHO_PREFIX) || key.startsWith(COUNT_PREFIX)) return null;
+  return addressOfKey(key.slice(KEY_PREFIX.length));
 }
 
 /**
@@ -68,7 +79,6 @@ export function recordCommand(
  * no command beyond those they have (the record script's GET and SET; an
  * MTA host's GET), and it is no address: readers of the relay set skip it.
  */
-export const WHO_PREFIX = `${KEY_PREFIX}who:`;
 export const whoKey = (addr: ClientAddress): string => `${WHO_PREFIX}${addr.text}`;
 
 /**

@@ -307,6 +307,8 @@ export class SentinelClient implements EngineClient {
   mGet = (keys: string[]) => this.ask((c) => c.mGet(keys));
   set = (key: string, value: string) => this.ask((c) => c.set(key, value));
   del = (keys: string | string[]) => this.ask((c) => c.del(keys));
+  incrBy = (key: string, increment: number) => this.ask((c) => c.incrBy(key, increment));
+  expireAtNx = (key: string, unixSeconds: number) => this.ask((c) => c.expireAtNx(key, unixSeconds));
   eval = (script: string, options: { keys: string[]; arguments: string[] }) => this.ask((c) => c.eval(script, options));
   configGet = (name: string) => this.ask((c) => c.configGet(name));
   configSet = (name: string, value: string) => this.ask((c) => c.configSet(name, value));
