@@ -17,7 +17,8 @@ import {
   type OptionValues,
 } from './cli.js';
 import type { Config } from './config.js';
-import { DEFAULT_DOCTOR_PATHS, formatChecks, runDoctor } from './commands/doctor.js';
+import { DEFAULT_DOCTOR_PATHS } from './commands/doctor/paths.js';
+import { formatChecks, runDoctor } from './commands/doctor/run.js';
 import { ensureMap, type RelayEntry } from './map/relay-map.js';
 import { makeQueue } from './map/queue.js';
 import { actAsMapOwner } from './privilege.js';
