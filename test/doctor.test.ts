@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { parseDoveconfProtocols, parseDoveconfServices, vszBytes } from '../src/commands/doctor.js';
+import { parseDoveconfProtocols, parseDoveconfServices, vszBytes } from '../src/commands/doctor/doveconf.js';
 import { configHead, doveconf, dovecotVersions, treeOf } from './support/dovecot.js';
 import { tempDir } from './support/tmp.js';
 

@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
-import { liveCheck } from '../src/commands/doctor.js';
+import { liveCheck } from '../src/commands/doctor/live-sessions.js';
 import { liveAddresses, parseWho } from '../src/hook/live.js';
 import { readEntries } from '../src/map/relay-map.js';
 import { type Dovecot, dovecotVersions, PASSWORD, startDovecot, treeOf, whoOf } from './support/dovecot.js';

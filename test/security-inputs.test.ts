@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseClientAddress } from '../src/address.js';
 import { parseWho } from '../src/hook/live.js';
 import { loadConfig } from '../src/config.js';
-import { liveCheck } from '../src/commands/doctor.js';
+import { liveCheck } from '../src/commands/doctor/live-sessions.js';
 import { readEntries, recordLogin } from '../src/map/relay-map.js';
 import { queueDir, readQueue } from '../src/map/queue.js';
 import { installHook } from './support/app.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
-import { sharedCheck } from '../src/commands/doctor-shared.js';
+import { sharedCheck } from '../src/commands/doctor/shared.js';
 import { type Dovecot, PASSWORD, startDovecot } from './support/dovecot.js';
 import { pop3Login } from './support/mailclient.js';
 import { dumpMap, expectVerified } from './support/maps.js';

@@ -3,14 +3,16 @@
 // who journal's lines not yet folded into it), so that an administrator
 // can move them to SMTP AUTH and retire the feature.
 
-import type { Command } from '../poprelay.js';
 import { out, outJson, table, UsageError } from '../cli.js';
 import { quoteUntrusted } from '../errors.js';
 import { readRelayed } from '../who/relay-counts.js';
 import { dayOf, fold, readReport, usersSince } from '../who/report.js';
 import { readWho, showUser } from '../who/journal.js';
+import { JSON_OPTION, type Command } from './command.js';
 
 export const REPORT_COMMAND: Command = {
+  synopsis: '--since DAYS [--json]',
+  summary: 'which users relied on POP-before-SMTP in the last DAYS days, and how much',
   usage: `Usage: poprelay report --since DAYS [--json] [--config FILE]
 
 Lists the users who logged in (and so could relay by POP-before-SMTP) in
@@ -26,7 +28,7 @@ SMTP AUTH before turning POP-before-SMTP off.
   --since DAYS   how many days back, from 1 to 3660
   --json         one JSON array instead of the table`,
   args: [],
-  options: { since: { type: 'string' }, json: { type: 'boolean' } },
+  options: { since: { type: 'string' }, ...JSON_OPTION },
   run: (ctx) => {
     const given = ctx.values.since;
     if (typeof given !== 'string' || !/^[0-9]{1,4}$/.test(given) || Number(given) < 1 || Number(given) > 3660)

@@ -2,8 +2,6 @@
 // journal beside the map (who/journal.ts): each user, the service of their last
 // login, when, and how many logins within timeout_minutes.
 
-import { parseClientAddress } from '../address.js';
-import type { Command } from '../poprelay.js';
 import { out, outJson, table } from '../cli.js';
 import { quoteUntrusted } from '../errors.js';
 import { formatAgo, formatTime } from '../timefmt.js';
@@ -11,6 +9,7 @@ import { readWho, showUser, usersByAddress, type UserSeen } from '../who/journal
 import type { Config } from '../config.js';
 import type { EngineEndpoint } from '../endpoints.js';
 import type { ClientAddress } from '../address.js';
+import { addressArg, JSON_OPTION, type Command } from './command.js';
 
 /** The engine's who key for `addr` (every POP/IMAP host's logins), as the journal's users. */
 async function fromEngine(
@@ -49,6 +48,8 @@ function joined(here: readonly UserSeen[], shared: readonly UserSeen[]): UserSee
 }
 
 export const WHO_COMMAND: Command = {
+  synopsis: 'ADDR [--json]',
+  summary: 'the users who logged in from ADDR within timeout_minutes, and their services',
   usage: `Usage: poprelay who ADDR [--json] [--config FILE]
 
 Lists the users who logged in from ADDR within timeout_minutes, from the
@@ -60,9 +61,9 @@ so may not relay. Exit 1 when nobody logged in from ADDR in that time.
 User names that are not plain are shown quoted and escaped.
   --json   one JSON object instead of text`,
   args: ['ADDR'],
-  options: { json: { type: 'boolean' } },
+  options: JSON_OPTION,
   run: async (ctx) => {
-    const addr = parseClientAddress(ctx.args[0] ?? '');
+    const addr = addressArg(ctx);
     const cfg = ctx.config();
     const since = ctx.now - cfg.map.timeoutSeconds;
     const here = usersByAddress(readWho(cfg.map.path, new Set([addr.text])), since).get(addr.text) ?? [];

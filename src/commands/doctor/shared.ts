@@ -3,11 +3,11 @@
 // can tell a gateway that needs a permanent entry (or the ignore list) from
 // one that should stay stopped.
 
-import type { Config } from '../config.js';
-import type { Check } from './doctor.js';
-import { quoteUntrusted } from '../errors.js';
-import { describeUsers, sharedFromJournal } from '../who/shared-address.js';
-import { showUser } from '../who/journal.js';
+import type { Config } from '../../config.js';
+import type { Check } from './check.js';
+import { quoteUntrusted } from '../../errors.js';
+import { describeUsers, sharedFromJournal } from '../../who/shared-address.js';
+import { showUser } from '../../who/journal.js';
 
 export function sharedCheck(cfg: Config, now: number): Check | null {
   const k = cfg.sharedAddressUsers;
