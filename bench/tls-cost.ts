@@ -8,7 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { respCall } from '../src/engine/resp.js';
+import { respCall } from '../src/engine/call.js';
 import { opensslExchange, workerExchange } from '../src/engine/tls-exchange.js';
 import { appCopy } from '../test/support/app.js';
 import { startEngine } from '../test/support/engine.js';

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { respCall } from '../src/engine/resp.js';
+import { respCall } from '../src/engine/call.js';
 import { readEntries } from '../src/map/relay-map.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { askDaemon } from '../src/daemon/client.js';
 import { parseListen, type ListenEndpoint } from '../src/endpoints.js';
 import { MAX_PER_PEER, REQUEST_MS } from '../src/daemon/listeners.js';
-import { respCall } from '../src/engine/resp.js';
+import { respCall } from '../src/engine/call.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { startPoprelayd, type Daemon } from './support/poprelayd.js';

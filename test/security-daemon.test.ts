@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { askDaemon } from '../src/daemon/client.js';
 import { parseListen, type ListenEndpoint } from '../src/endpoints.js';
-import { respCall } from '../src/engine/resp.js';
+import { respCall } from '../src/engine/call.js';
 import { appCopy } from './support/app.js';
 import { freePort } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';

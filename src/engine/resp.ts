@@ -9,7 +9,6 @@
 import { socketExchange } from '../native.js';
 import { viaSentinel, withoutSecrets, type EngineEndpoint, type EngineNode } from '../endpoints.js';
 import { PoprelayError } from '../errors.js';
-import { primaryCall, type PrimaryMemory } from './sentinel.js';
 import { tlsExchange } from './tls-exchange.js';
 
 export type RespValue = string | number | null | RespValue[] | RespError;
@@ -183,18 +182,4 @@ export function respCallTo(
   }
   if (replies.length < all.length) throw new EngineError(`engine ${name}: closed the connection`, false);
   return replies.slice(pre.length, pre.length + commands.length);
-}
-
-/**
- * respCallTo the engine `e` names; through Sentinels, its primary (`memory`
- * keeps the one last found, so that a login costs no question to them).
- */
-export function respCall(
-  e: EngineEndpoint,
-  commands: readonly string[][],
-  timeoutMs: number,
-  memory?: PrimaryMemory,
-): RespValue[] {
-  if (viaSentinel(e)) return primaryCall(e, commands, timeoutMs, memory);
-  return respCallTo(e, e, commands, timeoutMs);
 }

@@ -11,7 +11,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 
-import { asEngineClient, nodeClient, tlsOptions, type EngineClient, type NodeClient } from './client.js';
+import { asEngineClient, nodeClient, tlsOptions, type EngineClient, type NodeClient } from './node-client.js';
 import { withoutSecrets, type EngineEndpoint, type EngineNode } from '../endpoints.js';
 import { PoprelayError } from '../errors.js';
 import { CLOSE_SENTINEL, encodeCommand, parseReply, sentinelRefusal, type RespValue } from './resp.js';

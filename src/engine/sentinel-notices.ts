@@ -7,7 +7,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 
-import { tlsOptions } from './client.js';
+import { tlsOptions } from './node-client.js';
 import type { EngineEndpoint, EngineNode } from '../endpoints.js';
 import { encodeCommand, parseReply, RespError } from './resp.js';
 

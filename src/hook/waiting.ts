@@ -4,7 +4,7 @@
 // the CPU, and hands the lock back to the fronts when it is done
 // (src/front/protocol.h, docs/design.md's table of what a front does).
 
-import { errnoCode } from '../errors.js';
+import { processExists } from '../processes.js';
 import { readIncoming } from '../map/queue.js';
 import { flock } from '../native.js';
 import { watchArrivals, type Arrivals } from './arrivals.js';
@@ -55,15 +55,7 @@ export function waitingRecorder({ queue, mapPath, idle, front, lockFd }: Waiting
     return readIncoming(mapPath).length > 0 && flock(lockFd, 'ex', 0);
   };
   /** The front that started this recorder is gone: Dovecot ended it. */
-  const frontGone = (): boolean => {
-    if (front === undefined) return false;
-    try {
-      process.kill(front, 0);
-      return false;
-    } catch (e) {
-      return errnoCode(e) === 'ESRCH';
-    }
-  };
+  const frontGone = (): boolean => front !== undefined && !processExists(front);
   return {
     mark: () => arrivals?.mark(),
     more: async (idleMs) => {

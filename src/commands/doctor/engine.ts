@@ -3,7 +3,8 @@
 
 import type { Config } from '../../config.js';
 import { viaSentinel, withoutSecrets, type EngineEndpoint, type EngineNode } from '../../endpoints.js';
-import { EngineError, respCall, respCallTo, RespError } from '../../engine/resp.js';
+import { respCall } from '../../engine/call.js';
+import { EngineError, respCallTo, RespError } from '../../engine/resp.js';
 import { askSentinels, showNode } from '../../engine/sentinel.js';
 import { bad, ok, type Check } from './check.js';
 
