@@ -455,6 +455,33 @@ describe("doctor names the role of this host's engine user, writing nothing", ()
     asRoot([['DEL', 'poprelay:198.51.100.40']]);
   });
 
+  it('on an MTA host with user_limit: OK when the role may count, WARN naming what it may not when it reads only', async () => {
+    await engine.acl([
+      engineRoleAcl('mta', 0, 'poprelay-mta-nocount', 'nocount-secret').replace(' +incrby +expireat', ''),
+    ]);
+    const limited = (user: string, secret: string) => {
+      const { ini } = configured(
+        `engine = redis://${user}:${secret}@127.0.0.1:${engine.port}/0\npolicy_listen = inet:127.0.0.1:1\nuser_limit = 5/1h\n`,
+      );
+      return loadConfig(ini, {});
+    };
+    const mta = check(limited('poprelay-mta', SECRET.mta), false);
+    expect([mta.status, mta.detail]).toEqual([
+      'OK',
+      "reads only (MTA host): SET and EVAL refused; GET, PEXPIRETIME allowed; counts user_limit's recipients (INCRBY, EXPIREAT on poprelay:count:* keys)",
+    ]);
+    const old = check(limited('poprelay-mta-nocount', 'nocount-secret'), false);
+    expect(old.status).toBe('WARN');
+    expect(old.detail).toMatch(
+      /^the engine user may not run INCRBY, EXPIREAT on poprelay:count:\* keys: user_limit = 5\/1h is not applied on this host \(NOPERM/,
+    );
+    expect(old.fix).toBe(
+      `give this host an engine user of its own role in engine = (docs/cluster.md): ${engineRoleAcl('mta', 0)}`,
+    );
+    // The probes wrote nothing: no count key was made.
+    expect(asRoot([['DBSIZE']])).toEqual([0]);
+  });
+
   it('on a POP/IMAP host: OK with the record role, WARN without INFO, FAIL with the read role', () => {
     const pop = check(popHost('poprelay-pop', SECRET.pop), true);
     expect(pop.status).toBe('OK');

@@ -5,7 +5,7 @@
 import type { Config } from '../../config.js';
 import type { EngineEndpoint } from '../../endpoints.js';
 import { listenersOf } from '../../daemon/protocols.js';
-import { KEY_PREFIX, keyspaceChannel } from '../../engine/relayset.js';
+import { COUNT_PREFIX, KEY_PREFIX, keyspaceChannel } from '../../engine/relayset.js';
 import { respCall } from '../../engine/call.js';
 import { RespError, type RespValue } from '../../engine/resp.js';
 import { engineRoleAcl, type EngineRole } from '../../engine/roles.js';
@@ -14,13 +14,17 @@ import { engineWaitMs } from './engine.js';
 
 /** A key under poprelay's prefix that is no address: no host takes it for an entry. */
 const PROBE_KEY = `${KEY_PREFIX}doctor-probe`;
+/** A count key (user_limit's) that no user's window can have. */
+const COUNT_PROBE_KEY = `${COUNT_PREFIX}doctor-probe`;
 
 /**
  * What doctor sends to learn what the engine user may run. None of it
  * writes, whatever the user may: reads of a key no host uses, a script
  * that does nothing, and a SET the engine refuses as a syntax error (NX
  * with XX), which it does only after checking the ACL: NOPERM means the
- * user may not SET there, a syntax error that it may. PSUBSCRIBE (the
+ * user may not SET there, a syntax error that it may. user_limit's INCRBY
+ * and EXPIREAT on a count key are asked the same way, with a number that
+ * is none. PSUBSCRIBE (the
  * mirror's) goes last: it puts the connection in subscriber mode, where
  * QUIT still ends it.
  */
@@ -33,9 +37,14 @@ function roleProbes(db: number, mirror: boolean): Array<[string, string[]]> {
     ['INFO', ['INFO', 'server']],
     ['EVAL', ['EVAL', 'return 0', '0']],
     ['SET', ['SET', PROBE_KEY, '0', 'NX', 'XX']],
+    ['INCRBY', ['INCRBY', COUNT_PROBE_KEY, 'x']],
+    ['EXPIREAT', ['EXPIREAT', COUNT_PROBE_KEY, 'x', 'NX']],
     ...(mirror ? [['PSUBSCRIBE', ['PSUBSCRIBE', keyspaceChannel(db)]] as [string, string[]]] : []),
   ];
 }
+
+/** The probes whose answer, where the user may run them, is an error of their arguments. */
+const ANSWER_IS_ERROR = new Set(['SET', 'INCRBY', 'EXPIREAT']);
 
 const refusal = (v: RespValue | undefined): string | null =>
   v instanceof RespError && /^NOPERM\b/.test(v.message) ? v.message : null;
@@ -66,11 +75,10 @@ export function engineRoleCheck(cfg: Config, engine: EngineEndpoint, hook: boole
   } catch (e) {
     return bad('WARN', name, `could not find out: ${(e as Error).message}`, 'run poprelay doctor again');
   }
-  // SET's probe answers a syntax error when allowed; every other probe answers no error at all.
   const why = new Map<string, string>();
   probes.forEach(([command], i) => {
     const reply = replies[i];
-    const no = command === 'SET' ? refusal(reply) : reply instanceof RespError ? reply.message : null;
+    const no = ANSWER_IS_ERROR.has(command) ? refusal(reply) : reply instanceof RespError ? reply.message : null;
     if (no !== null) why.set(command, no);
   });
   const may = (command: string): boolean => !why.has(command);
@@ -98,6 +106,16 @@ export function engineRoleCheck(cfg: Config, engine: EngineEndpoint, hook: boole
       fix(roles.length > 0 ? roles : ['mta']),
     );
   }
+  // user_limit without its counter is no limit (poprelayd says so and relays): a warning, not a failure.
+  const counts = answers && cfg.userLimit !== null;
+  const noCount = counts ? ['INCRBY', 'EXPIREAT'].filter((c) => !may(c)) : [];
+  if (noCount.length > 0)
+    return bad(
+      'WARN',
+      name,
+      `the engine user may not run ${noCount.join(', ')} on ${COUNT_PREFIX}* keys: user_limit = ${cfg.userLimit?.text ?? ''} is not applied on this host (${why.get(noCount[0] ?? '') ?? ''})`,
+      fix(roles.length > 0 ? roles : ['mta']),
+    );
   const writes = ['SET', 'EVAL'].filter(may);
   const readList = needs.filter((c) => !['EVAL', 'SET'].includes(c)).join(', ');
   if (hook) {
@@ -123,7 +141,10 @@ export function engineRoleCheck(cfg: Config, engine: EngineEndpoint, hook: boole
         `can write the relay set (${writes.join(' and ')} allowed): whoever can read ${source} can grant relaying on every host; an MTA host needs only the read role`,
         fix(roles),
       );
-    return ok(name, `reads only (MTA host): SET and EVAL refused; ${readList} allowed`);
+    return ok(
+      name,
+      `reads only (MTA host): SET and EVAL refused; ${readList} allowed${counts ? `; counts user_limit's recipients (INCRBY, EXPIREAT on ${COUNT_PREFIX}* keys)` : ''}`,
+    );
   }
   return ok(
     name,
