@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 
 import { askDaemon } from '../src/daemon/client.js';
-import { PASSWORD, freePort, startDovecot, type Dovecot } from '../test/support/dovecot.js';
+import { PASSWORD, startDovecot, type Dovecot } from '../test/support/dovecot.js';
+import { freePort } from '../test/support/ports.js';
 import { startEngine } from '../test/support/engine.js';
 import { lags, loginsThroughFailure, percentile, type FailoverRun } from '../test/support/failover.js';
 import { pop3Login } from '../test/support/mailclient.js';

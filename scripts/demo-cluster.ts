@@ -14,7 +14,8 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } f
 import { join } from 'node:path';
 import { execa } from 'execa';
 
-import { type Dovecot, freePort, HOOK_USER, PASSWORD, startDovecot } from '../test/support/dovecot.js';
+import { type Dovecot, HOOK_USER, PASSWORD, startDovecot } from '../test/support/dovecot.js';
+import { freePort } from '../test/support/ports.js';
 import { startSentinelSet, type SentinelSet } from '../test/support/sentinel.js';
 import { pop3Login } from '../test/support/mailclient.js';
 import { sendmailCheckRcpt, sendmailConfig, sendmailDecisions } from '../test/support/peers.js';

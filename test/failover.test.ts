@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { askDaemon } from '../src/daemon/client.js';
 import { parseListen } from '../src/endpoints.js';
-import { freePort, startDovecot, type Dovecot, PASSWORD } from './support/dovecot.js';
+import { startDovecot, type Dovecot, PASSWORD } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { lags, loginsThroughFailure, percentile, type FailoverRun } from './support/failover.js';
 import { NOT_LIVE } from './support/ini.js';
