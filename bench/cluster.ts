@@ -11,7 +11,9 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 
 import { askDaemon, requestFor } from '../src/daemon/client.js';
-import { PASSWORD, freePort, startDovecot, terminate } from '../test/support/dovecot.js';
+import { PASSWORD, startDovecot } from '../test/support/dovecot.js';
+import { freePort } from '../test/support/ports.js';
+import { terminate } from '../test/support/terminate.js';
 import { startEngine } from '../test/support/engine.js';
 import { startSentinelSet } from '../test/support/sentinel.js';
 import { makeTestCa } from '../test/support/tls.js';

@@ -4,51 +4,34 @@
 // persistence restarting empty (each POP host's sweep run once, as its
 // timer does within the minute). test/failover.test.ts asserts the same.
 
-import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
-
-import { askDaemon } from '../src/daemon/client.js';
-import { PASSWORD, freePort, startDovecot, type Dovecot } from '../test/support/dovecot.js';
+import type { Dovecot } from '../test/support/dovecot.js';
 import { startEngine } from '../test/support/engine.js';
 import { lags, loginsThroughFailure, percentile, type FailoverRun } from '../test/support/failover.js';
-import { pop3Login } from '../test/support/mailclient.js';
+import { killPrimary, knownClients, RATE, startHostA, startHostB, USERS } from '../test/support/failover-hosts.js';
+import { type MtaHost, portOf } from '../test/support/mta-host.js';
 import { BIN } from '../test/support/paths.js';
-import { startPoprelayd } from '../test/support/poprelayd.js';
 import { run } from '../test/support/processes.js';
 import { startSentinelSet } from '../test/support/sentinel.js';
-import { safeDir } from '../test/support/tmp.js';
-import { eventually } from '../test/support/wait.js';
 import { header, ms, row, type Verdict } from './report.js';
 
-const RATE = 25;
-const USERS = 4;
-
-async function hosts(url: string): Promise<{ a: Dovecot; port: number; stop: () => Promise<void> }> {
-  const a = await startDovecot({
-    users: USERS,
-    ini: `ignore =\nlog_recorded = no\nlive_sessions = no\nengine = ${url}\n`,
-  });
-  const port = await freePort();
-  const ini = join(safeDir(), 'b.ini');
-  writeFileSync(
-    ini,
-    `dbfile = ${join(safeDir(), 'popip.db')}\nengine = ${url}\npolicy_listen = inet:127.0.0.1:${port}\n`,
-  );
-  const b = await startPoprelayd(ini, 1);
+/** Host A and B for one failure, and how to stop both. */
+async function hosts(url: string): Promise<{ a: Dovecot; b: MtaHost<'policy'>; stop: () => Promise<void> }> {
+  const a = await startHostA(url);
+  const b = await startHostB(url);
   return {
     a,
-    port,
+    b,
     stop: async () => {
-      await b.stop();
+      await b.daemon.stop();
       await a.stop();
     },
   };
 }
 
-async function known(a: Dovecot, port: number, ips: string[]): Promise<void> {
-  for (const [i, ip] of ips.entries()) await pop3Login({ ...a.pop3, localAddress: ip }, `user${i % USERS}`, PASSWORD);
-  const at = { host: '127.0.0.1', port, display: '' };
-  for (const ip of ips) await eventually(() => askDaemon('policy', at, ip, 5000).catch(() => false), 60_000, ip);
+/** Logins from `ips` on A, each allowed on B before this returns. */
+async function known(a: Dovecot, b: MtaHost<'policy'>, ips: string[]): Promise<void> {
+  const refused = await knownClients(a, b, ips);
+  if (refused.length > 0) throw new Error(`host A refused the known clients' logins: ${refused.join(', ')}`);
 }
 
 function tableRow(name: string, r: FailoverRun, backName: string): string {
@@ -104,22 +87,18 @@ export async function failoverTables(verdict: Verdict): Promise<string[]> {
   const h1 = await hosts(set.url);
   try {
     const ips = ['127.76.0.1', '127.76.0.2', '127.76.0.3', '127.76.0.4'];
-    await known(h1.a, h1.port, ips);
+    await known(h1.a, h1.b, ips);
     const r = await loginsThroughFailure({
       a: h1.a,
       users: USERS,
-      policyPort: h1.port,
+      policyPort: portOf(h1.b.policy),
       known: ips,
       net: '127.77',
       rate: RATE,
       beforeMs: 5000,
       afterMs: 5000,
       waitMs: 70_000,
-      fail: async () => {
-        const old = await set.primary();
-        await old.kill();
-        await set.promotedFrom(old.port);
-      },
+      fail: () => killPrimary(set),
     });
     md.push(tableRow('primary SIGKILLed (Sentinel)', r, 'promotion'));
     const duringLate = r.logins.filter((l) => l.allowedAt === null || l.allowedAt - r.backAt > 60_000).length;
@@ -139,12 +118,12 @@ export async function failoverTables(verdict: Verdict): Promise<string[]> {
   const h2 = await hosts(engine.url);
   try {
     const ips = ['127.78.0.1', '127.78.0.2'];
-    await known(h2.a, h2.port, ips);
+    await known(h2.a, h2.b, ips);
     await run(BIN.sweep, ['--config', h2.a.iniPath]);
     const r = await loginsThroughFailure({
       a: h2.a,
       users: USERS,
-      policyPort: h2.port,
+      policyPort: portOf(h2.b.policy),
       known: ips,
       net: '127.79',
       rate: RATE,

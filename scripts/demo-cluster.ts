@@ -10,15 +10,16 @@
 // The engine, Dovecot, poprelayd and sendmail are driven by the tests' own
 // code (test/support/). Exits 1 at the first surprise.
 
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
-import { type Dovecot, freePort, HOOK_USER, PASSWORD, startDovecot } from '../test/support/dovecot.js';
+import { type Dovecot, PASSWORD, startDovecot } from '../test/support/dovecot.js';
 import { startSentinelSet, type SentinelSet } from '../test/support/sentinel.js';
 import { pop3Login } from '../test/support/mailclient.js';
-import { sendmailCheckRcpt, sendmailConfig, sendmailDecisions } from '../test/support/peers.js';
-import { startPoprelayd, type Daemon } from '../test/support/poprelayd.js';
+import { hostSendmail, portOf, startMtaHost } from '../test/support/mta-host.js';
+import { sendmailCheckRcpt, sendmailDecisions } from '../test/support/peers.js';
+import type { Daemon } from '../test/support/poprelayd.js';
 import { BIN } from '../test/support/paths.js';
 import { eventually } from '../test/support/wait.js';
 
@@ -54,21 +55,12 @@ async function demo(tree: string, running: Running): Promise<void> {
   show(`Dovecot on 127.0.0.1:${a.pop3.port}; its poprelay.ini: engine = ${engine.url}`);
 
   step("Host B, an SMTP relay: poprelayd answers sendmail's socket map and mirrors the set into B's map");
-  const mapDir = join(tree, 'b-map');
-  mkdirSync(mapDir, { mode: 0o755 });
-  const { stdout: uid } = await execa('id', ['-u', HOOK_USER]);
-  const { stdout: gid } = await execa('id', ['-g', HOOK_USER]);
-  chownSync(mapDir, Number(uid), Number(gid));
-  const port = await freePort();
-  const ini = join(tree, 'b-poprelay.ini');
-  const map = join(mapDir, 'popip.db');
-  writeFileSync(
-    ini,
-    `dbfile = ${map}\nignore =\nengine = ${engine.url}\nsocketmap_listen = inet:127.0.0.1:${port}\nmirror = yes\n`,
-  );
-  running.b = await startPoprelayd(ini, 1, true);
-  show(running.b.log());
-  const sm = await sendmailConfig(tree, map, `inet:${port}@127.0.0.1`);
+  const b = await startMtaHost(tree, engine.url, ['socketmap'], true);
+  running.b = b.daemon;
+  show(b.daemon.log());
+  const { map } = b;
+  const port = portOf(b.socketmap);
+  const sm = await hostSendmail(b);
   show(`sendmail.cf with FEATURE(\`drac', \`socket -t -d5 inet:${port}@127.0.0.1')`);
 
   const relays = async (addr: string): Promise<boolean> => (await sendmailDecisions(sm, [addr]))[0]?.relay === true;

@@ -6,95 +6,24 @@
 // map), Postfix (policy, and postmap -q socketmap:), Exim (readsocket) and
 // in the mirrored map, while another address keeps relaying.
 
-import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { parseClientAddress } from '../src/address.js';
-import { askDaemon } from '../src/daemon/client.js';
-import { parseListen } from '../src/endpoints.js';
-import { readEntries } from '../src/map/relay-map.js';
-import { type Dovecot, freePort, HOOK_USER, PASSWORD, startDovecot } from './support/dovecot.js';
+import { type Dovecot, PASSWORD, startDovecot } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { pop3Login } from './support/mailclient.js';
-import { expectVerified, settings } from './support/maps.js';
-import {
-  checkPeersInstalled,
-  eximConfig,
-  eximRelays,
-  postfixConfig,
-  postmapSocketmap,
-  sendmailConfig,
-  sendmailDecisions,
-} from './support/peers.js';
-import { startPoprelayd, type Daemon } from './support/poprelayd.js';
+import { expectVerified } from './support/maps.js';
+import { ALL_NO, ALL_YES, decisions } from './support/mta-decisions.js';
+import { ALL_LISTENERS, type Listener, type MtaHost, portOf, startMtaHost } from './support/mta-host.js';
+import { checkPeersInstalled } from './support/peers.js';
 import { startPostfix, type Postfix } from './support/postfix.js';
 import { safeDir } from './support/tmp.js';
 import { eventually } from './support/wait.js';
-
-interface HostB {
-  dir: string;
-  mapDir: string;
-  map: string;
-  policy: string;
-  socketmap: string;
-  exim: string;
-  daemon: Daemon;
-}
-
-async function startHostB(engineUrl: string): Promise<HostB> {
-  const dir = safeDir();
-  const mapDir = join(dir, 'map');
-  mkdirSync(mapDir, { mode: 0o755 });
-  const { stdout: uid } = await execa('id', ['-u', HOOK_USER]);
-  const { stdout: gid } = await execa('id', ['-g', HOOK_USER]);
-  chownSync(mapDir, Number(uid), Number(gid));
-  const [p1, p2] = [await freePort(), await freePort()];
-  const host = {
-    dir,
-    mapDir,
-    map: join(mapDir, 'popip.db'),
-    policy: `inet:127.0.0.1:${p1}`,
-    socketmap: `inet:127.0.0.1:${p2}`,
-    exim: join(mapDir, 'exim.sock'),
-  };
-  const ini = join(dir, 'poprelay.ini');
-  writeFileSync(
-    ini,
-    [
-      `dbfile = ${host.map}`,
-      'ignore =',
-      `engine = ${engineUrl}`,
-      `policy_listen = ${host.policy}`,
-      `socketmap_listen = ${host.socketmap}`,
-      `readsocket_listen = unix:${host.exim}`,
-      'mirror = yes',
-      '',
-    ].join('\n'),
-  );
-  return { ...host, daemon: await startPoprelayd(ini, 3, true) };
-}
-
-async function decisions(b: HostB, address: string) {
-  const addr = parseClientAddress(address);
-  const sm = await sendmailConfig(b.dir, b.map, `inet:${b.socketmap.split(':')[2]}@127.0.0.1`);
-  const [sendmail] = await sendmailDecisions(sm, [address]);
-  const policy = await askDaemon('policy', parseListen(b.policy)!, address, 5000);
-  const postfix = await postmapSocketmap(postfixConfig(b.dir, b.map), b.socketmap, address);
-  const exim = await eximRelays(eximConfig(b.dir, b.map, b.exim), address);
-  const mirrored = readEntries(settings(b.mapDir)).some((e) => e.address === addr.text);
-  return { sendmail: sendmail?.relay, policy, postfix: postfix !== null, exim, mirrored };
-}
-
-const ALL_YES = { sendmail: true, policy: true, postfix: true, exim: true, mirrored: true };
-const ALL_NO = { sendmail: false, policy: false, postfix: false, exim: false, mirrored: false };
 
 describe('who relays, across hosts sharing one engine', () => {
   let engine: Engine;
   let a: Dovecot;
   let c: Dovecot;
-  let b: HostB;
+  let b: MtaHost<Listener>;
   let smtpd: Postfix;
 
   beforeAll(async () => {
@@ -103,8 +32,8 @@ describe('who relays, across hosts sharing one engine', () => {
     const ini = `ignore =\nengine = ${engine.url}\nshared_address_users = 2\n`;
     a = await startDovecot({ users: 3, ini });
     c = await startDovecot({ users: 3, ini });
-    b = await startHostB(engine.url);
-    smtpd = await startPostfix(b.dir, Number(b.policy.split(':')[2]));
+    b = await startMtaHost(safeDir(), engine.url, ALL_LISTENERS, true);
+    smtpd = await startPostfix(b.dir, portOf(b.policy));
   });
   afterAll(async () => {
     await smtpd?.stop();

@@ -8,30 +8,18 @@
 // veth pair). Then the failures: the engine killed, poprelayd killed, the
 // engine restarted empty.
 
-import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { parseClientAddress } from '../src/address.js';
-import { askDaemon } from '../src/daemon/client.js';
-import { parseListen } from '../src/endpoints.js';
 import { readEntries } from '../src/map/relay-map.js';
-import { type Dovecot, freePort, HOOK_USER, makeIPv6Link, PASSWORD, startDovecot } from './support/dovecot.js';
+import { type Dovecot, PASSWORD, startDovecot } from './support/dovecot.js';
+import { makeIPv6Link } from './support/ipv6-link.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { pop3Login } from './support/mailclient.js';
 import { expectVerified, settings } from './support/maps.js';
-import {
-  checkPeersInstalled,
-  eximConfig,
-  eximRelays,
-  postfixConfig,
-  postmapSocketmap,
-  sendmailCheckRcpt,
-  sendmailConfig,
-  sendmailDecisions,
-} from './support/peers.js';
-import { startPoprelayd, type Daemon } from './support/poprelayd.js';
+import { ALL_NO, ALL_YES, decisions } from './support/mta-decisions.js';
+import { ALL_LISTENERS, hostSendmail, type Listener, type MtaHost, portOf, startMtaHost } from './support/mta-host.js';
+import { checkPeersInstalled, eximConfig, eximRelays, sendmailCheckRcpt } from './support/peers.js';
+import { startPoprelayd } from './support/poprelayd.js';
 import { LOCAL_DOMAIN, startPostfix, type Postfix } from './support/postfix.js';
 import { safeDir } from './support/tmp.js';
 import { eventually } from './support/wait.js';
@@ -39,67 +27,10 @@ import { eventually } from './support/wait.js';
 const NET = '2001:db8:9';
 const NS = `prcl${process.pid % 100000}`;
 
-interface HostB {
-  dir: string;
-  /** The map's directory, the hook user's. */
-  mapDir: string;
-  map: string;
-  ini: string;
-  policy: string;
-  socketmap: string;
-  exim: string;
-  daemon: Daemon;
-}
+type HostB = MtaHost<Listener>;
 
 /** Host B: a map directory of the hook user's, poprelayd with all three listeners and the mirror. */
-async function startHostB(engineUrl: string): Promise<HostB> {
-  const dir = safeDir();
-  const mapDir = join(dir, 'map');
-  mkdirSync(mapDir, { mode: 0o755 });
-  const { stdout: uid } = await execa('id', ['-u', HOOK_USER]);
-  const { stdout: gid } = await execa('id', ['-g', HOOK_USER]);
-  chownSync(mapDir, Number(uid), Number(gid));
-  const [p1, p2] = [await freePort(), await freePort()];
-  const host: Omit<HostB, 'daemon'> = {
-    dir,
-    mapDir,
-    map: join(mapDir, 'popip.db'),
-    ini: join(dir, 'poprelay.ini'),
-    policy: `inet:127.0.0.1:${p1}`,
-    socketmap: `inet:127.0.0.1:${p2}`,
-    exim: join(mapDir, 'exim.sock'),
-  };
-  writeFileSync(
-    host.ini,
-    [
-      `dbfile = ${host.map}`,
-      'ignore =',
-      `engine = ${engineUrl}`,
-      `policy_listen = ${host.policy}`,
-      `socketmap_listen = ${host.socketmap}`,
-      `readsocket_listen = unix:${host.exim}`,
-      'mirror = yes',
-      '',
-    ].join('\n'),
-  );
-  return { ...host, daemon: await startPoprelayd(host.ini, 3, true) };
-}
-
-/** What each MTA on host B decides for a client address (IPv4 dotted, or IPv6 compressed). */
-async function decisions(b: HostB, address: string) {
-  const addr = parseClientAddress(address);
-  const sendmailKey = addr.family === 4 ? address : `IPv6:${addr.keys[0]?.slice(5) ?? ''}`;
-  const sm = await sendmailConfig(b.dir, b.map, `inet:${b.socketmap.split(':')[2]}@127.0.0.1`);
-  const [sendmail] = await sendmailDecisions(sm, [sendmailKey]);
-  const policy = await askDaemon('policy', parseListen(b.policy)!, address, 5000);
-  const postfix = await postmapSocketmap(postfixConfig(b.dir, b.map), b.socketmap, address);
-  const exim = await eximRelays(eximConfig(b.dir, b.map, b.exim), address);
-  const mirrored = readEntries(settings(b.mapDir)).some((e) => e.address === addr.text);
-  return { sendmail: sendmail?.relay, policy, postfix: postfix !== null, exim, mirrored };
-}
-
-const ALL_YES = { sendmail: true, policy: true, postfix: true, exim: true, mirrored: true };
-const ALL_NO = { sendmail: false, policy: false, postfix: false, exim: false, mirrored: false };
+const startHostB = (engineUrl: string): Promise<HostB> => startMtaHost(safeDir(), engineUrl, ALL_LISTENERS, true);
 
 const RELAYED = 'x@elsewhere.example';
 const INBOUND = `postmaster@${LOCAL_DOMAIN}`;
@@ -116,7 +47,7 @@ describe('one relay set for several hosts', () => {
     engine = await startEngine();
     a = await startDovecot({ users: 1, ini: `ignore =\nengine = ${engine.url}\n` });
     b = await startHostB(engine.url);
-    smtpd = await startPostfix(b.dir, Number(b.policy.split(':')[2]));
+    smtpd = await startPostfix(b.dir, portOf(b.policy));
   });
   afterAll(async () => {
     await smtpd?.stop();
@@ -158,7 +89,7 @@ describe('one relay set for several hosts', () => {
     expect(await decisions(b, '127.0.0.63')).toEqual(ALL_YES); // known: the cache and the mirror
     expect(await decisions(b, '127.0.0.64')).toEqual(ALL_NO); // unknown: refused
     // ... and refused, not deferred: inbound mail is still accepted.
-    const sm = await sendmailConfig(b.dir, b.map, `inet:${b.socketmap.split(':')[2]}@127.0.0.1`);
+    const sm = await hostSendmail(b);
     expect(await sendmailCheckRcpt(sm, '127.0.0.64', 'root@test.example.org')).not.toMatch(/4\.\d\.\d/);
     expect(await sendmailCheckRcpt(sm, '127.0.0.64', 'x@elsewhere.example')).toMatch(/5\.7\.1/);
     expect(await smtpd.rcpt('127.0.0.63', [RELAYED, INBOUND])).toEqual(['250', '250']);
@@ -181,11 +112,11 @@ describe('one relay set for several hosts', () => {
 
   it('with poprelayd dead, the shipped MTA lines still accept inbound mail: no relaying, no deferral', async () => {
     await b.daemon.kill();
-    const sm = await sendmailConfig(b.dir, b.map, `inet:${b.socketmap.split(':')[2]}@127.0.0.1`);
+    const sm = await hostSendmail(b);
     expect(await sendmailCheckRcpt(sm, '127.0.0.67', 'root@test.example.org')).not.toMatch(/4\.\d\.\d/);
     expect(await sendmailCheckRcpt(sm, '127.0.0.67', 'x@elsewhere.example')).toMatch(/5\.7\.1/);
     // Exim: the readsocket's fifth argument; an SMTP session accepts local mail and refuses relaying.
-    const ex = eximConfig(b.dir, b.map, b.exim);
+    const ex = eximConfig(b.dir, b.map, b.readsocket);
     expect(await eximRelays(ex, '127.0.0.67')).toBe(false);
     expect(await eximRelays(ex, '127.0.0.67', 'postmaster@test.example.org')).toBe(true);
     // Postfix: default_action=DUNNO, so reject_unauth_destination decides; never a 451.

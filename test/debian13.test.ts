@@ -12,7 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries } from '../src/map/relay-map.js';
 import { DOCTOR_ALL_OK, doctorStatuses } from './support/doctor.js';
-import { dovecotVersions, freePort, pop3Greets, terminate } from './support/dovecot.js';
+import { dovecotVersions, pop3Greets } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
+import { terminate } from './support/terminate.js';
 import { type Endpoint, pop3, pop3Login } from './support/mailclient.js';
 import { expectVerified, settings } from './support/maps.js';
 import { ROOT } from './support/paths.js';

@@ -13,7 +13,7 @@ import { askDaemon } from '../src/daemon/client.js';
 import { engineMissedFile } from '../src/engine/record.js';
 import { parseListen } from '../src/endpoints.js';
 import { opensslExchange, workerExchange } from '../src/engine/tls-exchange.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { NOT_LIVE } from './support/ini.js';
 import { configured } from './support/maps.js';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { respCall } from '../src/engine/call.js';
 import { readEntries } from '../src/map/relay-map.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { NOT_LIVE } from './support/ini.js';
 import { configured } from './support/maps.js';

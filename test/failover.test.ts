@@ -10,45 +10,21 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { askDaemon } from '../src/daemon/client.js';
-import { parseListen } from '../src/endpoints.js';
-import { freePort, startDovecot, type Dovecot, PASSWORD } from './support/dovecot.js';
+import type { Dovecot } from './support/dovecot.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { lags, loginsThroughFailure, percentile, type FailoverRun } from './support/failover.js';
+import { allowedOn, killPrimary, knownClients, RATE, startHostA, startHostB, USERS } from './support/failover-hosts.js';
 import { NOT_LIVE } from './support/ini.js';
-import { pop3Login } from './support/mailclient.js';
 import { configured } from './support/maps.js';
+import { type MtaHost, portOf } from './support/mta-host.js';
 import { BIN } from './support/paths.js';
-import { startPoprelayd, type Daemon } from './support/poprelayd.js';
 import { run } from './support/processes.js';
 import { startSentinelSet, type SentinelSet } from './support/sentinel.js';
-import { eventually } from './support/wait.js';
 
-const RATE = 25;
-const USERS = 4;
 /** The bound the issue sets on an MTA's question. */
 const ANSWER_MS = 100;
 
-interface HostB {
-  port: number;
-  daemon: Daemon;
-}
-
-async function startHostB(url: string): Promise<HostB> {
-  const port = await freePort();
-  const { ini } = configured(`engine = ${url}\npolicy_listen = inet:127.0.0.1:${port}\n`);
-  return { port, daemon: await startPoprelayd(ini, 1) };
-}
-
-const allowedOn = (b: HostB, ip: string) =>
-  askDaemon('policy', parseListen(`inet:127.0.0.1:${b.port}`)!, ip, 5000).catch(() => false);
-
-/** Logins from `ips` on A, each allowed on B before this returns. */
-async function knownClients(a: Dovecot, b: HostB, ips: string[]): Promise<void> {
-  for (const [i, ip] of ips.entries())
-    expect((await pop3Login({ ...a.pop3, localAddress: ip }, `user${i % USERS}`, PASSWORD)).ok).toBe(true);
-  for (const ip of ips) await eventually(() => allowedOn(b, ip), 60_000, `${ip} allowed on B`);
-}
+type HostB = MtaHost<'policy'>;
 
 /** The figures of a run, one line each, for the log. */
 function figures(name: string, r: FailoverRun): string {
@@ -95,7 +71,7 @@ describe('the primary SIGKILLed under load (Sentinel)', () => {
   let b: HostB;
   beforeAll(async () => {
     set = await startSentinelSet();
-    a = await startDovecot({ users: USERS, ini: `ignore =\nlog_recorded = no\nengine = ${set.url}\n${NOT_LIVE}` });
+    a = await startHostA(set.url);
     b = await startHostB(set.url);
   }, 180_000);
   afterAll(async () => {
@@ -106,12 +82,12 @@ describe('the primary SIGKILLed under load (Sentinel)', () => {
 
   it('no login refused, every question answered in time, known clients kept, the rest allowed within 60 s of the promotion', async () => {
     const known = ['127.71.0.1', '127.71.0.2', '127.71.0.3', '127.71.0.4'];
-    await knownClients(a, b, known);
+    expect(await knownClients(a, b, known), 'known clients refused at login').toEqual([]);
     let promotedAt = 0;
     const r = await loginsThroughFailure({
       a,
       users: USERS,
-      policyPort: b.port,
+      policyPort: portOf(b.policy),
       known,
       net: '127.72',
       rate: RATE,
@@ -119,9 +95,7 @@ describe('the primary SIGKILLed under load (Sentinel)', () => {
       afterMs: 5000,
       waitMs: 70_000,
       fail: async () => {
-        const old = await set.primary();
-        await old.kill();
-        await set.promotedFrom(old.port);
+        await killPrimary(set);
         promotedAt = performance.now();
       },
     });
@@ -140,7 +114,7 @@ describe('the engine restarting empty under load', () => {
   let b: HostB;
   beforeAll(async () => {
     engine = await startEngine();
-    a = await startDovecot({ users: USERS, ini: `ignore =\nlog_recorded = no\nengine = ${engine.url}\n${NOT_LIVE}` });
+    a = await startHostA(engine.url);
     b = await startHostB(engine.url);
   }, 180_000);
   afterAll(async () => {
@@ -155,7 +129,7 @@ describe('the engine restarting empty under load', () => {
     for (const ip of ['127.73.0.1', '127.73.0.2'])
       expect((await run(BIN.login, ['--config', quiet.ini], { env: { IP: ip } })).stderr).toContain('in the engine');
     const known = ['127.74.0.1', '127.74.0.2'];
-    await knownClients(a, b, known);
+    expect(await knownClients(a, b, known), 'known clients refused at login').toEqual([]);
     // The timers' sweeps have run once: each host knows the engine's run_id.
     for (const ini of [a.iniPath, quiet.ini]) expect((await run(BIN.sweep, ['--config', ini])).stderr).toBe('');
     let restartedAt = 0;
@@ -163,7 +137,7 @@ describe('the engine restarting empty under load', () => {
     const r = await loginsThroughFailure({
       a,
       users: USERS,
-      policyPort: b.port,
+      policyPort: portOf(b.policy),
       known,
       net: '127.75',
       rate: RATE,

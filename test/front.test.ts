@@ -25,18 +25,14 @@ import { loadConfig } from '../src/config.js';
 import { readEntries } from '../src/map/relay-map.js';
 import { queueDir, readQueue } from '../src/map/queue.js';
 import { installHook } from './support/app.js';
+import { type FrontSite, frontLogin } from './support/front-site.js';
 import { holdLock, queueLocked } from './support/locks.js';
 import { expectVerified, settings } from './support/maps.js';
 import { ROOT } from './support/paths.js';
 import { tempDir } from './support/tmp.js';
 import { eventually } from './support/wait.js';
 
-interface Site {
-  dir: string;
-  ini: string;
-  map: string;
-  queue: string;
-  front: string;
+interface Site extends FrontSite {
   /** One line per recorder started: its arguments. */
   starts(): string[];
 }
@@ -79,20 +75,14 @@ async function site(ini = '', wrap = '', init = true, keepLock = false): Promise
 }
 
 /** One login as Dovecot runs the front: options, then the command that continues it. */
-function login(
+const login = (
   s: Site,
   ip: string,
   user = 'alice',
   more: string[] = [],
   env: Record<string, string> = {},
   command = ['/bin/true'],
-) {
-  return execa(s.front, ['--config', s.ini, '--queue', s.queue, '--tag', 'pop3', ...more, ...command], {
-    env: { IP: ip, USER: user, PATH: '/usr/bin:/bin', ...env },
-    extendEnv: false,
-    reject: false,
-  });
-}
+) => frontLogin(s, ip, { user, more, env, command });
 
 const addresses = (s: Site): string[] =>
   readEntries(settings(s.dir))

@@ -6,7 +6,8 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readEntries, type RelayEntry } from '../src/map/relay-map.js';
-import { type Dovecot, dovecotVersions, makeIPv6Link, PASSWORD, startDovecot } from './support/dovecot.js';
+import { type Dovecot, dovecotVersions, PASSWORD, startDovecot } from './support/dovecot.js';
+import { makeIPv6Link } from './support/ipv6-link.js';
 import { holdLock } from './support/locks.js';
 import { imapLogin, imapSelect, pop3, pop3Login } from './support/mailclient.js';
 import { expectVerified, settings } from './support/maps.js';

@@ -10,7 +10,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { BIN } from './support/paths.js';
 import { tempDir } from './support/tmp.js';
 

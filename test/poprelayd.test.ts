@@ -12,7 +12,7 @@ import { askDaemon } from '../src/daemon/client.js';
 import { parseListen, type ListenEndpoint } from '../src/endpoints.js';
 import { MAX_PER_PEER, REQUEST_MS } from '../src/daemon/listeners.js';
 import { respCall } from '../src/engine/call.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { startPoprelayd, type Daemon } from './support/poprelayd.js';
 import { tempDir } from './support/tmp.js';

@@ -22,7 +22,7 @@ import { askDaemon } from '../src/daemon/client.js';
 import { parseListen, type ListenEndpoint } from '../src/endpoints.js';
 import { respCall } from '../src/engine/call.js';
 import { appCopy } from './support/app.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { BIN } from './support/paths.js';
 import { startPoprelayd, type Daemon } from './support/poprelayd.js';

@@ -26,7 +26,7 @@ import { readEntries } from '../src/map/relay-map.js';
 import { RECORD_SCRIPT } from '../src/engine/relayset.js';
 import { respCall } from '../src/engine/call.js';
 import { RespError, type RespValue } from '../src/engine/resp.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { configured } from './support/maps.js';
 import { BIN } from './support/paths.js';

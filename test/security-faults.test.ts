@@ -23,6 +23,7 @@ import { readEntries } from '../src/map/relay-map.js';
 import { queueDir, readQueue } from '../src/map/queue.js';
 import { appCopy, installHook } from './support/app.js';
 import { type Dovecot, dovecotVersions, PASSWORD, startDovecot } from './support/dovecot.js';
+import { type FrontSite, frontLogin } from './support/front-site.js';
 import { holdLock, queueLocked } from './support/locks.js';
 import { imapLogin, imapSelect, pop3, pop3Login } from './support/mailclient.js';
 import { expectVerified, makemapSized, settings } from './support/maps.js';
@@ -30,21 +31,12 @@ import { BIN } from './support/paths.js';
 import { tempDir } from './support/tmp.js';
 import { eventually } from './support/wait.js';
 
-/** A map with its queue, as `poprelay init` leaves them, and an installed front. */
-interface Site {
-  dir: string;
-  ini: string;
-  map: string;
-  queue: string;
-  front: string;
-}
-
 /**
  * `poprelay init` of a map in `dir` (made here unless given), with `ini`
  * lines after dbfile; a front installed as the installer does, in a
  * directory any account may read (the EACCES test runs it as poprelay).
  */
-async function site(ini = '', dir = tempDir(), seed = 0): Promise<Site> {
+async function site(ini = '', dir = tempDir(), seed = 0): Promise<FrontSite> {
   const map = join(dir, 'popip.db');
   const iniPath = join(dir, 'poprelay.ini');
   writeFileSync(iniPath, `dbfile = ${map}\nignore =\nlive_sessions = no\n${ini}`);
@@ -60,18 +52,8 @@ async function site(ini = '', dir = tempDir(), seed = 0): Promise<Site> {
  * One login as Dovecot runs the front: options from the executable line,
  * then the command that continues the login; as `user` when given.
  */
-function login(s: Site, ip: string, user = 'alice', command = ['/bin/true'], as?: string) {
-  const argv = ['--config', s.ini, '--queue', s.queue, '--tag', 'pop3', ...command];
-  const [file, args] =
-    as === undefined
-      ? [s.front, argv]
-      : ['setpriv', [`--reuid=${as}`, `--regid=${as}`, '--clear-groups', s.front, ...argv]];
-  return execa(file, args, {
-    env: { IP: ip, USER: user, PATH: '/usr/bin:/bin' },
-    extendEnv: false,
-    reject: false,
-  });
-}
+const login = (s: FrontSite, ip: string, user = 'alice', command = ['/bin/true'], as?: string) =>
+  frontLogin(s, ip, { user, command, as });
 
 /** Resolves with `p`, or fails naming `what` if it has not settled within `ms` (a hung front). */
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -86,7 +68,7 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   }
 }
 
-const addresses = (s: Site): string[] =>
+const addresses = (s: FrontSite): string[] =>
   readEntries(settings(s.dir))
     .map((e) => e.address)
     .filter((a) => !a.startsWith('10.'))
@@ -319,7 +301,7 @@ describe('ENOSPC, EACCES and EROFS on the front and queue path', () => {
   }
 
   /** The login goes on (the command's output and status); the one error line names the map and the problem. */
-  async function failsToRecord(s: Site, ip: string, problem: RegExp, as?: string): Promise<void> {
+  async function failsToRecord(s: FrontSite, ip: string, problem: RegExp, as?: string): Promise<void> {
     const before = readFileSync(s.map);
     const r = await within(
       login(s, ip, 'carol', ['/bin/sh', '-c', 'echo login continues; exit 6'], as),

@@ -15,7 +15,7 @@ import { parseConfig } from '../src/config.js';
 // As a namespace: run against the code before this fix, each test fails on its own.
 import * as endpoints from '../src/endpoints.js';
 import { PoprelayError } from '../src/errors.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { configured } from './support/maps.js';
 import { BIN } from './support/paths.js';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { askDaemon } from '../src/daemon/client.js';
 import { enginePrimaryFile } from '../src/engine/record.js';
 import { parseListen } from '../src/endpoints.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { NOT_LIVE } from './support/ini.js';
 import { configured } from './support/maps.js';
 import { BIN } from './support/paths.js';

@@ -6,6 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { parseClientAddress } from '../src/address.js';
+import type { MapSettings } from '../src/config.js';
 import { openDatabase, type Database } from '../src/native.js';
 import { putEntry, readEntries, readQueued, sweepMap } from '../src/map/relay-map.js';
 import { lookupKeys, updateMapInSteps } from '../src/map/file.js';
@@ -32,6 +33,32 @@ function slowWork(steps: number, stop: () => boolean = () => false, onStep: (i: 
   };
 }
 
+/**
+ * A change of 400 slow steps on `s` during which something else writes the
+ * map: `start` at step `at`, then after each later step whether `visible`
+ * finds its write in the published map, the change stopping once it does.
+ * Returns the copies published and whether it was seen before the change ended.
+ */
+function changeWhileWritten(
+  s: MapSettings,
+  at: number,
+  start: () => void,
+  visible: () => boolean,
+): { copies: number; seenDuring: boolean } {
+  let seenDuring = false;
+  const copies = updateMapInSteps(s, {
+    step: slowWork(
+      400,
+      () => seenDuring,
+      (i) => {
+        if (i === at) start();
+        else if (i > at) seenDuring ||= visible();
+      },
+    ),
+  });
+  return { copies, seenDuring };
+}
+
 describe('a change made in steps', () => {
   const dir = tempDir();
 
@@ -50,18 +77,13 @@ describe('a change made in steps', () => {
     const s = settings(dir, 'queued.db');
     putEntry(s, ip('192.0.2.1'), String(NOW));
     const login = ip('198.51.100.7');
-    let seenDuring = false;
-    const copies = updateMapInSteps(s, {
-      step: slowWork(
-        400,
-        () => seenDuring,
-        (i) => {
-          // Queued as the hook queues it when it finds the lock taken: left to the holder.
-          if (i === 1) enqueueLogin(s.path, login, NOW);
-          if (i > 1) seenDuring ||= lookupKeys(s, login.keys)?.[0] === String(NOW);
-        },
-      ),
-    });
+    const { copies, seenDuring } = changeWhileWritten(
+      s,
+      1,
+      // Queued as the hook queues it when it finds the lock taken: left to the holder.
+      () => enqueueLogin(s.path, login, NOW),
+      () => lookupKeys(s, login.keys)?.[0] === String(NOW),
+    );
     expect(seenDuring).toBe(true);
     expect(copies).toBeGreaterThanOrEqual(2);
     expect(readQueued(s)).toEqual([]);
@@ -73,18 +95,15 @@ describe('a change made in steps', () => {
     const s = settings(dir, 'waiter.db', { lockTimeoutMs: 60_000 });
     putEntry(s, ip('192.0.2.1'), String(NOW));
     let writer: ReturnType<typeof mapop> | undefined;
-    let seenDuring = false;
-    const copies = updateMapInSteps(s, {
-      step: slowWork(
-        400,
-        () => seenDuring,
-        (i) => {
-          // Started once this process holds the lock, so that it has to wait for it.
-          if (i === 0) writer = mapop(['record', s.path, String(NOW), '203.0.113.9']);
-          else seenDuring ||= lookupKeys(s, ['203.0.113.9'])?.[0] === String(NOW);
-        },
-      ),
-    });
+    const { copies, seenDuring } = changeWhileWritten(
+      s,
+      0,
+      // Started once this process holds the lock, so that it has to wait for it.
+      () => {
+        writer = mapop(['record', s.path, String(NOW), '203.0.113.9']);
+      },
+      () => lookupKeys(s, ['203.0.113.9'])?.[0] === String(NOW),
+    );
     expect(await writer).toEqual({ ok: 1 });
     expect(seenDuring).toBe(true);
     expect(copies).toBeGreaterThanOrEqual(2);

@@ -23,7 +23,7 @@ import { respCall } from '../src/engine/call.js';
 import type { RespValue } from '../src/engine/resp.js';
 import { readEntries } from '../src/map/relay-map.js';
 import type { MapSettings } from '../src/config.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { configured } from './support/maps.js';
 import { BIN } from './support/paths.js';

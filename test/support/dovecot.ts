@@ -17,7 +17,6 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -26,13 +25,32 @@ import { appCopy, installHook } from './app.js';
 import { converse, type Endpoint } from './mailclient.js';
 import { unlessLive } from './ini.js';
 import { ROOT } from './paths.js';
+import { freePort } from './ports.js';
+import { terminate } from './terminate.js';
 import { untilServing } from './wait.js';
 
-/** What runs as the post-login script; the benchmark compares them all. */
-export type HookKind = 'poprelay' | 'none' | 'sh-exec' | 'node-noop' | 'node-continues';
+// bench/accounting.ts, changed by another hand in this step, still imports
+// these from here; once it imports ports.js and terminate.js, this goes.
+export { freePort } from './ports.js';
+export { terminate } from './terminate.js';
+
+/**
+ * A post-login script other than poprelay's, to compare poprelay's with
+ * (bench/hook-variants.ts). It gets no poprelay options: "$@" must be
+ * script-login alone.
+ */
+export interface OtherScript {
+  /** Writes the script into the instance's directory; returns its path. */
+  write(dir: string, node: string): string;
+  /** Whether Dovecot runs Node itself: then it needs vsz_limit lifted, and the host's Node (no chroot). */
+  node: boolean;
+}
+
+/** What runs as the post-login script: poprelay-login as installed, none, or another script. */
+export type PostLogin = 'poprelay' | 'none' | OtherScript;
 
 export interface DovecotOptions {
-  hook?: HookKind;
+  hook?: PostLogin;
   /** Extra poprelay.ini lines; dbfile points into the instance's map directory. */
   ini?: string;
   /** Run inside this network namespace (for IPv6 clients other than ::1). */
@@ -97,14 +115,6 @@ export function pop3Greets(ep: Endpoint): Promise<unknown> {
   return converse(ep, [{ until: /^\+OK/m }, { send: 'QUIT', until: /^\+OK/m }], 2000);
 }
 
-/** Ends `proc` with SIGTERM and waits for it; nothing to do if it has ended. */
-export async function terminate(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  await exited;
-}
-
 /**
  * The Dovecot versions this machine can run: 2.4 too, unless
  * install-deps.sh could not make its tree and left the reason beside it
@@ -138,17 +148,6 @@ export interface Dovecot {
 export const PASSWORD = 'secret-pw';
 export const HOOK_USER = 'poprelay';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr !== null ? addr.port : 0));
-    });
-  });
-}
-
 async function uidOf(user: string): Promise<{ uid: number; gid: number }> {
   const { stdout } = await execa('id', ['-u', user]);
   const { stdout: g } = await execa('id', ['-g', user]);
@@ -166,62 +165,29 @@ interface Place {
   inside(path: string): string;
 }
 
-function hookScript(at: Place, kind: HookKind, iniPath: string, queue: string, node = process.execPath): string | null {
-  switch (kind) {
-    case 'none':
-      return null;
-    case 'poprelay': {
-      if (at.root === '') return `${installHook(at.dir, node)} --config ${iniPath} --queue ${queue}`;
-      // Chrooted: the interpreter and the app must be inside the tree too.
-      // A hard link where it can be: Node is 100 MB, and there are several instances.
-      try {
-        linkSync(node, join(at.dir, 'node'));
-      } catch {
-        cpSync(node, join(at.dir, 'node'));
-      }
-      cpSync(appCopy(), join(at.dir, 'app'), { recursive: true });
-      const hook = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')), node);
-      return `${at.inside(hook)} --config ${at.inside(iniPath)} --queue ${at.inside(queue)}`;
-    }
-    case 'sh-exec': {
-      const f = join(at.dir, 'sh-exec');
-      writeFileSync(f, '#!/bin/sh\nexec "$@"\n');
-      chmodSync(f, 0o755);
-      return at.inside(f);
-    }
-    case 'node-continues': {
-      // For the benchmark: the hook as it was before the sh front. Node itself
-      // continues the login, lets go of the client's fds, then records in the
-      // same process with the same recorder.
-      if (at.root !== '') throw new Error("node-continues runs with the host's Dovecot only");
-      const f = join(at.dir, 'node-continues.cjs');
-      const recorder = join(appCopy(), 'dist/poprelay-login.cjs');
-      writeFileSync(
-        f,
-        `#!${node}\nconst { spawn } = require('node:child_process');\nconst { closeSync, openSync } = require('node:fs');\n` +
-          `const [file, ...args] = process.argv.slice(2);\n` +
-          `spawn(file, args, { stdio: [0, 1, 2, 3] });\n` +
-          `for (const fd of [0, 1, 3]) closeSync(fd);\nfor (const fd of [0, 1, 3]) openSync('/dev/null', fd === 1 ? 'w' : 'r');\n` +
-          `process.argv = [process.argv[0], ${JSON.stringify(recorder)}, '--dovecot-log', '--config', ${JSON.stringify(iniPath)}];\n` +
-          `require(${JSON.stringify(recorder)});\n`,
-      );
-      chmodSync(f, 0o755);
-      return f;
-    }
-    case 'node-noop': {
-      if (at.root !== '') throw new Error("node-noop runs with the host's Dovecot only");
-      // A Node script that does nothing but continue the login the same way.
-      const f = join(at.dir, 'node-noop.mjs');
-      writeFileSync(
-        f,
-        `#!${node}\nimport { spawn } from 'node:child_process';\n` +
-          `const c = spawn(process.argv[2], process.argv.slice(3), { stdio: [0, 1, 2, 3] });\n` +
-          `c.on('exit', (code) => process.exit(code ?? 1));\n`,
-      );
-      chmodSync(f, 0o755);
-      return f;
-    }
+function hookScript(
+  at: Place,
+  hook: PostLogin,
+  iniPath: string,
+  queue: string,
+  node = process.execPath,
+): string | null {
+  if (hook === 'none') return null;
+  if (hook !== 'poprelay') {
+    if (hook.node && at.root !== '') throw new Error("a Node script runs with the host's Dovecot only");
+    return at.inside(hook.write(at.dir, node));
   }
+  if (at.root === '') return `${installHook(at.dir, node)} --config ${iniPath} --queue ${queue}`;
+  // Chrooted: the interpreter and the app must be inside the tree too.
+  // A hard link where it can be: Node is 100 MB, and there are several instances.
+  try {
+    linkSync(node, join(at.dir, 'node'));
+  } catch {
+    cpSync(node, join(at.dir, 'node'));
+  }
+  cpSync(appCopy(), join(at.dir, 'app'), { recursive: true });
+  const front = installHook(at.dir, at.inside(join(at.dir, 'node')), at.inside(join(at.dir, 'app')), node);
+  return `${at.inside(front)} --config ${at.inside(iniPath)} --queue ${at.inside(queue)}`;
 }
 
 /** A Dovecot snippet with `vsz_limit = value` added to each post-login service (after its user line), as the installer adds it. */
@@ -231,15 +197,14 @@ export function withVszLimit(conf: string, value: string): string {
 
 /**
  * The shipped snippet with the instance's script; every other line as
- * shipped. The baseline scripts get no poprelay options: "$@" must be
- * script-login alone. A Node script that Dovecot runs itself (the
- * baselines) needs vsz_limit = 0, which poprelay's sh front does not.
+ * shipped. Another script gets no poprelay options, and a Node script that
+ * Dovecot runs itself vsz_limit = 0 (unlimited in 2.4).
  */
-function poprelayConf(script: string, kind: HookKind, version: DovecotVersion): string {
+function poprelayConf(script: string, hook: PostLogin, version: DovecotVersion): string {
   const shipped = readFileSync(join(ROOT, `dovecot-conf/${version}/95-poprelay.conf`), 'utf8');
   const withOptions =
-    kind === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
-  const nodeFirst = kind === 'node-noop' || kind === 'node-continues';
+    hook === 'poprelay' ? shipped : shipped.replace(/(\/usr\/local\/sbin\/poprelay-login) --tag \w+/g, '$1');
+  const nodeFirst = hook !== 'poprelay' && hook !== 'none' && hook.node;
   const limited = nodeFirst ? withVszLimit(withOptions, version === '2.3' ? '0' : 'unlimited') : withOptions;
   return limited.replace(/\/usr\/local\/sbin\/poprelay-login/g, script);
 }
@@ -376,40 +341,4 @@ export async function startDovecot(o: DovecotOptions = {}): Promise<Dovecot> {
     throw e;
   }
   return dc;
-}
-
-/**
- * A network namespace joined to this one by a veth pair, so that this
- * process can connect from real IPv6 addresses (other than ::1) to a
- * Dovecot inside it; where the machine cannot make one, the reason instead.
- */
-export async function makeIPv6Link(
-  name: string,
-  outside: string[],
-  inside: string,
-): Promise<{ remove(): Promise<void> } | string> {
-  const v0 = `${name}a`;
-  const v1 = `${name}b`;
-  const run = (args: string[]) => execa('ip', args);
-  try {
-    await run(['netns', 'add', name]);
-  } catch (e) {
-    return `cannot create a network namespace: ${(e as Error).message.split('\n')[0] ?? ''}`;
-  }
-  const remove = async (): Promise<void> => {
-    await execa('ip', ['link', 'del', v0], { reject: false });
-    await execa('ip', ['netns', 'del', name], { reject: false });
-  };
-  try {
-    await run(['link', 'add', v0, 'type', 'veth', 'peer', 'name', v1, 'netns', name]);
-    for (const a of outside) await run(['addr', 'add', `${a}/64`, 'dev', v0, 'nodad']);
-    await run(['link', 'set', v0, 'up']);
-    await run(['-n', name, 'addr', 'add', `${inside}/64`, 'dev', v1, 'nodad']);
-    await run(['-n', name, 'link', 'set', v1, 'up']);
-    await run(['-n', name, 'link', 'set', 'lo', 'up']);
-  } catch (e) {
-    await remove();
-    return `cannot set up the veth pair: ${(e as Error).message.split('\n')[0] ?? ''}`;
-  }
-  return { remove };
 }

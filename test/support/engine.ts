@@ -14,7 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 
-import { freePort, terminate, TRIXIE } from './dovecot.js';
+import { TRIXIE } from './dovecot.js';
+import { freePort } from './ports.js';
+import { terminate } from './terminate.js';
 import { untilServing } from './wait.js';
 
 const SERVER = '/usr/bin/redis-check-rdb';

@@ -4,7 +4,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 
-import { terminate } from './dovecot.js';
+import { terminate } from './terminate.js';
 import { BIN } from './paths.js';
 import { eventually } from './wait.js';
 

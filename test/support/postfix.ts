@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 
-import { freePort } from './dovecot.js';
+import { freePort } from './ports.js';
 import { PEERS } from './peers.js';
 import { ROOT } from './paths.js';
 import { eventually } from './wait.js';

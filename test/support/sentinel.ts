@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 
-import { freePort, terminate } from './dovecot.js';
+import { freePort } from './ports.js';
+import { terminate } from './terminate.js';
 import {
   DEFAULT_KIND,
   serverCommand,
