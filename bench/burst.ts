@@ -322,7 +322,7 @@ export async function burstSection(verdict: Verdict): Promise<string[]> {
           `${what}: p99 start to visible against the sh crowd's p99 exit`,
           ratio,
           FLOOR_TIMES,
-          `the crowd took ${ms(spread(run))} ms to start (the sh crowd: ${ms(spread(floor))}), and the recorder runs at nice 10 and records a crowd once it has passed (${v.warm ? 'crowdPassed(): no new login for 25 ms, at most 250 ms, then a round' : "cold: Node's start waits behind the crowd's processes"}), so the first logins wait for the whole crowd to start: visible p99 is about "started over" plus the catch-up after the last start (${ms(allVisible - Math.max(...run.results.map((r) => r.start)))} ms here, a round that copies the map: 42 MB at 1,000,000 entries). The sh floor's p99 is one process's exit, not the crowd's.`,
+          `the crowd took ${ms(spread(run))} ms to start (the sh crowd: ${ms(spread(floor))}), and the recorder runs at nice 10 and records a crowd once it has passed (${v.warm ? "the waiting recorder's crowd wait, docs/design.md, then a round" : "cold: Node's start waits behind the crowd's processes"}), so the first logins wait for the whole crowd to start: visible p99 is about "started over" plus the catch-up after the last start (${ms(allVisible - Math.max(...run.results.map((r) => r.start)))} ms here, a round that copies the map: 42 MB at 1,000,000 entries). The sh floor's p99 is one process's exit, not the crowd's.`,
         );
         notRecorded += crowd - recorded;
         if (!verifies) unverified++;
