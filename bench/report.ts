@@ -38,3 +38,27 @@ export function timeRuns(runs: number, file: string, args: string[], env?: NodeJ
   }
   return out;
 }
+
+/**
+ * `doc` (docs/benchmarks.md) with one section re-measured alone: its lines
+ * from `section`'s heading to the next heading of its level are replaced (or
+ * put before "## Targets" when absent), and so are the Targets lines that
+ * start as `verdicts` do. Every other section keeps the figures of its run.
+ */
+export function spliceSection(doc: string, section: readonly string[], verdicts: readonly string[]): string {
+  const lines = doc.replace(/\n$/, '').split('\n');
+  const heading = section[0] ?? '';
+  const targets = lines.indexOf('## Targets');
+  const at = lines.indexOf(heading);
+  const start = at >= 0 ? at : targets >= 0 ? targets : lines.length;
+  const next = at >= 0 ? lines.findIndex((l, i) => i > at && /^## /.test(l)) : start;
+  const end = next >= 0 ? next : lines.length;
+  const out = [...lines.slice(0, start), ...section, '', ...lines.slice(end)];
+  for (const v of verdicts) {
+    const key = v.slice(0, v.indexOf(':') + 1);
+    const at = out.findIndex((l) => key !== '' && l.startsWith(key));
+    if (at >= 0) out[at] = v;
+    else out.push(v);
+  }
+  return `${out.join('\n')}\n`;
+}

@@ -114,7 +114,7 @@ describe('Decider: a counter that fails never defers anyone', () => {
     const d = new Decider(cfg, yes, { users: () => ['alice'] }, broken, log);
     const req = { addr: parseClientAddress('192.0.2.1'), fields: { recipient: 'x@y.example' } };
     for (let i = 0; i < 3; i++) expect(await d.decide('policy', req)).toEqual({ relay: true });
-    log.flush(); // audit lines go out together at the end of the event loop's turn
+    log.flush(); // audit lines wait a moment (SOON_MS) to be written together
     expect(lines().filter((l) => l.includes('user_limit not applied'))).toHaveLength(1);
     expect(lines().filter((l) => l.includes('decision=relay user=alice'))).toHaveLength(3);
     // A working counter defers the second recipient; a no is never counted nor turned into a yes.
@@ -134,7 +134,7 @@ describe('Decider: a counter that fails never defers anyone', () => {
     // Names that are not plain are quoted in the line.
     const odd = new Decider(cfg, yes, { users: () => ['a b', 'c"d'] }, new LocalCounter(), log);
     await odd.decide('socketmap', { addr: parseClientAddress('192.0.2.2'), fields: {} });
-    await new Promise((resolve) => setImmediate(resolve));
+    log.flush(); // audit lines wait a moment (SOON_MS) to be written together
     expect(lines().at(-2)).toBe(
       'poprelayd: audit: protocol=socketmap client=192.0.2.2 decision=relay user="a b","c\\"d"',
     );

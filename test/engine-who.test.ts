@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseClientAddress } from '../src/address.js';
 import { connectOnce, readSharedSet, type EngineClient } from '../src/engine/client.js';
 import { parseEngine } from '../src/endpoints.js';
+import { LOOKUP_TIMEOUT_MS } from '../src/daemon/answers.js';
 import { EngineWho } from '../src/daemon/engine-who.js';
 import { engineKey, parseEngineWho, RECORD_WHO_SCRIPT, sharedUsers, whoKey } from '../src/engine/relayset.js';
 import { startEngine, type Engine } from './support/engine.js';
@@ -108,5 +109,38 @@ describe('the who keys in a real engine', () => {
     const list = await run(BIN.admin, ['list', '--config', ini, '--now', String(T)]);
     expect(list.stdout).toMatch(/^192\.0\.2\.4 +- +- +shared: 4 users, may not relay/m);
     expect(list.stdout).not.toMatch(/^192\.0\.2\.2 .*shared/m);
+  });
+});
+
+describe('EngineWho: one GET per address at a time, waited for no longer than the relay lookup', () => {
+  const key = whoKey(parseClientAddress('192.0.2.9'));
+  const value = JSON.stringify({ alice: ['pop3', T] });
+
+  it('the answers asked for while a GET is on its way wait for it; the answer is then kept', async () => {
+    let gets = 0;
+    let answer: (v: string | null) => void = () => undefined;
+    const slow = {
+      isReady: true,
+      get: (k: string) => {
+        gets++;
+        expect(k).toBe(key);
+        return new Promise<string | null>((r) => (answer = r));
+      },
+    };
+    const who = new EngineWho(slow, TIMEOUT);
+    const asked = Array.from({ length: 10 }, () => who.users('192.0.2.9', T));
+    expect(gets).toBe(1);
+    answer(value);
+    expect(await Promise.all(asked)).toEqual(Array(10).fill(['alice']));
+    expect(who.users('192.0.2.9', T)).toEqual(['alice']); // kept: no promise, no GET
+    expect(gets).toBe(1);
+  });
+
+  it('an engine that does not answer names the local users after LOOKUP_TIMEOUT_MS', async () => {
+    const hung = { isReady: true, get: () => new Promise<string | null>(() => undefined) };
+    const who = new EngineWho(hung, TIMEOUT, { users: () => ['here'], version: () => 0 });
+    const t0 = performance.now();
+    expect(await who.users('192.0.2.9', T)).toEqual(['here']);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(LOOKUP_TIMEOUT_MS - 50);
   });
 });

@@ -4,6 +4,7 @@
 // has no SMTP AUTH name). Values that hold spaces, quotes, commas or "="
 // are quoted and escaped: users and senders are anyone's text.
 
+import { escapeControls } from '../errors.js';
 import type { ProtocolName, RequestFields } from './protocols.js';
 
 export type AuditDecision = 'relay' | 'no' | 'defer' | 'refuse';
@@ -24,30 +25,41 @@ export interface AuditFields {
   over?: string;
 }
 
-/** A value as a key=value field takes it: bare when plain, else JSON-quoted (control characters escaped). */
+const PLAIN = /^[A-Za-z0-9@._+:/<>[\]-]+$/;
+
+/**
+ * A value as a key=value field takes it: bare when plain, else JSON-quoted,
+ * with what JSON leaves as it is (DEL, C1 controls) escaped as the log
+ * escapes it: an audit line holds no control character, so the log need not
+ * look for one again.
+ */
 export function fieldValue(v: string): string {
-  return /^[A-Za-z0-9@._+:/<>[\]-]+$/.test(v) ? v : JSON.stringify(v);
+  return PLAIN.test(v) ? v : escapeControls(JSON.stringify(v));
 }
+
+/** The users' field value, kept per list: the who lookups hand out the same list while they keep an answer. */
+const usersValues = new WeakMap<readonly string[], string>();
 
 /** The users as one field value: each one's own quoting, comma-separated; "-" for nobody. */
 function usersValue(users: readonly string[]): string {
   if (users.length === 0) return '-';
-  return users.map((u) => (u === '' || u === '-' ? JSON.stringify(u) : fieldValue(u))).join(',');
+  let v = usersValues.get(users);
+  if (v === undefined) {
+    v = users.map((u) => (u === '' || u === '-' ? JSON.stringify(u) : fieldValue(u))).join(',');
+    usersValues.set(users, v);
+  }
+  return v;
 }
 
+/** The line, without a control character (see fieldValue). */
 export function auditLine(a: AuditFields): string {
-  const parts = [
-    `protocol=${a.protocol}`,
-    `client=${a.client ?? '-'}`,
-    `decision=${a.decision}`,
-    `user=${usersValue(a.users)}`,
-  ];
+  let line = `audit: protocol=${a.protocol} client=${a.client ?? '-'} decision=${a.decision} user=${usersValue(a.users)}`;
   const f = a.fields;
-  if (f.sender !== undefined) parts.push(`sender=${fieldValue(f.sender)}`);
-  if (f.recipient !== undefined) parts.push(`recipient=${fieldValue(f.recipient)}`);
-  if (f.queueId !== undefined) parts.push(`queue_id=${fieldValue(f.queueId)}`);
-  if (a.from !== undefined) parts.push(`from=${a.from}`);
-  if (a.limit !== undefined) parts.push(`limit=${a.limit}`);
-  if (a.over !== undefined) parts.push(`over=${fieldValue(a.over)}`);
-  return `audit: ${parts.join(' ')}`;
+  if (f.sender !== undefined) line += ` sender=${fieldValue(f.sender)}`;
+  if (f.recipient !== undefined) line += ` recipient=${fieldValue(f.recipient)}`;
+  if (f.queueId !== undefined) line += ` queue_id=${fieldValue(f.queueId)}`;
+  if (a.from !== undefined) line += ` from=${a.from}`;
+  if (a.limit !== undefined) line += ` limit=${a.limit}`;
+  if (a.over !== undefined) line += ` over=${fieldValue(a.over)}`;
+  return line;
 }

@@ -5,7 +5,7 @@
 // yes into the configured action.
 
 import type { Answers } from './answers.js';
-import { auditLine, type AuditDecision } from './audit.js';
+import { auditLine, type AuditDecision, type AuditFields } from './audit.js';
 import type { Config } from '../config.js';
 import type { DaemonLog } from './log.js';
 import type { Decision, ProtocolName, Request } from './protocols.js';
@@ -58,7 +58,7 @@ export class Decider {
     let decision: Decision = { relay };
     let said: AuditDecision = relay ? 'relay' : 'no';
     let over: string | null = null;
-    const limited = users.filter((u) => u !== '');
+    const limited = users.includes('') ? users.filter((u) => u !== '') : users;
     if (relay && limit !== null && protocol === 'policy' && req.fields.recipient !== undefined && limited.length > 0) {
       try {
         over = await overLimit(limit, this.counter, limited, nowSeconds);
@@ -76,19 +76,18 @@ export class Decider {
       }
     }
     if (said === 'relay' && limited.length > 0) this.counts?.add(limited, nowSeconds);
-    this.audit({
-      protocol,
-      client: req.addr.text,
-      decision: said,
-      users,
-      fields: req.fields,
-      ...(cached ? { from: 'cache' } : {}),
-      ...(over !== null && limit !== null ? { limit: limit.text, over } : {}),
-    });
+    const a: AuditFields = { protocol, client: req.addr.text, decision: said, users, fields: req.fields };
+    if (cached) a.from = 'cache';
+    if (over !== null && limit !== null) {
+      a.limit = limit.text;
+      a.over = over;
+    }
+    this.audit(a);
     return decision;
   }
 
-  private audit(a: Parameters<typeof auditLine>[0]): void {
-    if (this.cfg.auditLog || a.decision === 'defer' || a.decision === 'refuse') this.log.soon('info', auditLine(a));
+  private audit(a: AuditFields): void {
+    if (this.cfg.auditLog || a.decision === 'defer' || a.decision === 'refuse')
+      this.log.soonEscaped('info', auditLine(a));
   }
 }

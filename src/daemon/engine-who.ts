@@ -2,9 +2,11 @@
 // key the hooks of every POP/IMAP host write, engine/relayset.ts), joined with
 // this host's own who journal (who-index.ts). An engine that cannot answer
 // names nobody; it never changes a decision. Its answer for an address is
-// used again for WHO_CACHE_MS, so that a message's recipients cost one GET.
+// used again for WHO_CACHE_MS, so that a message's recipients cost one GET,
+// and the answers asked for while its GET is on the way wait for that one.
 
 import type { EngineClient } from '../engine/client.js';
+import { LOOKUP_TIMEOUT_MS, withTimeout } from './answers.js';
 import { parseClientAddress } from '../address.js';
 import type { WhoSource } from './decider.js';
 import { parseEngineWho, whoKey } from '../engine/relayset.js';
@@ -16,6 +18,12 @@ const WHO_CACHE_LIMIT = 10_000;
 export class EngineWho implements WhoSource {
   /** Per address: when asked, the local journal's version then, and the users named. */
   private readonly cache = new Map<string, { at: number; version: number; users: string[] }>();
+  /**
+   * Per address, the question on its way: the answers asked for while it is
+   * (a pipelined burst from one client) wait for it rather than each sending
+   * a GET of its own.
+   */
+  private readonly asking = new Map<string, { version: number; users: Promise<string[]> }>();
 
   constructor(
     private readonly client: Pick<EngineClient, 'get' | 'isReady'>,
@@ -31,7 +39,13 @@ export class EngineWho implements WhoSource {
     const cached = this.cache.get(address);
     // The same answer within WHO_CACHE_MS, unless this host's journal took a login meanwhile.
     if (cached !== undefined && t - cached.at < WHO_CACHE_MS && cached.version === version) return cached.users;
-    return this.ask(address, nowSeconds, version, t);
+    const pending = this.asking.get(address);
+    if (pending !== undefined && pending.version === version) return pending.users;
+    const users = this.ask(address, nowSeconds, version, t).finally(() => {
+      if (this.asking.get(address)?.users === users) this.asking.delete(address);
+    });
+    this.asking.set(address, { version, users });
+    return users;
   }
 
   private async ask(address: string, nowSeconds: number, version: number, t: number): Promise<string[]> {
@@ -39,10 +53,10 @@ export class EngineWho implements WhoSource {
     if (!this.client.isReady) return here;
     let shared: string[];
     try {
-      const value = await this.client.get(whoKey(parseClientAddress(address)));
+      const value = await withTimeout(this.client.get(whoKey(parseClientAddress(address))), LOOKUP_TIMEOUT_MS);
       shared = parseEngineWho(value, nowSeconds - this.timeoutSeconds).map((u) => u.user);
     } catch {
-      return here;
+      return here; // a slow engine delays no answer past the relay lookup's own bound
     }
     const users = [...new Set([...shared, ...here])];
     this.cache.delete(address); // re-inserted last: the Map's order is the eviction order

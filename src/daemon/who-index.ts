@@ -33,7 +33,7 @@ export class LocalWho {
     private readonly path = whoFile(dbfile),
     private readonly now: () => number = Date.now,
   ) {
-    // A look at the file for every answer costs poprelayd a third of its answers per second; the
+    // A look at the file for every answer would be a system call per answer; the
     // directory's word that the journal changed costs nothing until it does.
     let watcher: FSWatcher | null;
     try {

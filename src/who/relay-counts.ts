@@ -41,6 +41,9 @@ export function readRelayed(dbfile: string): RelayedDays {
 export class RelayCounts {
   /** day -> user -> decisions, since the last write (Maps: counted at every answer). */
   private pending = new Map<string, Map<string, number>>();
+  /** The day being counted (days since the epoch, UTC) and its map in `pending`; null once written. */
+  private dayNumber = -1;
+  private day: Map<string, number> | null = null;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -55,9 +58,16 @@ export class RelayCounts {
   /** One relay decision for every named user behind the address. */
   add(users: readonly string[], nowSeconds: number): void {
     if (this.keepDays === 0) return;
-    const key = dayOf(nowSeconds);
-    let day = this.pending.get(key);
-    if (day === undefined) this.pending.set(key, (day = new Map()));
+    const dayNumber = Math.floor(nowSeconds / 86_400);
+    // A date's text per answer costs more than the rest of the counting: the day's map is kept at hand.
+    if (dayNumber !== this.dayNumber || this.day === null) {
+      const key = dayOf(nowSeconds);
+      let day = this.pending.get(key);
+      if (day === undefined) this.pending.set(key, (day = new Map()));
+      this.dayNumber = dayNumber;
+      this.day = day;
+    }
+    const day = this.day;
     for (const u of users) if (u !== '') day.set(u, (day.get(u) ?? 0) + 1);
   }
 
@@ -66,6 +76,7 @@ export class RelayCounts {
     if (this.pending.size === 0) return;
     const counted = this.pending;
     this.pending = new Map();
+    this.day = null;
     const path = relayedFile(this.dbfile);
     try {
       const days = readRelayed(this.dbfile);
