@@ -18,7 +18,8 @@ import { parseEngine } from '../src/endpoints.js';
 import { whoKey } from '../src/engine/relayset.js';
 import { queueLogin } from '../src/map/relay-map.js';
 import { keepWho } from '../src/who/shared-address.js';
-import { freePort, terminate } from '../test/support/dovecot.js';
+import { freePort } from '../test/support/ports.js';
+import { terminate } from '../test/support/terminate.js';
 import { startEngine } from '../test/support/engine.js';
 import { BIN } from '../test/support/paths.js';
 import { run } from '../test/support/processes.js';
@@ -54,6 +55,10 @@ function drive(port: number, n: number, clients: readonly string[]): Promise<voi
     };
     s.on('connect', more);
     s.on('error', reject);
+    // A connection poprelayd closed early would otherwise leave the round waiting for ever.
+    s.on('close', () => {
+      if (answered < n) reject(new Error(`poprelayd closed the connection after ${answered} of ${n} answers`));
+    });
     s.on('data', (d: Buffer) => {
       buf += d.toString('latin1');
       for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { auditLine } from '../src/daemon/audit.js';
 import { DaemonLog, SOON_CHARS, SOON_MS } from '../src/daemon/log.js';
-import { freePort } from './support/dovecot.js';
+import { freePort } from './support/ports.js';
 import { startEngine, type Engine } from './support/engine.js';
 import { BIN, ROOT } from './support/paths.js';
 import { tempDir } from './support/tmp.js';

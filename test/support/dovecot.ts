@@ -29,11 +29,6 @@ import { freePort } from './ports.js';
 import { terminate } from './terminate.js';
 import { untilServing } from './wait.js';
 
-// bench/accounting.ts, changed by another hand in this step, still imports
-// these from here; once it imports ports.js and terminate.js, this goes.
-export { freePort } from './ports.js';
-export { terminate } from './terminate.js';
-
 /**
  * A post-login script other than poprelay's, to compare poprelay's with
  * (bench/hook-variants.ts). It gets no poprelay options: "$@" must be
