@@ -10,8 +10,6 @@ import type { Database } from '../native.js';
 export type EntryValue = { kind: 'dated'; time: number } | { kind: 'permanent' } | { kind: 'invalid' };
 
 const DIGITS = /^[0-9]+$/;
-/** The largest dated value: 9999999999 s is in the year 2286. */
-export const MAX_TIME = 9_999_999_999;
 
 export function classifyValue(value: string): EntryValue {
   if (!DIGITS.test(value)) return { kind: 'permanent' };
