@@ -1,8 +1,9 @@
 // npm run bench: every section measured side by side in one run, written to
 // docs/benchmarks.md. No thresholds are enforced anywhere: each target is
 // compared in the report, with the reason where it is missed.
-// BENCH_ONLY=accounting npm run bench: that section alone (its variants still
-// side by side), put in place of its old figures; the others stay as they were.
+// BENCH_ONLY=latency,accounting npm run bench: those sections alone (each
+// one's variants still side by side), put in place of their old figures;
+// the others stay as they were.
 
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -21,7 +22,20 @@ import { recordSection } from './record.js';
 import { spliceSection, type Verdict } from './report.js';
 import { sweepSection } from './sweep.js';
 
-const ONLY = process.env.BENCH_ONLY;
+type Section = (verdict: Verdict, now: number) => Promise<string[]>;
+
+/** The sections in the report's order, by the name BENCH_ONLY gives them. */
+const SECTIONS: ReadonlyArray<[string, Section]> = [
+  ['latency', latencySection],
+  ['record', recordSection],
+  ['sweep', sweepSection],
+  ['burst', burstSection],
+  ['cpu', cpuSection],
+  ['cluster', clusterSection],
+  ['accounting', accountingSection],
+];
+
+const ONLY = process.env.BENCH_ONLY?.split(',').map((name) => name.trim());
 const REPORT = join(ROOT, 'docs/benchmarks.md');
 
 function verdictInto(verdicts: string[]): Verdict {
@@ -32,18 +46,26 @@ function verdictInto(verdicts: string[]): Verdict {
   };
 }
 
-it.runIf(ONLY === 'accounting')('accounting alone', async () => {
-  const verdicts: string[] = [];
-  const section = await accountingSection(verdictInto(verdicts));
-  const dated = [
-    ...section,
-    '',
-    `Measured alone (BENCH_ONLY=accounting) on ${new Date().toISOString()}, load average ${loadavg()
-      .map((x) => x.toFixed(2))
-      .join(', ')} at the end.`,
-  ];
-  writeFileSync(REPORT, spliceSection(readFileSync(REPORT, 'utf8'), dated, verdicts));
-  console.log([...dated, '', ...verdicts].join('\n'));
+it.runIf(ONLY !== undefined)('the sections BENCH_ONLY names, alone', async () => {
+  const unknown = ONLY?.filter((name) => !SECTIONS.some(([known]) => known === name)) ?? [];
+  if (unknown.length > 0)
+    throw new Error(`BENCH_ONLY: no section ${unknown.join(', ')} (${SECTIONS.map(([n]) => n).join(', ')})`);
+  const now = Math.floor(Date.now() / 1000);
+  let doc = readFileSync(REPORT, 'utf8');
+  for (const [name, section] of SECTIONS.filter(([n]) => ONLY?.includes(n))) {
+    const verdicts: string[] = [];
+    const lines = await section(verdictInto(verdicts), now);
+    const dated = [
+      ...lines,
+      '',
+      `Measured alone (BENCH_ONLY=${name}) on ${new Date().toISOString()}, load average ${loadavg()
+        .map((x) => x.toFixed(2))
+        .join(', ')} at the end.`,
+    ];
+    doc = spliceSection(doc, dated, verdicts);
+    writeFileSync(REPORT, doc);
+    console.log([...dated, '', ...verdicts].join('\n'));
+  }
 });
 
 it.skipIf(ONLY !== undefined)('benchmarks', async () => {
@@ -71,13 +93,8 @@ it.skipIf(ONLY !== undefined)('benchmarks', async () => {
   );
   const verdicts: string[] = [];
   const verdict = verdictInto(verdicts);
-  md.push(...(await latencySection(verdict)));
-  md.push('', ...(await recordSection(verdict, now)));
-  md.push('', ...(await sweepSection(verdict, now)));
-  md.push('', ...(await burstSection(verdict)));
-  md.push('', ...(await cpuSection(verdict)));
-  md.push('', ...(await clusterSection(verdict)));
-  md.push('', ...(await accountingSection(verdict)));
+  for (const [i, [, section]] of SECTIONS.entries())
+    md.push(...(i === 0 ? [] : ['']), ...(await section(verdict, now)));
   md.push('', '## Targets', '', ...verdicts);
   // What else the machine ran meanwhile: the figures are only as quiet as it was.
   const loadLine = md.indexOf('- load average (1, 5, 15 min): LOAD');
