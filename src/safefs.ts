@@ -64,6 +64,26 @@ export function createExclusive(path: string, mode: number): number {
   return fd;
 }
 
+/** Linux's O_PATH, which node:fs does not name: a descriptor of the file itself, whatever its kind. */
+const O_PATH = 0o10000000;
+
+/**
+ * Opens the UNIX socket this process just bound at `path` as the file
+ * itself (no link followed), checked to be a socket of this process's
+ * user: its group and mode are then set through fdPath(), so that another
+ * account that may write the socket's directory (Postfix's private/) cannot
+ * swap the name for a link to one of our files in between.
+ */
+export function openOwnSocket(path: string): number {
+  const fd = openSync(path, O_PATH | C.O_NOFOLLOW);
+  const st = fstatSync(fd);
+  if (!st.isSocket() || st.uid !== process.geteuid?.()) {
+    closeSync(fd);
+    throw codeError('ENOTSOCK', `${path} is no longer the socket this process made: another account replaced it`, path);
+  }
+  return fd;
+}
+
 /** Opens a directory itself, not what a link of that name points to. */
 export function openDirectory(path: string): number {
   return openSync(path, C.O_RDONLY | C.O_DIRECTORY | SAFE);

@@ -7,7 +7,7 @@
 // a request may take to arrive (a slowloris holds nothing for long), and
 // idle connections. A UNIX socket may be given to the MTA's group alone.
 
-import { chmodSync, chownSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, fstatSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 
@@ -15,6 +15,7 @@ import type { DaemonLog } from './log.js';
 import type { ListenEndpoint } from '../endpoints.js';
 import { peerCredentials } from '../native.js';
 import { errnoCode } from '../errors.js';
+import { fdPath, openOwnSocket } from '../safefs.js';
 import { framer, ProtocolError, type Decision, type ProtocolName, type Request } from './protocols.js';
 
 /** Connections one listener holds; at that, a new one evicts the longest-idle (of the peer that holds most). */
@@ -164,28 +165,37 @@ function groupId(group: string): number {
 }
 
 /**
- * Gives a listening UNIX socket its group and mode. Until then it has the
- * mode the umask gave it, which lets no other account connect (connecting
- * needs write permission; poprelayd.service's UMask=0077, a shell's 022).
+ * Gives a listening UNIX socket its group and mode, and returns the mode.
+ * Until then it has the mode the umask gave it, which lets no other account
+ * connect (connecting needs write permission; poprelayd.service's
+ * UMask=0077, a shell's 022). Done through the socket's own descriptor: the
+ * directory may be another account's to write.
  */
-function setAccess(at: { path: string; group?: string; mode?: number }): void {
-  if (at.group !== undefined) {
-    const gid = groupId(at.group);
-    try {
-      chownSync(at.path, -1, gid);
-    } catch (e) {
-      const code = errnoCode(e);
-      if (code !== 'EPERM' && code !== 'EINVAL') throw e;
-      throw new Error(
-        `poprelayd (uid ${process.geteuid?.() ?? '?'}) may not give its socket to group ${at.group}: it must be a member. ` +
-          `Under poprelayd.service: systemctl edit poprelayd.service, add [Service] SupplementaryGroups=${at.group} ` +
-          `and PrivateUsers=no (with PrivateUsers=yes no group but its own exists for it), then systemctl restart poprelayd`,
-        { cause: e },
-      );
+function setAccess(at: { path: string; group?: string; mode?: number }): number {
+  const fd = openOwnSocket(at.path);
+  try {
+    const self = fdPath(fd);
+    if (at.group !== undefined) {
+      const gid = groupId(at.group);
+      try {
+        chownSync(self, -1, gid);
+      } catch (e) {
+        const code = errnoCode(e);
+        if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+        throw new Error(
+          `poprelayd (uid ${process.geteuid?.() ?? '?'}) may not give its socket to group ${at.group}: it must be a member. ` +
+            `Under poprelayd.service: systemctl edit poprelayd.service, add [Service] SupplementaryGroups=${at.group} ` +
+            `and PrivateUsers=no (with PrivateUsers=yes no group but its own exists for it), then systemctl restart poprelayd`,
+          { cause: e },
+        );
+      }
     }
+    // Without a group, every account: the MTAs run as other users (smmta, postfix, Debian-exim).
+    chmodSync(self, at.mode ?? (at.group === undefined ? 0o666 : 0o660));
+    return fstatSync(fd).mode & 0o777;
+  } finally {
+    closeSync(fd);
   }
-  // Without a group, every account: the MTAs run as other users (smmta, postfix, Debian-exim).
-  chmodSync(at.path, at.mode ?? (at.group === undefined ? 0o666 : 0o660));
 }
 
 /** Removes a UNIX socket left by a poprelayd that is gone (nothing answers on it). */
@@ -342,13 +352,14 @@ export async function listen(
   }
   let access = '';
   if ('path' in at) {
+    let bits: number;
     try {
-      setAccess(at);
+      bits = setAccess(at);
     } catch (e) {
       await closeServer(server, admission);
       throw new Error(`${protocol} on ${at.display}: ${(e as Error).message}`, { cause: e });
     }
-    const mode = (lstatSync(at.path).mode & 0o777).toString(8).padStart(4, '0');
+    const mode = bits.toString(8).padStart(4, '0');
     access = at.group === undefined ? ` (mode ${mode})` : ` (group ${at.group}, mode ${mode})`;
   }
   log.say('info', `answering ${protocol} on ${at.display}${access}`);
