@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 
 import type { EngineClient } from '../engine/client.js';
 import { COUNT_PREFIX } from '../engine/relayset.js';
+import { withTimeout } from './answers.js';
 import { LocalCounter, type Counter } from './user-limit.js';
 
 /**
@@ -67,19 +68,11 @@ export class EngineCounter implements Counter {
       this.client.incrBy(key, 1),
       this.client.expireAtNx(key, (window + 1) * periodSeconds + COUNT_MARGIN_SECONDS),
     ]).then(([n]) => n);
-    return within(counted, this.timeoutMs).catch((e: unknown) => Promise.reject(why(e)));
+    return withTimeout(counted, this.timeoutMs).catch((e: unknown) => Promise.reject(why(e)));
   }
 }
 
 /** Counts across every MTA host through the engine; without one, this poprelayd's own. */
 export function userLimitCounter(client: EngineClient | null): Counter {
   return client === null ? new LocalCounter() : new EngineCounter(client);
-}
-
-function within<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
