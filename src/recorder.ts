@@ -1,6 +1,6 @@
 // The entry point bundled into dist/poprelay-login.cjs, which the front
 // (bin/poprelay-login) runs. It reads its arguments and opens the log pipe,
-// which load nothing else of ours, then loads the recorder in the one import
+// which load nothing of ours that could fail, then loads the recorder in the one import
 // it guards: a module that cannot load (a broken libdb addon, say) is then
 // one log line and a failed recording, as any other problem is, not a stack
 // trace on Dovecot's log.

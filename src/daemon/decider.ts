@@ -6,11 +6,11 @@
 
 import type { Answers } from './answers.js';
 import { auditLine, type AuditDecision, type AuditFields } from './audit.js';
-import type { Config } from '../config.js';
 import type { DaemonLog } from './log.js';
 import type { Decision, ProtocolName, Request } from './protocols.js';
-import type { UserLimit } from '../config.js';
+import type { Config, UserLimit } from '../config.js';
 import { overLimit, type Counter } from './user-limit.js';
+import { isPlainUser } from '../users.js';
 
 /** Who is behind an address: the users who logged in from it within the timeout, latest first. */
 export interface WhoSource {
@@ -19,7 +19,7 @@ export interface WhoSource {
 
 /** The deferral a recipient over user_limit gets: Postfix answers it 450 4.7.1 unless the recipient is local. */
 function deferAction(limit: UserLimit, user: string): string {
-  const who = /^[A-Za-z0-9@._+-]{1,64}$/.test(user) ? user : 'this user';
+  const who = isPlainUser(user) ? user : 'this user';
   return `DEFER_IF_REJECT 4.7.1 ${who} sent more than ${limit.max} recipients in ${limit.text.split('/')[1]} (poprelay user_limit = ${limit.text}); try again later`;
 }
 

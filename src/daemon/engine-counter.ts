@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 
 import type { EngineClient } from '../engine/client.js';
 import { COUNT_PREFIX } from '../engine/relayset.js';
+import { isPlainUser } from '../users.js';
 import { withTimeout } from './answers.js';
 import { LocalCounter, type Counter } from './user-limit.js';
 
@@ -34,7 +35,7 @@ export const COUNT_MARGIN_SECONDS = 300;
 
 /** A user name as it is in a key: plain names as they are, any other as a digest of fixed length. */
 function userInKey(user: string): string {
-  if (/^[A-Za-z0-9@._+-]{1,64}$/.test(user)) return user;
+  if (isPlainUser(user)) return user;
   // "~" is no plain name's: a digest never stands for a plain name.
   return `~${createHash('sha256').update(user, 'utf8').digest('hex').slice(0, 32)}`;
 }

@@ -1,9 +1,12 @@
 // The recorder's log pipe: every line it writes goes through log(), on fd 2,
-// which Dovecot puts in its log. This module imports nothing of ours, so the
-// entry point (src/recorder.ts) can still say why when the recorder's other
-// modules cannot load.
+// which Dovecot puts in its log. This module imports nothing of ours that
+// could fail to load (users.ts is a pattern), so the entry point
+// (src/recorder.ts) can still say why when the recorder's other modules
+// cannot load.
 
 import { writeSync } from 'node:fs';
+
+import { isPlainUser } from '../users.js';
 
 export type Level = 'info' | 'warning' | 'error';
 
@@ -53,7 +56,7 @@ export function envAddressText(env: NodeJS.ProcessEnv): string | undefined {
 
 /** A login name shown in the log, quoted when it holds anything unusual. */
 export function describeUser(user: string | undefined, tag: string | undefined, quote: (s: string) => string): string {
-  const u = user === undefined ? '(none)' : /^[A-Za-z0-9@._+-]{1,64}$/.test(user) ? user : quote(user);
+  const u = user === undefined ? '(none)' : isPlainUser(user) ? user : quote(user);
   return tag === undefined ? `user=${u}` : `user=${u}, service=${quote(tag).slice(1, -1)}`;
 }
 

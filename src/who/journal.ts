@@ -25,6 +25,7 @@ import { dirname } from 'node:path';
 import { flock } from '../native.js';
 import { errnoCode } from '../errors.js';
 import { createExclusive, openRegular, readRegularText, syncDirectory } from '../safefs.js';
+import { isPlainUser } from '../users.js';
 
 /** One login as the journal keeps it. */
 export interface WhoLine {
@@ -153,7 +154,7 @@ export function usersByAddress(lines: readonly WhoLine[], since: number): Map<st
 /** A user name for a line of text: itself when plain, else quoted and escaped (it is anyone's input). */
 export function showUser(user: string, quote: (s: string, max?: number) => string): string {
   if (user === '') return '(none)';
-  return /^[A-Za-z0-9@._+-]{1,64}$/.test(user) ? user : quote(user, 64);
+  return isPlainUser(user) ? user : quote(user, 64);
 }
 
 /**
