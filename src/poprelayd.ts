@@ -72,7 +72,7 @@ export async function daemonMain(argv: readonly string[]): Promise<number> {
   const who = new EngineWho(client, cfg.map.timeoutSeconds, new LocalWho(cfg.map.path, cfg.map.timeoutSeconds));
   const counts = new RelayCounts(cfg.map.path, cfg.reportDays, (text) => log.limited('warning', 'relayed', text));
   // user_limit counts in the engine: every MTA host's recipients add to the same count.
-  const decider = new Decider(cfg, answers, who, userLimitCounter(client), log, counts);
+  const decider = new Decider(cfg, answers, who, userLimitCounter(client), log, cfg.reportDays > 0 ? counts : null);
   const servers: Listener[] = [];
   try {
     for (const [protocol, at] of listeners) {

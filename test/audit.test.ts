@@ -103,6 +103,21 @@ describe('the audit line and user_limit, as a real Postfix smtpd asks poprelayd'
   });
 });
 
+describe('Decider: the relay counts', () => {
+  it('count the users behind the address with audit_log = no and no user_limit, and none of a no', async () => {
+    const log = new DaemonLog(() => undefined, false);
+    const cfg = { auditLog: false, userLimit: null, userLimitAction: 'defer' as const };
+    const added: string[][] = [];
+    const counts = { add: (users: readonly string[]) => void added.push([...users]) };
+    const req = { addr: parseClientAddress('192.0.2.3'), fields: {} };
+    const answer = (relay: boolean) => ({ ask: () => Promise.resolve({ relay, cached: false }) });
+    const who = { users: () => ['alice', 'bob'] };
+    await new Decider(cfg, answer(true), who, new LocalCounter(), log, counts).decide('socketmap', req);
+    await new Decider(cfg, answer(false), who, new LocalCounter(), log, counts).decide('socketmap', req);
+    expect(added).toEqual([['alice', 'bob']]);
+  });
+});
+
 describe('Decider: a counter that fails never defers anyone', () => {
   it('relays as if no limit were set, and says so once', async () => {
     const written: string[] = [];

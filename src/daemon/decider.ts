@@ -30,7 +30,7 @@ export class Decider {
     private readonly who: WhoSource,
     private readonly counter: Counter,
     private readonly log: DaemonLog,
-    /** Where each relay decision counts for the users behind the address (poprelay report). */
+    /** Where each relay decision counts for the users behind the address (poprelay report); null: not counted. */
     private readonly counts: { add(users: readonly string[], nowSeconds: number): void } | null = null,
     private readonly now: () => number = Date.now,
   ) {}
@@ -42,9 +42,9 @@ export class Decider {
       return { relay: false };
     }
     // Asked together: the who lookup (one more GET in the engine) adds no wait to the answer. Without the
-    // audit line or user_limit nobody needs the names.
+    // audit line, user_limit and the relay counts nobody needs the names.
     let named: string[] | Promise<string[]> = [];
-    if (this.cfg.auditLog || this.cfg.userLimit !== null) {
+    if (this.cfg.auditLog || this.cfg.userLimit !== null || this.counts !== null) {
       try {
         const u = this.who.users(req.addr.text, nowSeconds);
         named = Array.isArray(u) ? u : u.catch((): string[] => []); // handled at once, not only once awaited
