@@ -23,12 +23,10 @@ export class Answers {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Whether `addr` may relay now: the engine's answer, or when it cannot answer in time, the cache's. */
-  async mayRelay(addr: ClientAddress): Promise<boolean> {
-    return (await this.ask(addr)).relay;
-  }
-
-  /** As mayRelay, saying whether the answer came from the cache (the engine could not answer in time). */
+  /**
+   * Whether `addr` may relay now: the engine's answer, or when it cannot
+   * answer in time, the cache's (`cached`).
+   */
   async ask(addr: ClientAddress): Promise<{ relay: boolean; cached: boolean }> {
     if (this.client.isReady) {
       try {

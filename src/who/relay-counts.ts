@@ -6,7 +6,7 @@
 // renamed into place; days older than report_days leave it. A file that
 // cannot be written is one line; no answer ever waits for it.
 
-import { dayOf } from './report.js';
+import { dayOf, dropOldDays, isDayKey, setOwn } from './report.js';
 import { readRegularText, replaceFile } from '../safefs.js';
 
 /** Per day ("YYYY-MM-DD"), per user: relay decisions. */
@@ -15,11 +15,6 @@ export type RelayedDays = Record<string, Record<string, number>>;
 export const relayedFile = (dbfile: string): string => `${dbfile}.relayed`;
 export const FLUSH_MS = 60_000;
 
-/** Sets an own property whatever the key: a user may call themselves "__proto__". */
-function setOwn<T>(o: Record<string, T>, key: string, value: T): void {
-  Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
-}
-
 export function readRelayed(dbfile: string): RelayedDays {
   const text = readRegularText(relayedFile(dbfile));
   if (text === null) return {};
@@ -27,7 +22,7 @@ export function readRelayed(dbfile: string): RelayedDays {
   try {
     const o = JSON.parse(text) as { days?: Record<string, Record<string, unknown>> };
     for (const [day, users] of Object.entries(o.days ?? {})) {
-      if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || typeof users !== 'object' || users === null) continue;
+      if (!isDayKey(day) || typeof users !== 'object' || users === null) continue;
       const d: Record<string, number> = {};
       for (const [u, n] of Object.entries(users)) if (typeof n === 'number' && Number.isFinite(n)) setOwn(d, u, n);
       out[day] = d;
@@ -84,8 +79,7 @@ export class RelayCounts {
         const d = (days[day] ??= {});
         for (const [u, n] of users) setOwn(d, u, (Object.hasOwn(d, u) ? (d[u] ?? 0) : 0) + n);
       }
-      const oldest = dayOf(nowSeconds - (this.keepDays - 1) * 86_400);
-      for (const day of Object.keys(days)) if (day < oldest) delete days[day];
+      dropOldDays(days, this.keepDays, nowSeconds);
       replaceFile(path, `${JSON.stringify({ days })}\n`, 0o640);
     } catch (e) {
       this.problem(`the relay counts ${path} were not written: ${e instanceof Error ? e.message : String(e)}`);

@@ -45,16 +45,25 @@ export function readReport(dbfile: string): Report {
 }
 
 /** Sets an own property, whatever the key: a user may call themselves "__proto__". */
-function setOwn<T>(o: Record<string, T>, key: string, value: T): T {
+export function setOwn<T>(o: Record<string, T>, key: string, value: T): T {
   Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
   return value;
+}
+
+/** A day's key in the files beside the map: "YYYY-MM-DD", UTC. */
+export const isDayKey = (day: string): boolean => /^\d{4}-\d{2}-\d{2}$/.test(day);
+
+/** Drops, in place, the days of `days` older than the `keepDays` days up to `now`'s. */
+export function dropOldDays(days: Record<string, unknown>, keepDays: number, now: number): void {
+  const oldest = dayOf(now - (keepDays - 1) * 86_400);
+  for (const day of Object.keys(days)) if (day < oldest) delete days[day];
 }
 
 /** Only what this file writes: days of users of numbers and lists of strings. */
 function sane(days: Record<string, unknown>): Report {
   const out: Report = {};
   for (const [day, users] of Object.entries(days)) {
-    if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || typeof users !== 'object' || users === null) continue;
+    if (!isDayKey(day) || typeof users !== 'object' || users === null) continue;
     const d: Record<string, DayUse> = {};
     for (const [user, u] of Object.entries(users as Record<string, unknown>)) {
       const v = u as Partial<DayUse> | null;
@@ -93,8 +102,7 @@ export function foldIntoReport(dbfile: string, lines: readonly WhoLine[], keepDa
     return;
   }
   const report = fold(readReport(dbfile), lines);
-  const oldest = dayOf(now - (keepDays - 1) * 86_400);
-  for (const day of Object.keys(report)) if (day < oldest) delete report[day];
+  dropOldDays(report, keepDays, now);
   replaceFile(path, `${JSON.stringify({ days: report })}\n`, MODE);
 }
 
