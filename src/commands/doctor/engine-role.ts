@@ -106,8 +106,9 @@ export function engineRoleCheck(cfg: Config, engine: EngineEndpoint, hook: boole
       fix(roles.length > 0 ? roles : ['mta']),
     );
   }
-  // user_limit without its counter is no limit (poprelayd says so and relays): a warning, not a failure.
-  const counts = answers && cfg.userLimit !== null;
+  // user_limit, counted in Postfix policy answers only, without its counter is no limit (poprelayd says so
+  // and relays): a warning, not a failure.
+  const counts = cfg.policyListen !== null && cfg.userLimit !== null;
   const noCount = counts ? ['INCRBY', 'EXPIREAT'].filter((c) => !may(c)) : [];
   if (noCount.length > 0)
     return bad(
