@@ -148,15 +148,18 @@ export function replaceFile(path: string, text: string, mode: number): void {
     // none left over
   }
   const fd = createExclusive(tmp, mode);
+  let open = true;
   try {
     writeSync(fd, text);
     fsyncSync(fd);
-  } catch (e) {
     closeSync(fd);
+    open = false;
+    // A rename that fails leaves no temporary file behind either: the next one has another pid.
+    renameSync(tmp, path);
+  } catch (e) {
+    if (open) closeSync(fd);
     unlinkSync(tmp);
     throw e;
   }
-  closeSync(fd);
-  renameSync(tmp, path);
   syncDirectory(dirname(path));
 }
