@@ -5,13 +5,18 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 import { DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, MOVE_LEGACY_CONFIG, type Config } from '../../config.js';
+import { parseHookArgs } from '../../hook/arguments.js';
 import { bad, ok, type Check } from './check.js';
 import { SHIPPED } from './shipped.js';
 
-/** The file the hook reads: --config on its executable line, else the default one that exists (null: none). */
+/**
+ * The file the hook reads: --config on its executable line (`hook`: the
+ * front's path and its arguments, read as the recorder reads them), else the
+ * default one that exists (null: none).
+ */
 export function hookConfigPath(hook: readonly string[]): string | null {
-  const i = hook.indexOf('--config');
-  if (i >= 0 && hook[i + 1] !== undefined) return resolve(hook[i + 1] ?? '');
+  const { config } = parseHookArgs(hook.slice(1));
+  if (config !== undefined) return resolve(config);
   return [DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH].find((p) => existsSync(p)) ?? null;
 }
 

@@ -6,6 +6,7 @@ import { lstatSync } from 'node:fs';
 
 import { parseConfig, type Config } from '../../config.js';
 import { queueDir } from '../../map/queue.js';
+import { parseHookArgs } from '../../hook/arguments.js';
 import { bad, ok, type Check } from './check.js';
 
 /**
@@ -14,9 +15,8 @@ import { bad, ok, type Check } from './check.js';
  * poprelay.ini). It must be dbfile's, and only its owner may open it.
  */
 export function queueLineCheck(cfg: Config, hook: readonly string[], user: string): Check {
-  const i = hook.indexOf('--queue');
-  const named = i >= 0 ? hook[i + 1] : undefined;
-  const queue = named ?? (hook.includes('--config') ? null : queueDir(parseConfig('', null).map.path));
+  const line = parseHookArgs(hook.slice(1));
+  const queue = line.queue ?? (line.config !== undefined ? null : queueDir(parseConfig('', null).map.path));
   const right = queueDir(cfg.map.path);
   const fix = `give --queue ${right} on the executable lines of Dovecot's post-login services`;
   if (queue === null)
