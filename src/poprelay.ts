@@ -99,12 +99,11 @@ export async function adminMain(argv: readonly string[]): Promise<number> {
   }
   const now = nowFrom(values);
   let cfg: Config | undefined;
-  // Loaded on first use; root then becomes the map's owner before anything
-  // touches the map, unless the command keeps root's rights.
+  // Loaded on first use; root then becomes the map's owner before anything touches the map.
   const config = (): Config => {
     if (cfg === undefined) {
       cfg = configFrom(values);
-      if (cmd.keepsRoot !== true) actAsMapOwner(cfg.map.path);
+      actAsMapOwner(cfg.map.path);
     }
     return cfg;
   };

@@ -16,16 +16,11 @@ export interface Command {
   usage: string;
   args: string[];
   options?: OptionSpec;
-  /**
-   * Runs as root, not as the map's owner: set only for a command that
-   * writes nothing itself and needs root for what it checks (doctor).
-   */
-  keepsRoot?: true;
   run(ctx: Context): number | Promise<number>;
 }
 
 export interface Context {
-  /** Loaded on first use, so that doctor can report a broken config as a finding. */
+  /** Loaded on first use; root then becomes the map's owner (privilege.ts). */
   config(): Config;
   /** The map, or the shared engine when engine is set; opened on first use. */
   store(): Promise<RelayStore>;

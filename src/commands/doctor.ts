@@ -39,8 +39,8 @@ Exit 0 when nothing FAILed, 1 otherwise.
     'cron-file': { type: 'string' },
     'cron-pid': { type: 'string' },
   },
-  // Checks run as the users they name (the hook's), which root alone may do.
-  keepsRoot: true,
+  // Never ctx.config(), which would make root the map's owner: the checks run as the users they name (the
+  // hook's), which root alone may do, and runDoctor loads the config itself, to report a broken one.
   run: async (ctx) => {
     const v = ctx.values;
     const checks = await runDoctor(stringOption(v.config) ?? (process.env.POPRELAY_CONFIG || undefined), {
