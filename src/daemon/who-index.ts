@@ -10,7 +10,7 @@ import { closeSync, lstatSync, readSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 
 import { openRegular } from '../safefs.js';
-import { whoFile } from '../who/journal.js';
+import { parseLine, whoFile } from '../who/journal.js';
 
 /** Without word of a change from the directory, the journal is looked at again after this long. */
 export const LOOK_AGAIN_MS = 1000;
@@ -107,16 +107,11 @@ export class LocalWho {
     const lines = text.split('\n');
     this.partial = lines.pop() ?? '';
     for (const line of lines) {
-      try {
-        const o = JSON.parse(line) as { t?: unknown; a?: unknown; u?: unknown };
-        if (typeof o.t !== 'number' || typeof o.a !== 'string') continue;
-        const u = typeof o.u === 'string' ? o.u : '';
-        let users = this.index.get(o.a);
-        if (users === undefined) this.index.set(o.a, (users = new Map()));
-        if ((users.get(u) ?? -1) < o.t) users.set(u, o.t);
-      } catch {
-        // not a line of ours
-      }
+      const l = parseLine(line);
+      if (l === null) continue;
+      let users = this.index.get(l.a);
+      if (users === undefined) this.index.set(l.a, (users = new Map()));
+      if ((users.get(l.u) ?? -1) < l.t) users.set(l.u, l.t);
     }
   }
 }

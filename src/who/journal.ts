@@ -84,7 +84,8 @@ export function appendWho(dbfile: string, lines: readonly WhoLine[]): void {
   }
 }
 
-function parseLine(text: string): WhoLine | null {
+/** One line of the journal; null when it is not one of ours. */
+export function parseLine(text: string): WhoLine | null {
   try {
     const o = JSON.parse(text) as Record<string, unknown>;
     if (typeof o.t !== 'number' || !Number.isSafeInteger(o.t) || typeof o.a !== 'string') return null;
